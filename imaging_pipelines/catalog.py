@@ -1,0 +1,205 @@
+"""The data catalog: one YAML file per dataset in ``data_catalog/``, parsed and validated with pydantic.
+
+A relative ``inbox`` resolves against the catalog file's folder. Local inboxes must lie inside one of the
+configured data roots (``IMAGING_PIPELINES_DATA_ROOTS``, ``os.pathsep``-separated; default: the project
+folder that holds ``data_catalog/``), so a catalog entry cannot point the pipeline at arbitrary files.
+Remote inboxes (``s3://...`` and other fsspec URIs) are accepted as given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imaging_pipelines.errors import CatalogError
+from imaging_pipelines.registry import KNOWN_FORMATS, KNOWN_MODELS, KNOWN_RECIPES
+
+CATALOG_ENV = "IMAGING_PIPELINES_CATALOG"
+DATA_ROOTS_ENV = "IMAGING_PIPELINES_DATA_ROOTS"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CATALOG_DIR = PROJECT_ROOT / "data_catalog"
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{1,48}$")
+
+
+class SeriesSelection(BaseModel):
+    """Which series of a patient are ingested. Patterns are Python regular expressions (searched, case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modalities: list[str] = Field(default_factory=list, description="DICOM Modality values to keep; empty = all")
+    description_pattern: str = Field(".*", description="keep series whose description matches")
+    exclude_description_pattern: str | None = Field(
+        "(localizer|scout|survey|topogram)", description="drop series whose description matches"
+    )
+    min_slices: int = Field(2, ge=1, description="drop stacks with fewer slices (localizers, single images)")
+
+    @field_validator("description_pattern", "exclude_description_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    def keeps(self, modality: str, description: str, n_slices: int) -> bool:
+        if self.modalities and modality.upper() not in {m.upper() for m in self.modalities}:
+            return False
+        if not re.search(self.description_pattern, description or "", re.IGNORECASE):
+            return False
+        if self.exclude_description_pattern and re.search(
+            self.exclude_description_pattern, description or "", re.IGNORECASE
+        ):
+            return False
+        return n_slices >= self.min_slices
+
+
+class SensorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    interval_seconds: int = Field(30, ge=5)
+    running_by_default: bool = False
+
+
+class DatasetConfig(BaseModel):
+    """One dataset of the catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="lower-case identifier; the Dagster asset key prefix")
+    domain: Literal["medical", "remote_sensing"]
+    description: str = ""
+    inbox: str = Field(description="folder or fsspec URI that new scans are dropped into")
+    formats: list[str] = Field(min_length=1)
+    partitioning: Literal["patient", "tile"]
+    series_selection: SeriesSelection = Field(default_factory=SeriesSelection)
+    preprocessing_recipe: str = "none"
+    model: str = "none"
+    sensor: SensorConfig = Field(default_factory=SensorConfig)
+    source_file: str = Field("", exclude=True)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("must match [a-z][a-z0-9_]{1,48} (it becomes a Dagster asset key prefix)")
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - KNOWN_FORMATS)
+        if unknown:
+            raise ValueError(f"unknown format(s) {unknown}; known: {sorted(KNOWN_FORMATS)}")
+        return value
+
+    @field_validator("preprocessing_recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        if value not in KNOWN_RECIPES:
+            raise ValueError(f"unknown recipe {value!r}; known: {sorted(KNOWN_RECIPES)}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in KNOWN_MODELS:
+            raise ValueError(f"unknown model {value!r}; known: {sorted(KNOWN_MODELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _domain_consistent(self) -> DatasetConfig:
+        if self.domain == "medical" and self.partitioning != "patient":
+            raise ValueError("medical datasets are partitioned by 'patient'")
+        if self.domain == "remote_sensing" and self.partitioning != "tile":
+            raise ValueError("remote_sensing datasets are partitioned by 'tile'")
+        if self.domain == "medical" and "geotiff" in self.formats:
+            raise ValueError("formats: geotiff is a remote_sensing format")
+        return self
+
+    @property
+    def is_remote_inbox(self) -> bool:
+        return "://" in self.inbox
+
+    def inbox_path(self) -> Path:
+        """The inbox as a local path (resolved at load time)."""
+        if self.is_remote_inbox:
+            raise ValueError(f"{self.id}: inbox {self.inbox} is not a local path")
+        return Path(self.inbox)
+
+
+def configured_data_roots(extra: list[str | Path] | None = None) -> list[Path]:
+    """Folders that local inboxes must lie in: ``IMAGING_PIPELINES_DATA_ROOTS`` or the project folder."""
+    env = os.environ.get(DATA_ROOTS_ENV)
+    roots = [Path(p) for p in env.split(os.pathsep) if p] if env else [PROJECT_ROOT]
+    roots += [Path(p) for p in extra or []]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def _is_within(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def catalog_files(location: str | Path | None = None) -> list[Path]:
+    """The ``*.yaml`` / ``*.yml`` files of a catalog folder (or the single file given)."""
+    loc = Path(location or os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG_DIR)
+    if loc.is_file():
+        return [loc]
+    if not loc.is_dir():
+        raise CatalogError([(str(loc), "-", "catalog folder or file does not exist")])
+    return sorted(p for p in loc.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def _pydantic_errors(file: Path, exc: ValidationError) -> list[tuple[str, str, str]]:
+    return [(str(file), ".".join(str(p) for p in e["loc"]) or "-", e["msg"]) for e in exc.errors()]
+
+
+def load_dataset_file(file: Path, data_roots: list[Path]) -> tuple[DatasetConfig | None, list[tuple[str, str, str]]]:
+    """Parse one catalog file; returns (config or None, errors as (file, field, message))."""
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        return None, [(str(file), "-", f"not valid YAML: {exc}")]
+    if not isinstance(raw, dict):
+        return None, [(str(file), "-", "must be a mapping of fields (id, domain, inbox, ...)")]
+    try:
+        cfg = DatasetConfig(**raw, source_file=str(file))
+    except ValidationError as exc:
+        return None, _pydantic_errors(file, exc)
+    if not cfg.is_remote_inbox:
+        inbox = Path(cfg.inbox).expanduser()
+        inbox = (inbox if inbox.is_absolute() else file.parent / inbox).resolve()
+        if not _is_within(inbox, data_roots):
+            roots = ", ".join(str(r) for r in data_roots)
+            return None, [(str(file), "inbox", f"{inbox} escapes the configured data roots ({roots})")]
+        cfg = cfg.model_copy(update={"inbox": str(inbox)})
+    return cfg, []
+
+
+def load_catalog(
+    location: str | Path | None = None, data_roots: list[str | Path] | None = None
+) -> list[DatasetConfig]:
+    """Load and validate every dataset of the catalog; raises :class:`CatalogError` listing every problem."""
+    roots = configured_data_roots(data_roots)
+    datasets: list[DatasetConfig] = []
+    errors: list[tuple[str, str, str]] = []
+    for file in catalog_files(location):
+        cfg, errs = load_dataset_file(file, roots)
+        errors += errs
+        if cfg is not None:
+            datasets.append(cfg)
+    seen: dict[str, str] = {}
+    for cfg in datasets:
+        if cfg.id in seen:
+            errors.append((cfg.source_file, "id", f"duplicate dataset id {cfg.id!r} (also in {seen[cfg.id]})"))
+        seen[cfg.id] = cfg.source_file
+    if errors:
+        raise CatalogError(errors)
+    return datasets

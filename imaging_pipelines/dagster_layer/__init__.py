@@ -1,0 +1,1 @@
+"""Dagster wiring: asset factories, partitions, sensors and resources built from the data catalog."""

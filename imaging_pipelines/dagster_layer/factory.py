@@ -1,0 +1,33 @@
+"""Build the single `Definitions` object from the data catalog."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dagster import Definitions
+
+from imaging_pipelines.catalog import DatasetConfig, load_catalog
+from imaging_pipelines.dagster_layer.medical import MedicalChain, build_medical_chain
+from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.privacy import PSEUDONYM_KEY_ENV, using_development_key
+
+log = logging.getLogger("imaging_pipelines")
+
+
+def build_chains(datasets: list[DatasetConfig]) -> dict[str, MedicalChain]:
+    """One chain per medical dataset (remote-sensing datasets are validated; their chain comes later)."""
+    return {d.id: build_medical_chain(d) for d in datasets if d.domain == "medical"}
+
+
+def build_definitions(catalog: str | Path | None = None, storage_root: str | None = None) -> Definitions:
+    datasets = load_catalog(catalog)
+    if using_development_key():
+        log.warning(f"{PSEUDONYM_KEY_ENV} is not set: pseudonyms use the public development key")
+    chains = build_chains(datasets)
+    return Definitions(
+        assets=[a for c in chains.values() for a in c.assets],
+        jobs=[c.job for c in chains.values()],
+        sensors=[c.sensor for c in chains.values()],
+        resources={"storage": ImagingStorage(root=storage_root or "")},
+    )

@@ -1,0 +1,152 @@
+"""Assets, partitions, job and sensor of one medical dataset (one chain per catalog entry)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DefaultSensorStatus,
+    DynamicPartitionsDefinition,
+    Failure,
+    JobDefinition,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+    define_asset_job,
+    sensor,
+)
+
+from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.inbox import diff_inbox, list_inbox_files
+from imaging_pipelines.ingest import PartitionIngestion, ingest_partition
+
+INGEST_ASSET = "ingested_scans"
+
+_SERIES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("image", "string"),
+        TableColumn("modality", "string"),
+        TableColumn("shape", "string", description="array shape (t,) z, y, x"),
+        TableColumn("spacing_mm", "string", description="voxel spacing x, y, z in mm"),
+        TableColumn("orientation", "string", description="RAS-style axis code of i, j, k"),
+        TableColumn("warnings", "int"),
+    ]
+)
+
+
+@dataclass
+class MedicalChain:
+    """The Dagster objects of one medical dataset."""
+
+    partitions: DynamicPartitionsDefinition
+    assets: list[AssetsDefinition]
+    job: JobDefinition
+    sensor: SensorDefinition
+
+
+def ingestion_metadata(result: PartitionIngestion) -> dict:
+    rows = result.series_rows()
+    first = next(iter(result.images.values()))
+    return {
+        "series_count": len(result.images),
+        "series": MetadataValue.table([TableRecord(r) for r in rows], schema=_SERIES_SCHEMA),
+        "shape": MetadataValue.text("x".join(str(s) for s in first.array.shape)),
+        "spacing_mm": MetadataValue.text(", ".join(f"{s:.4g}" for s in first.spacing)),
+        "orientation": MetadataValue.text(first.orientation_code()),
+        "warnings": MetadataValue.md("\n".join(f"- {w}" for w in result.warnings) or "none"),
+        "warning_count": len(result.warnings),
+        "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+        "storage_path": MetadataValue.path(result.store_path),
+    }
+
+
+def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        key=AssetKey([dataset.id, INGEST_ASSET]),
+        partitions_def=partitions,
+        group_name=dataset.id,
+        kinds={"dicom", "zarr"} if "dicom" in dataset.formats else {"nifti", "zarr"},
+        description=(
+            f"Scans of one (pseudonymous) patient from `{dataset.id}`'s inbox, as an OME-Zarr 0.5 store: "
+            "one image per series with exact geometry (LPS mm) and a multiscale pyramid."
+        ),
+        metadata={"dataset": dataset.id, "formats": ", ".join(dataset.formats)},
+    )
+    def ingested_scans(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        key = context.partition_key
+        context.log.info(f"ingesting partition {key} of {dataset.id}")
+        try:
+            result = ingest_partition(dataset, key, storage.root_path(), INGEST_ASSET)
+        except ImagingInputError as exc:
+            context.log.error(f"partition {key}: {exc}")
+            raise Failure(description=f"partition {key}: {exc}", allow_retries=False) from None
+        for warning in result.warnings:
+            context.log.warning(f"partition {key}: {warning}")
+        context.log.info(f"partition {key}: {len(result.images)} image(s) written to {result.store_path}")
+        return MaterializeResult(metadata=ingestion_metadata(result))
+
+    return ingested_scans
+
+
+def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
+    @sensor(
+        name=f"{dataset.id}__inbox_sensor",
+        job=job,
+        minimum_interval_seconds=dataset.sensor.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING if dataset.sensor.running_by_default else DefaultSensorStatus.STOPPED,
+        description=f"Watches {dataset.id}'s inbox; adds a partition per new patient and re-ingests patients whose files changed.",
+    )
+    def inbox_sensor(context: SensorEvaluationContext):
+        previous = json.loads(context.cursor) if context.cursor else {}
+        changes = diff_inbox(previous, list_inbox_files(dataset.inbox_path(), dataset.formats))
+        if changes.unassigned:
+            context.log.warning(
+                f"{len(changes.unassigned)} inbox file(s) belong to no patient (not DICOM, no DICOM beside them): "
+                + ", ".join(f.relpath for f in changes.unassigned[:10])
+            )
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        new_keys = [k for k in changes.current_patients if k not in existing]
+        cursor = json.dumps(changes.state, sort_keys=True)
+        if not changes.changed_patients and not new_keys:
+            return SensorResult(skip_reason=SkipReason("no new or changed files"), cursor=cursor)
+        digest = {k: _patient_digest(changes.state, k) for k in changes.changed_patients}
+        return SensorResult(
+            run_requests=[RunRequest(partition_key=k, run_key=f"{k}:{digest[k]}") for k in changes.changed_patients],
+            dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
+            cursor=cursor,
+        )
+
+    return inbox_sensor
+
+
+def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
+    import hashlib
+
+    items = sorted((tok, sig) for tok, (sig, owner) in state.items() if owner == patient)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:12]
+
+
+def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
+    partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__patients")
+    ingestion = build_ingestion_asset(dataset, partitions)
+    job = define_asset_job(
+        name=f"{dataset.id}__ingest_job",
+        selection=[ingestion.key],
+        partitions_def=partitions,
+        description=f"Ingest one patient of {dataset.id} into OME-Zarr.",
+    )
+    return MedicalChain(partitions, [ingestion], job, build_inbox_sensor(dataset, partitions, job))

@@ -1,0 +1,168 @@
+"""Scan an inbox folder and group its files by (pseudonymous) patient.
+
+Patient identity: a DICOM file's PatientID; for NIfTI / NRRD / MetaImage files (which carry no patient
+tag) the first folder under the inbox, or the file name up to the first ``_`` for files lying directly in
+the inbox (BIDS-style ``sub-01_T1w.nii.gz``). Identities are pseudonymised at once; raw values never
+leave this module. Files that are neither DICOM nor a known image format go to the patient whose DICOM
+files share their folder (so that patient's ingestion reports them), or are returned as unassigned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging_pipelines.io.image_files import image_file_format
+from imaging_pipelines.privacy import pseudonymise
+
+IGNORED_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    """One file of an inbox. ``format`` is 'dicom' (candidate), 'nifti', 'nrrd' or 'mha'."""
+
+    path: str
+    relpath: str
+    format: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def signature(self) -> str:
+        return f"{self.size}:{self.mtime_ns}"
+
+
+def list_inbox_files(inbox: str | os.PathLike, formats: list[str]) -> list[InboxFile]:
+    """Every candidate file under ``inbox`` (recursive; hidden files and folders skipped), sorted by path."""
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(inbox):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name in IGNORED_NAMES or ".staging-" in name:
+                continue
+            path = Path(dirpath) / name
+            fmt = image_file_format(name) or "dicom"
+            if fmt not in formats:
+                continue
+            st = path.stat()
+            found.append(InboxFile(str(path), str(path.relative_to(inbox)), fmt, st.st_size, st.st_mtime_ns))
+    return found
+
+
+_identity_cache: dict[tuple[str, str], str | None] = {}
+
+
+def file_pseudonym(file: InboxFile) -> str | None:
+    """Pseudonymous patient key of one file, or None for a file that is not DICOM (cached by size and mtime)."""
+    key = (file.path, file.signature)
+    if key not in _identity_cache:
+        _identity_cache[key] = _pseudonym_uncached(file)
+    return _identity_cache[key]
+
+
+def _pseudonym_uncached(file: InboxFile) -> str | None:
+    if file.format == "dicom":
+        from imaging_pipelines.io.dicom import read_patient_id
+
+        patient_id = read_patient_id(file.path)
+        if patient_id is None:
+            return None
+        if patient_id.strip():
+            return pseudonymise(patient_id, "dicom-patient-id")
+        return pseudonymise(Path(file.relpath).parts[0], "inbox-folder")  # no PatientID: folder identity
+    parts = Path(file.relpath).parts
+    subject = parts[0] if len(parts) > 1 else file_subject_from_name(parts[0])
+    return pseudonymise(subject, "inbox-folder")
+
+
+def file_subject_from_name(name: str) -> str:
+    """Subject part of a file name: text before the first ``_`` (or the stem)."""
+    stem = name.split(".")[0]
+    return stem.split("_")[0] if "_" in stem else stem
+
+
+@dataclass
+class InboxGroups:
+    by_patient: dict[str, list[InboxFile]]
+    unassigned: list[InboxFile]
+
+
+def group_by_patient(files: list[InboxFile]) -> InboxGroups:
+    """Group inbox files by pseudonymous patient key."""
+    by_patient: dict[str, list[InboxFile]] = defaultdict(list)
+    folder_owner: dict[str, str] = {}
+    orphans: list[InboxFile] = []
+    for f in files:
+        key = file_pseudonym(f)
+        if key is None:
+            orphans.append(f)
+            continue
+        by_patient[key].append(f)
+        folder_owner.setdefault(str(Path(f.relpath).parent), key)
+    unassigned = []
+    for f in orphans:
+        owner = folder_owner.get(str(Path(f.relpath).parent))
+        (by_patient[owner] if owner else unassigned).append(f)
+    return InboxGroups(dict(by_patient), unassigned)
+
+
+def scan_inbox(inbox: str | os.PathLike, formats: list[str]) -> InboxGroups:
+    return group_by_patient(list_inbox_files(inbox, formats))
+
+
+def path_token(relpath: str) -> str:
+    """Short hash of an inbox-relative path (sensor cursors store these, never the paths themselves)."""
+    import hashlib
+
+    return hashlib.sha256(relpath.encode()).hexdigest()[:20]
+
+
+@dataclass
+class InboxChanges:
+    """What changed in an inbox since the previous scan. ``state`` is the new cursor content."""
+
+    state: dict[str, list[str]]  # path token -> [size:mtime signature, patient key or ""]
+    changed_patients: list[str]  # patients with new, changed or removed files that still have files
+    current_patients: list[str]
+    unassigned: list[InboxFile]
+
+
+def diff_inbox(previous: dict[str, list[str]], files: list[InboxFile]) -> InboxChanges:
+    """Compare the inbox with the previous state; only new or changed files have their headers read."""
+    state: dict[str, list[str]] = {}
+    changed: set[str] = set()
+    fresh: list[InboxFile] = []
+    known_owner: dict[str, str] = {}
+    for f in files:
+        token = path_token(f.relpath)
+        prev = previous.get(token)
+        if prev and prev[0] == f.signature:
+            state[token] = prev
+            if prev[1]:
+                known_owner.setdefault(str(Path(f.relpath).parent), prev[1])
+        else:
+            fresh.append(f)
+    groups = group_by_patient(fresh)
+    for key, members in groups.by_patient.items():
+        changed.add(key)
+        for f in members:
+            state[path_token(f.relpath)] = [f.signature, key]
+    unassigned = []
+    for f in groups.unassigned:
+        owner = known_owner.get(str(Path(f.relpath).parent), "")
+        state[path_token(f.relpath)] = [f.signature, owner]
+        if owner:
+            changed.add(owner)
+        else:
+            unassigned.append(f)
+    for token, (_, owner) in previous.items():
+        if token not in state and owner:
+            changed.add(owner)  # a file of this patient was removed
+    current = sorted({owner for _, owner in state.values() if owner})
+    return InboxChanges(state, sorted(changed & set(current)), current, unassigned)

@@ -1,0 +1,138 @@
+"""Turn one patient's inbox files into named volumes (imaging core; no dagster import).
+
+Image names are non-identifying: ``s<series number>_<description>`` for DICOM series (plus the stack
+label when a series was split), and the file name without its subject part for NIfTI / NRRD / MHA files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from imaging_pipelines.catalog import SeriesSelection
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.inbox import InboxFile, file_subject_from_name
+from imaging_pipelines.io.image_files import read_image_file
+from imaging_pipelines.privacy import slug
+from imaging_pipelines.volume import Volume
+
+
+@dataclass
+class IngestedPatient:
+    images: dict[str, Volume] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # skipped files and dropped series, naming files
+
+
+def dicom_series_name(series) -> str:
+    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks)."""
+    number = series.series_number if series.series_number is not None else 0
+    name = f"s{number:03d}_{slug(series.series_description or series.modality or 'series')}"
+    stack = series.volume.attributes.get("stack")
+    return f"{name}_{slug(str(stack), 20)}" if stack else name
+
+
+def image_file_name(path: str) -> str:
+    """Name of a single-file image: its stem without the subject prefix (``sub-01_T1w.nii.gz`` -> ``t1w``)."""
+    stem = Path(path).name.split(".")[0]
+    subject = file_subject_from_name(stem)
+    rest = stem[len(subject):].strip("_-") if stem.startswith(subject) and subject != stem else stem
+    return slug(rest or "image")
+
+
+def _unique(name: str, taken: dict) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
+
+
+def _display(path: str, inbox: Path | None) -> str:
+    if inbox is not None:
+        try:
+            return str(Path(path).relative_to(inbox))
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def ingest_patient_files(
+    files: list[InboxFile], selection: SeriesSelection, inbox: Path | None = None
+) -> IngestedPatient:
+    """Read a patient's files and keep the series the catalog's selection rules accept.
+
+    Raises :class:`ImagingInputError` naming the files when any file is unreadable (so a partial
+    patient never replaces a complete one) or when no image is left.
+    """
+    from imaging_pipelines.io.dicom import read_dicom_files
+
+    result = IngestedPatient()
+    dicom_paths = [f.path for f in files if f.format == "dicom"]
+    if dicom_paths:
+        folder = read_dicom_files(dicom_paths)
+        if folder.errors:
+            listing = "; ".join(f"{_display(e.path, inbox)}: {e.message}" for e in folder.errors)
+            raise ImagingInputError(_display(folder.errors[0].path, inbox), f"unreadable DICOM file(s): {listing}")
+        result.notes += [f"{_display(s.path, inbox)}: {s.message}" for s in folder.skipped]
+        for series in folder.series:
+            name = dicom_series_name(series)
+            n_slices = series.volume.spatial_shape[0]
+            if not selection.keeps(series.modality, series.series_description, n_slices):
+                result.notes.append(f"series {name} ({series.modality}, {n_slices} slices) not selected by the catalog rules")
+                continue
+            result.images[_unique(name, result.images)] = series.volume
+    for f in files:
+        if f.format == "dicom":
+            continue
+        volume = read_image_file(f.path)
+        volume = replace(volume, attributes={**volume.attributes, "source_format": f.format})
+        result.images[_unique(image_file_name(f.path), result.images)] = volume
+    if not result.images:
+        where = _display(files[0].path, inbox) if files else "inbox"
+        raise ImagingInputError(where, "no image series left for this patient (" + ("; ".join(result.notes) or "no files") + ")")
+    return result
+
+
+@dataclass
+class PartitionIngestion:
+    """Outcome of ingesting one patient partition into its OME-Zarr store."""
+
+    store_path: str
+    images: dict[str, Volume]
+    notes: list[str]
+
+    def series_rows(self) -> list[dict]:
+        return [
+            {
+                "image": name,
+                "modality": v.attributes.get("modality", v.attributes.get("source_format", "")),
+                "shape": "x".join(str(s) for s in v.array.shape),
+                "spacing_mm": "x".join(f"{s:.4g}" for s in v.spacing),
+                "orientation": v.orientation_code(),
+                "warnings": len(v.warnings),
+            }
+            for name, v in self.images.items()
+        ]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{name}: {w}" for name, v in self.images.items() for w in v.warnings]
+
+
+def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans") -> PartitionIngestion:
+    """Find the partition's files in the dataset inbox, read them and (atomically) write its OME-Zarr store.
+
+    ``dataset`` is a catalog ``DatasetConfig``; ``root`` the storage root (UPath or str).
+    """
+    from imaging_pipelines.inbox import scan_inbox
+    from imaging_pipelines.io.ome_zarr import write_volume_store
+    from imaging_pipelines.io.storage import partition_store_path
+
+    inbox = dataset.inbox_path()
+    groups = scan_inbox(inbox, dataset.formats)
+    files = groups.by_patient.get(partition)
+    if not files:
+        raise ImagingInputError(str(inbox), f"no file in the inbox belongs to partition {partition}")
+    patient = ingest_patient_files(files, dataset.series_selection, inbox)
+    path = partition_store_path(root, dataset.id, asset, partition)
+    write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset})
+    return PartitionIngestion(str(path), patient.images, patient.notes)

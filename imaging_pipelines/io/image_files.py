@@ -1,0 +1,129 @@
+"""Single-file volume formats: NIfTI (nibabel), NRRD and MetaImage (SimpleITK), to and from `Volume`.
+
+NIfTI affines are RAS; `Volume` is LPS: the conversion lives in `Volume.from_nifti` / `to_nifti_affine`.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.registry import FORMAT_SUFFIXES
+from imaging_pipelines.volume import Volume
+
+MAX_VOXELS = 2**31  # refuse headers that claim more voxels than this, before allocating
+
+
+def image_file_format(path: str | PathLike) -> str | None:
+    """'nifti', 'nrrd' or 'mha' from the file name, or None."""
+    name = str(path).lower()
+    for fmt, suffixes in FORMAT_SUFFIXES.items():
+        if name.endswith(suffixes):
+            return fmt
+    return None
+
+
+def _check_size(path: str | PathLike, shape: tuple[int, ...]) -> None:
+    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if n <= 0:
+        raise ImagingInputError(path, f"header declares an empty image of shape {tuple(shape)}")
+    if n > MAX_VOXELS:
+        raise ImagingInputError(path, f"header declares {n} voxels (shape {tuple(shape)}), more than the {MAX_VOXELS} allowed")
+
+
+def _finite_warnings(path: str | PathLike, array: np.ndarray) -> tuple[str, ...]:
+    if not np.issubdtype(array.dtype, np.floating):
+        return ()
+    n_nan = int(np.isnan(array).sum())
+    n_inf = int(np.isinf(array).sum())
+    warnings = []
+    if n_nan:
+        warnings.append(f"{Path(path).name}: {n_nan} NaN voxel(s) of {array.size}; kept as NaN")
+    if n_inf:
+        warnings.append(f"{Path(path).name}: {n_inf} infinite voxel(s) of {array.size}; kept")
+    if n_nan + n_inf == array.size:
+        raise ImagingInputError(path, "every voxel is NaN or infinite")
+    return tuple(warnings)
+
+
+def read_nifti(path: str | PathLike) -> Volume:
+    """Read a NIfTI-1/2 file (.nii, .nii.gz) keeping its affine (sform, else qform)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        _check_size(path, img.shape)
+        data = np.asanyarray(img.dataobj)
+    except ImagingInputError:
+        raise
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise ImagingInputError(path, f"cannot read NIfTI file: {type(exc).__name__}: {exc}") from None
+    time_step = None
+    if data.ndim == 4:
+        zooms = img.header.get_zooms()
+        t_unit = img.header.get_xyzt_units()[1]
+        scale = {"msec": 1e-3, "usec": 1e-6}.get(t_unit, 1.0)
+        time_step = float(zooms[3]) * scale if len(zooms) > 3 and zooms[3] > 0 else None
+    try:
+        volume = Volume.from_nifti(data, img.affine, time_step=time_step)
+    except ValueError as exc:
+        raise ImagingInputError(path, str(exc)) from None
+    return _with_warnings(volume, _finite_warnings(path, volume.array))
+
+
+def read_sitk_file(path: str | PathLike) -> Volume:
+    """Read NRRD or MetaImage (.nrrd, .nhdr, .mha, .mhd) with SimpleITK."""
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        _check_size(path, reader.GetSize())
+        image = reader.Execute()
+        volume = Volume.from_sitk(image)
+    except ImagingInputError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        raise ImagingInputError(path, f"cannot read image: {msg[-1] if msg else type(exc).__name__}") from None
+    return _with_warnings(volume, _finite_warnings(path, volume.array))
+
+
+def _with_warnings(volume: Volume, warnings: tuple[str, ...]) -> Volume:
+    if not warnings:
+        return volume
+    from dataclasses import replace
+
+    return replace(volume, warnings=volume.warnings + warnings)
+
+
+def read_image_file(path: str | PathLike) -> Volume:
+    """Read any supported single-file volume, chosen by file name."""
+    fmt = image_file_format(path)
+    if fmt == "nifti":
+        return read_nifti(path)
+    if fmt in ("nrrd", "mha"):
+        return read_sitk_file(path)
+    raise ImagingInputError(path, "not a NIfTI, NRRD or MetaImage file name (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)")
+
+
+def write_nifti(volume: Volume, path: str | PathLike) -> Path:
+    """Write a Volume as NIfTI-1 (sform and qform = the volume's RAS affine)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(volume.nifti_data(), volume.to_nifti_affine())
+    img.set_sform(volume.to_nifti_affine(), code=1)
+    img.set_qform(volume.to_nifti_affine(), code=1)
+    if volume.is_timeseries and volume.time_step:
+        img.header.set_xyzt_units("mm", "sec")
+        img.header["pixdim"][4] = volume.time_step
+    else:
+        img.header.set_xyzt_units("mm")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path

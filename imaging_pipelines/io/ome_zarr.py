@@ -1,0 +1,147 @@
+"""Volumes as OME-Zarr 0.5 images (Zarr v3) with a multiscale pyramid.
+
+One store holds several images (one per series), each an OME-Zarr multiscales group named by the series.
+Axes are ``z, y, x`` (or ``t, z, y, x``) in millimetres (seconds for t). ``scale`` is the voxel spacing and
+``translation`` the LPS world position of voxel (0, 0, 0) of each level; the direction cosines (LPS,
+column c = index axis c in i, j, k order) and the non-identifying series attributes are stored under the
+custom ``imaging_pipelines`` attribute, so a Volume is restored exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import zarr
+from ome_zarr.format import FormatV05
+from ome_zarr.writer import write_multiscales_metadata
+from upath import UPath
+from zarr.codecs import BloscCodec
+
+from imaging_pipelines.io.storage import atomic_store, recover_interrupted, zarr_store
+from imaging_pipelines.volume import Volume
+
+ATTR_KEY = "imaging_pipelines"
+MAX_LEVELS = 4
+MIN_SIZE_TO_HALVE = 32
+SPATIAL_CHUNK = (32, 128, 128)
+
+
+def _compressors() -> tuple[BloscCodec]:
+    return (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+
+
+def pyramid_factors(shape_zyx: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """Downsampling factors (z, y, x) per level: halve each axis that is still >= 32 voxels."""
+    factors = [(1, 1, 1)]
+    while len(factors) < MAX_LEVELS:
+        prev = factors[-1]
+        size = [s // f for s, f in zip(shape_zyx, prev)]
+        nxt = tuple(f * 2 if s >= MIN_SIZE_TO_HALVE else f for s, f in zip(size, prev))
+        if nxt == prev:
+            break
+        factors.append(nxt)
+    return factors
+
+
+def downsample(array: np.ndarray, factor: tuple[int, int, int]) -> np.ndarray:
+    """Block mean over the last three axes by ``factor`` (z, y, x); integers are rounded back to their type."""
+    if factor == (1, 1, 1):
+        return array
+    lead = array.shape[:-3]
+    cropped = array[(...,) + tuple(slice(0, (s // f) * f) for s, f in zip(array.shape[-3:], factor))]
+    shape = lead + tuple(x for s, f in zip(cropped.shape[-3:], factor) for x in (s // f, f))
+    n = len(lead)
+    mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float64)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        return np.clip(np.rint(mean), info.min, info.max).astype(array.dtype)
+    return mean.astype(array.dtype)
+
+
+def _chunks(volume: Volume) -> tuple[int, ...]:
+    spatial = tuple(min(c, s) for c, s in zip(SPATIAL_CHUNK, volume.spatial_shape))
+    return ((1,) + spatial) if volume.is_timeseries else spatial
+
+
+def _axes(volume: Volume) -> list[dict[str, str]]:
+    axes = [{"name": a, "type": "space", "unit": "millimeter"} for a in ("z", "y", "x")]
+    if volume.is_timeseries:
+        axes.insert(0, {"name": "t", "type": "time", "unit": "second"})
+    return axes
+
+
+def write_volume_image(parent: zarr.Group, name: str, volume: Volume) -> dict[str, Any]:
+    """Write ``volume`` as the OME-Zarr image ``parent/name``; returns a small summary."""
+    group = parent.create_group(name)
+    spacing_zyx = np.array(volume.spacing[::-1])
+    datasets = []
+    for level, factor in enumerate(pyramid_factors(volume.spatial_shape)):
+        data = downsample(volume.array, factor)
+        arr = group.create_array(
+            str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume), compressors=_compressors(),
+            dimension_names=[a["name"] for a in _axes(volume)],
+        )
+        arr[...] = data
+        # voxel (0,0,0) of a level is the centre of a block of `factor` level-0 voxels
+        shift_ijk = (np.array(factor[::-1]) - 1) / 2.0 * np.array(volume.spacing)
+        translation = (np.array(volume.origin) + volume.direction @ shift_ijk)[::-1]
+        scale = list(spacing_zyx * np.array(factor))
+        trans = list(translation)
+        if volume.is_timeseries:
+            scale, trans = [float(volume.time_step or 1.0)] + scale, [0.0] + trans
+        datasets.append({
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(s) for s in scale]},
+                {"type": "translation", "translation": [float(t) for t in trans]},
+            ],
+        })
+    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=_axes(volume), name=name)
+    group.attrs[ATTR_KEY] = {
+        "coordinate_system": "LPS",
+        "direction": volume.direction.tolist(),
+        "time_step_s": volume.time_step,
+        "series": volume.attributes,
+        "warnings": list(volume.warnings),
+    }
+    return {"name": name, "shape": list(volume.array.shape), "levels": len(datasets)}
+
+
+def read_volume_image(group: zarr.Group, level: int = 0) -> Volume:
+    """Read one OME-Zarr image group written by :func:`write_volume_image` back into a Volume."""
+    ome = group.attrs["ome"]["multiscales"][0]
+    ds = ome["datasets"][level]
+    transforms = {t["type"]: t for t in ds["coordinateTransformations"]}
+    scale = transforms["scale"]["scale"][-3:]
+    translation = transforms["translation"]["translation"][-3:]
+    custom = group.attrs.get(ATTR_KEY, {})
+    return Volume(
+        array=group[ds["path"]][...],
+        spacing=tuple(scale[::-1]),
+        origin=tuple(translation[::-1]),
+        direction=np.array(custom.get("direction", np.eye(3).tolist())),
+        time_step=custom.get("time_step_s"),
+        warnings=tuple(custom.get("warnings", ())),
+        attributes=dict(custom.get("series", {})),
+    )
+
+
+def write_volume_store(path: UPath, images: dict[str, Volume], attributes: dict[str, Any] | None = None) -> list[dict]:
+    """Atomically (re)write a store holding one OME-Zarr image per entry of ``images``."""
+    with atomic_store(path) as staging:
+        root = zarr.create_group(zarr_store(staging), zarr_format=3, overwrite=True)
+        summaries = [write_volume_image(root, name, vol) for name, vol in images.items()]
+        root.attrs[ATTR_KEY] = {**(attributes or {}), "images": [s["name"] for s in summaries]}
+    return summaries
+
+
+def open_volume_store(path: UPath) -> zarr.Group:
+    recover_interrupted(path)
+    return zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
+
+
+def read_volume_store(path: UPath, level: int = 0) -> dict[str, Volume]:
+    """All images of a store written by :func:`write_volume_store`, by name."""
+    root = open_volume_store(path)
+    return {name: read_volume_image(root[name], level) for name in root.attrs[ATTR_KEY]["images"]}
