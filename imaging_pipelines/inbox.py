@@ -1,8 +1,8 @@
 """Scan an inbox folder and group its files by (pseudonymous) patient.
 
-Patient identity: a DICOM file's PatientID; for NIfTI / NRRD / MetaImage files (which carry no patient
-tag) the first folder under the inbox, or the file name up to the first ``_`` for files lying directly in
-the inbox (BIDS-style ``sub-01_T1w.nii.gz``). Identities are pseudonymised at once; raw values never
+Patient identity: a DICOM file's PatientID (its folder when PatientID is empty); for NIfTI / NRRD /
+MetaImage files, which carry no patient tag, the BIDS-style file-name prefix before the first ``_``
+(``sub-01_T1w.nii.gz``), else the folder holding the file, else the file stem. Identities are pseudonymised at once; raw values never
 leave this module. Files that are neither DICOM nor a known image format go to the patient whose DICOM
 files share their folder (so that patient's ingestion reports them), or are returned as unassigned.
 """
@@ -75,16 +75,18 @@ def _pseudonym_uncached(file: InboxFile) -> str | None:
             return None
         if patient_id.strip():
             return pseudonymise(patient_id, "dicom-patient-id")
-        return pseudonymise(Path(file.relpath).parts[0], "inbox-folder")  # no PatientID: folder identity
-    parts = Path(file.relpath).parts
-    subject = parts[0] if len(parts) > 1 else file_subject_from_name(parts[0])
-    return pseudonymise(subject, "inbox-folder")
+        return pseudonymise(str(Path(file.relpath).parent), "inbox-folder")  # no PatientID: folder identity
+    return pseudonymise(file_subject(file.relpath), "inbox-subject")
 
 
-def file_subject_from_name(name: str) -> str:
-    """Subject part of a file name: text before the first ``_`` (or the stem)."""
-    stem = name.split(".")[0]
-    return stem.split("_")[0] if "_" in stem else stem
+def file_subject(relpath: str) -> str:
+    """Subject of a NIfTI / NRRD / MHA file: the BIDS-style name prefix before the first ``_``
+    (``sub-01_T1w.nii.gz`` -> ``sub-01``), else the folder it lies in, else the file stem."""
+    path = Path(relpath)
+    stem = path.name.split(".")[0]
+    if "_" in stem:
+        return stem.split("_")[0]
+    return path.parent.name if len(path.parts) > 1 else stem
 
 
 @dataclass

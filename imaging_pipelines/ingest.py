@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imaging_pipelines.catalog import SeriesSelection
 from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.inbox import InboxFile, file_subject_from_name
+from imaging_pipelines.inbox import InboxFile
 from imaging_pipelines.io.image_files import read_image_file
 from imaging_pipelines.privacy import slug
 from imaging_pipelines.volume import Volume
@@ -31,12 +31,17 @@ def dicom_series_name(series) -> str:
     return f"{name}_{slug(str(stack), 20)}" if stack else name
 
 
-def image_file_name(path: str) -> str:
-    """Name of a single-file image: its stem without the subject prefix (``sub-01_T1w.nii.gz`` -> ``t1w``)."""
-    stem = Path(path).name.split(".")[0]
-    subject = file_subject_from_name(stem)
-    rest = stem[len(subject):].strip("_-") if stem.startswith(subject) and subject != stem else stem
-    return slug(rest or "image")
+def image_file_name(relpath: str) -> str:
+    """Name of a single-file image without its subject part: ``sub-01_T1w.nii.gz`` -> ``t1w``.
+
+    A file name with no ``_`` is the subject itself at the top of the inbox (named ``image``), and a
+    plain description inside a subject folder (``sub-01/flair.nii.gz`` -> ``flair``).
+    """
+    path = Path(relpath)
+    stem = path.name.split(".")[0]
+    if "_" in stem:
+        return slug(stem.split("_", 1)[1])
+    return slug(stem) if len(path.parts) > 1 else "image"
 
 
 def _unique(name: str, taken: dict) -> str:
@@ -85,7 +90,7 @@ def ingest_patient_files(
             continue
         volume = read_image_file(f.path)
         volume = replace(volume, attributes={**volume.attributes, "source_format": f.format})
-        result.images[_unique(image_file_name(f.path), result.images)] = volume
+        result.images[_unique(image_file_name(f.relpath), result.images)] = volume
     if not result.images:
         where = _display(files[0].path, inbox) if files else "inbox"
         raise ImagingInputError(where, "no image series left for this patient (" + ("; ".join(result.notes) or "no files") + ")")

@@ -1,6 +1,5 @@
 """Assets, partitions, job and sensor of one medical dataset (one chain per catalog entry)."""
 
-from __future__ import annotations
 
 import json
 from dataclasses import dataclass

@@ -1,0 +1,85 @@
+"""The ``imaging-pipelines`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imaging_pipelines.errors import CatalogError, ImagingInputError
+
+app = typer.Typer(
+    help="imaging_pipelines: DICOM / NIfTI / NRRD / MHA ingestion into OME-Zarr, orchestrated by Dagster.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+catalog_app = typer.Typer(help="Work with the data catalog (one YAML file per dataset).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("validate")
+def catalog_validate(
+    path: Path = typer.Argument(None, help="catalog folder or one YAML file (default: data_catalog/)"),
+) -> None:
+    """Validate catalog files; print every error with its file and field. Exit code 1 if any."""
+    from imaging_pipelines.catalog import load_catalog
+
+    try:
+        datasets = load_catalog(path)
+    except CatalogError as exc:
+        for file, field, message in exc.errors:
+            typer.echo(f"{file}: {field}: {message}", err=True)
+        typer.echo(f"{len(exc.errors)} error(s)", err=True)
+        raise typer.Exit(1) from None
+    for d in datasets:
+        typer.echo(f"ok  {d.id:24s} {d.domain:15s} inbox={d.inbox}  ({Path(d.source_file).name})")
+    typer.echo(f"{len(datasets)} dataset(s) valid")
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="a DICOM folder, or a NIfTI / NRRD / MHA file"),
+    out: Path = typer.Argument(..., help="a .nii.gz file, or a folder when SRC holds several series"),
+) -> None:
+    """Convert scans to NIfTI with the same readers the pipeline uses (one file per series)."""
+    from imaging_pipelines.convert import convert as run_convert
+
+    try:
+        written, notes = run_convert(src, out)
+    except ImagingInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    patients: int = typer.Option(4, min=1, max=50, help="number of synthetic patients to generate"),
+    seed: int = typer.Option(0, help="random seed of the synthetic cohort"),
+) -> None:
+    """Generate the synthetic demo cohort and ingest every patient through Dagster into the persistent
+    instance under var/ (see `make ui` to browse the runs)."""
+    from imaging_pipelines.dagster_layer.demo_run import run_demo
+
+    summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo)
+    raise typer.Exit(0 if summary.failed == 0 else 1)
+
+
+@app.command("generate-demo-data")
+def generate_demo_data(
+    inbox: Path = typer.Argument(..., help="folder to write the synthetic DICOM / NIfTI cohort into"),
+    patients: int = typer.Option(4, min=1, max=50),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write the synthetic cohort (DICOM with fake PHI, NIfTI) into INBOX without running the pipeline."""
+    from imaging_pipelines.demo.cohort import generate_demo_cohort
+
+    manifest = generate_demo_cohort(inbox, n_patients=patients, seed=seed)
+    typer.echo(f"wrote {len(manifest.patients)} patient(s) into {inbox}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

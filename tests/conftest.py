@@ -1,0 +1,55 @@
+"""Shared fixtures: real data from ../shared/data, and isolated catalog/storage/instance per test."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    return Path(os.environ.get("IMAGING_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared data folder {root} not found (set IMAGING_SHARED_DATA)")
+    return root
+
+
+def write_catalog(folder: Path, dataset_id: str = "test_ds", inbox: str = "inbox", **extra: str) -> Path:
+    """Write a medical catalog entry into ``folder/catalog``; returns the catalog folder."""
+    catalog = folder / "catalog"
+    catalog.mkdir(parents=True, exist_ok=True)
+    lines = "\n".join(f"{k}: {v}" for k, v in extra.items())
+    (catalog / f"{dataset_id}.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            id: {dataset_id}
+            domain: medical
+            inbox: ../{inbox}
+            formats: [dicom, nifti, nrrd, mha]
+            partitioning: patient
+            """
+        )
+        + lines
+        + "\n"
+    )
+    return catalog
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A temporary data root with a catalog (dataset `test_ds`, inbox `inbox/`) and a storage root."""
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("IMAGING_PIPELINES_STORAGE_ROOT", str(tmp_path / "storage"))
+    (tmp_path / "inbox").mkdir()
+    catalog = write_catalog(tmp_path)
+    monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(catalog))
+    return tmp_path
