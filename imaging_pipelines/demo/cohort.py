@@ -82,6 +82,7 @@ class SeriesRecord:
     volume: Volume | None = field(default=None, repr=False, compare=False)  # the phantom, before int16 rounding
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-able summary; names the planted PHI fields but never their values."""
         v = self.volume
         return {
             "path": str(self.path), "modality": self.modality, "series_description": self.series_description,
@@ -135,12 +136,13 @@ class CohortManifest:
         return {v for p in self.patients for v in p.phi_values(include_study_date)}
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-able summary; names the planted PHI fields but never their values."""
         return {
             "inbox": str(self.inbox), "ground_truth": str(self.ground_truth), "seed": self.seed,
             "patients": [
                 {
                     "subject": p.subject, "source_format": p.source_format, "folder": str(p.folder),
-                    "identity": p.identity.as_dict() if p.identity else None, "extra_phi": p.extra_phi,
+                    "planted_phi_fields": sorted((p.identity.as_dict() if p.identity else {}) | p.extra_phi),
                     "series": [s.to_json() for s in p.series],
                 }
                 for p in self.patients
