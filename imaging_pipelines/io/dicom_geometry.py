@@ -1,0 +1,141 @@
+"""Arrange the 2D images of one stack into a 3D or 4D grid and derive its geometry (LPS mm).
+
+Slices are ordered only by ImagePositionPatient projected on the slice normal (ascending), so the
+origin is the first slice along the normal and the slice spacing is positive. Several images at the
+same position with equal counts per position form a time series (4D), ordered by ``time_key``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dicom_slices import SliceRecord
+
+POSITION_TOL_MM = 0.01  # two images closer than this along the normal are at the same position
+
+
+@dataclass
+class StackLayout:
+    """grid[t][k] is the record shown at time t, slice k; geometry in ITK index order (i, j, k), LPS."""
+
+    grid: list[list[SliceRecord]]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_4d(self) -> bool:
+        return len(self.grid) > 1
+
+
+def _cluster_positions(records: list[SliceRecord], normal: np.ndarray) -> list[list[SliceRecord]]:
+    """Records sorted along the normal, grouped by (nearly) equal position, each group in time order."""
+    dist = [float(np.dot(r.position, normal)) for r in records]
+    order = sorted(range(len(records)), key=lambda n: (dist[n], records[n].time_key))
+    groups: list[list[int]] = []
+    for n in order:
+        if groups and dist[n] - dist[groups[-1][0]] <= POSITION_TOL_MM:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+    return [sorted((records[n] for n in g), key=lambda r: r.time_key) for g in groups]
+
+
+def split_by_acquisition(records: list[SliceRecord]) -> list[list[SliceRecord]] | None:
+    """If repeated positions are not a clean time series but each acquisition is a clean stack, split by acquisition."""
+    normal = records[0].normal
+    counts = {len(g) for g in _cluster_positions(records, normal)}
+    if counts == {1} or len(counts) == 1:
+        return None
+    by_acq: dict = {}
+    for r in records:
+        by_acq.setdefault(r.acquisition, []).append(r)
+    if len(by_acq) < 2:
+        return None
+    parts = list(by_acq.values())
+    for part in parts:
+        if {len(g) for g in _cluster_positions(part, normal)} != {1}:
+            return None
+    return [parts[i] for i in sorted(range(len(parts)), key=lambda i: (by_acq_key(parts[i])))]
+
+
+def by_acq_key(part: list[SliceRecord]):
+    a = part[0].acquisition
+    return (a is None, a if a is not None else 0)
+
+
+def layout_stack(records: list[SliceRecord]) -> StackLayout:
+    """Sort, detect 4D, compute spacing/origin/direction and the warnings about the grid."""
+    first = records[0]
+    normal = first.normal
+    warnings: list[str] = []
+    groups = _cluster_positions(records, normal)
+    counts = Counter(len(g) for g in groups)
+    if len(counts) > 1:
+        n_keep = 1
+        dropped = [r.name for g in groups for r in g[1:]]
+        dup = [g for g in groups if len(g) > 1]
+        warnings.append(
+            f"duplicate slice positions that do not form a complete time series "
+            f"({len(dup)} of {len(groups)} positions repeated, e.g. {', '.join(r.name for r in dup[0])}); "
+            f"kept the first image at each position and ignored {len(dropped)} file(s): "
+            f"{_short_list(dropped)}"
+        )
+    else:
+        n_keep = next(iter(counts))
+    grid = [[g[t] for g in groups] for t in range(n_keep)]
+
+    # Positions of the slices (first time point), projected on the normal.
+    pos = np.array([r.position for r in grid[0]], dtype=float)
+    dist = pos @ normal
+    nz = len(grid[0])
+    if nz == 1:
+        dz = first.nominal_spacing or 1.0
+    else:
+        steps = np.diff(dist)
+        typical = float(np.median(steps))
+        tol = max(1e-3, 0.01 * typical)
+        irregular = np.flatnonzero(np.abs(steps - typical) > tol)
+        if irregular.size == 0:
+            dz = float((dist[-1] - dist[0]) / (nz - 1))
+        else:
+            dz = typical
+            for n in irregular[:10]:
+                gap = float(steps[n])
+                missing = round(gap / typical) - 1 if typical > 0 else 0
+                hint = f"; about {missing} slice(s) missing" if missing >= 1 else ""
+                warnings.append(
+                    f"non-uniform slice spacing: gap of {gap:.3f} mm between {grid[0][n].name} and "
+                    f"{grid[0][n + 1].name} (expected {typical:.3f} mm{hint}); volume uses {typical:.3f} mm "
+                    f"spacing, so slices after the gap are misplaced"
+                )
+            if irregular.size > 10:
+                warnings.append(f"non-uniform slice spacing: {irregular.size - 10} more irregular gap(s)")
+        # gantry tilt / shear: the slice-to-slice step is not along the normal
+        step = (pos[-1] - pos[0]) / (nz - 1)
+        along = float(np.dot(step, normal))
+        inplane = step - along * normal
+        shift = float(np.linalg.norm(inplane))
+        if shift > max(1e-3, 1e-3 * abs(along)):
+            angle = float(np.degrees(np.arctan2(shift, abs(along))))
+            warnings.append(
+                f"gantry tilt / sheared slice stack: each slice is shifted {shift:.3f} mm in-plane "
+                f"({angle:.2f} degrees) from {grid[0][0].name} to {grid[0][-1].name}; not resampled, the volume "
+                f"uses the slice spacing along the normal ({along:.3f} mm) so positions away from the first "
+                f"slice are off by up to {shift * (nz - 1):.1f} mm"
+            )
+    if dz <= 0:
+        dz = first.nominal_spacing or 1.0
+    direction = np.column_stack([first.row_cos, first.col_cos, normal])
+    spacing = (float(first.pixel_spacing[1]), float(first.pixel_spacing[0]), float(dz))
+    return StackLayout(grid=grid, spacing=spacing, origin=tuple(pos[0]), direction=direction, warnings=warnings)
+
+
+def _short_list(names: list[str], limit: int = 5) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... ({len(names) - limit} more)"

@@ -1,0 +1,66 @@
+"""Siemens mosaic images: several slices tiled into one 2D frame.
+
+The tiles are read row by row; tile ``n`` is slice ``n`` and lies at
+``ipp_fixed + n * spacing * normal`` where ``normal`` is the CSA ``SliceNormalVector`` (its sign sets the
+slice order) and ``ipp_fixed`` corrects ImagePositionPatient, which refers to the whole mosaic, to the first
+tile (the formula of nibabel.nicom.dicomwrappers.MosaicWrapper). All vectors are LPS, lengths in mm.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():  # nibabel.nicom warns that its *wrappers* are experimental on import
+    warnings.simplefilter("ignore")
+    from nibabel.nicom import csareader
+
+
+def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
+    """(number of tiles, CSA slice normal or None) for a Siemens mosaic, else None."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" not in image_type:
+        return None
+    n = None
+    normal = None
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+    except Exception:
+        csa = None
+    if csa:
+        try:
+            n = csareader.get_n_mosaic(csa)
+        except Exception:
+            n = None
+        try:
+            vec = csareader.get_slice_normal(csa)
+            if vec is not None and np.linalg.norm(vec) > 1e-6:
+                normal = np.asarray(vec, dtype=float) / np.linalg.norm(vec)
+        except Exception:
+            normal = None
+    if not n:
+        private = ds.get((0x0019, 0x100A))  # SIEMENS MR HEADER NumberOfImagesInMosaic
+        if private is not None:
+            try:
+                value = private.value
+                n = int.from_bytes(value[:2], "little") if isinstance(value, bytes) else int(value)
+            except Exception:
+                n = None
+    if not n or n < 1:
+        return None
+    return int(n), normal
+
+
+def mosaic_first_tile_position(ipp: np.ndarray, row_cos: np.ndarray, col_cos: np.ndarray,
+                               pixel_spacing: tuple[float, float], mosaic_rows: int, mosaic_cols: int,
+                               tile_rows: int, tile_cols: int) -> np.ndarray:
+    """ImagePositionPatient of the first tile (the mosaic's IPP refers to the full mosaic frame)."""
+    shift_rows = (mosaic_rows - tile_rows) / 2.0  # in row index units (moves along the column cosine)
+    shift_cols = (mosaic_cols - tile_cols) / 2.0
+    return ipp + col_cos * pixel_spacing[0] * shift_rows + row_cos * pixel_spacing[1] * shift_cols
+
+
+def tile_shape(mosaic_rows: int, mosaic_cols: int, n_tiles: int) -> tuple[int, int]:
+    per_side = int(np.ceil(np.sqrt(n_tiles)))
+    return mosaic_rows // per_side, mosaic_cols // per_side

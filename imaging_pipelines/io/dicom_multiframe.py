@@ -1,0 +1,72 @@
+"""Enhanced (functional-group) multi-frame DICOM: per-frame geometry, scaling and ordering keys.
+
+Each frame's values are looked up first in its PerFrameFunctionalGroupsSequence item, then in the
+SharedFunctionalGroupsSequence, then at the top level of the dataset (legacy multi-frame).
+Positions/orientations are LPS mm, as in single-frame DICOM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def has_functional_groups(ds) -> bool:
+    return "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
+
+
+class FrameLookup:
+    """Find attribute ``name`` of macro sequence ``macro`` for one frame (per-frame > shared > top level)."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+        shared = ds.get("SharedFunctionalGroupsSequence")
+        self.shared = shared[0] if shared else None
+        self.per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+
+    def get(self, frame: int, macro: str, name: str, default: Any = None) -> Any:
+        groups = []
+        if frame < len(self.per_frame):
+            groups.append(self.per_frame[frame])
+        if self.shared is not None:
+            groups.append(self.shared)
+        for g in groups:
+            seq = g.get(macro)
+            if seq:
+                item = seq[0]
+                value = item.get(name)
+                if value is not None and value != "":
+                    return value
+        value = self.ds.get(name)
+        return default if value is None or value == "" else value
+
+
+def frame_values(ds, frame: int, lookup: FrameLookup) -> dict[str, Any]:
+    """Geometry, scaling and ordering values of one frame."""
+    g = lookup.get
+    return {
+        "position": g(frame, "PlanePositionSequence", "ImagePositionPatient"),
+        "orientation": g(frame, "PlaneOrientationSequence", "ImageOrientationPatient"),
+        "pixel_spacing": g(frame, "PixelMeasuresSequence", "PixelSpacing"),
+        "slice_thickness": g(frame, "PixelMeasuresSequence", "SliceThickness"),
+        "spacing_between_slices": g(frame, "PixelMeasuresSequence", "SpacingBetweenSlices"),
+        "slope": g(frame, "PixelValueTransformationSequence", "RescaleSlope", 1.0),
+        "intercept": g(frame, "PixelValueTransformationSequence", "RescaleIntercept", 0.0),
+        "stack_id": g(frame, "FrameContentSequence", "StackID"),
+        "temporal_index": g(frame, "FrameContentSequence", "TemporalPositionIndex"),
+        "acquisition_datetime": g(frame, "FrameContentSequence", "FrameAcquisitionDateTime"),
+        "acquisition_number": g(frame, "FrameContentSequence", "FrameAcquisitionNumber"),
+        "echo_time": g(frame, "MREchoSequence", "EffectiveEchoTime"),
+        "image_type": g(frame, "MRImageFrameTypeSequence", "FrameType")
+        or g(frame, "CTImageFrameTypeSequence", "FrameType"),
+    }
+
+
+def shared_mr_parameters(ds) -> dict[str, Any]:
+    """TR (ms), flip angle (deg) and TE (ms) of an enhanced MR file, from the functional groups."""
+    lookup = FrameLookup(ds)
+    return {
+        "repetition_time_ms": lookup.get(0, "MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+        "flip_angle_deg": lookup.get(0, "MRTimingAndRelatedParametersSequence", "FlipAngle"),
+        "echo_time_ms": lookup.get(0, "MREchoSequence", "EffectiveEchoTime"),
+        "slice_thickness_mm": lookup.get(0, "PixelMeasuresSequence", "SliceThickness"),
+    }
