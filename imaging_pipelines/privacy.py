@@ -40,3 +40,13 @@ def slug(text: str, max_len: int = 40) -> str:
     """Lower-case ``[a-z0-9_]`` slug of a free-text label (series description, file stem)."""
     s = _SAFE.sub("_", text).strip("_").lower()
     return s[:max_len] or "unnamed"
+
+
+_QUOTED = re.compile(r"('[^']*'|\"[^\"]*\"|b'[^']*')")
+
+
+def redact_quoted(message: str, max_len: int = 300) -> str:
+    """A third-party error message with quoted values replaced by ``<value>`` (they may echo header
+    content such as names or dates) and cut to ``max_len`` characters."""
+    text = _QUOTED.sub("<value>", str(message))
+    return text if len(text) <= max_len else text[: max_len - 3] + "..."

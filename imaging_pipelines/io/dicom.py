@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import ImagingInputError
 from ..volume import Volume
+from imaging_pipelines.privacy import redact_quoted
+
 from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
@@ -113,7 +115,7 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             result.errors.append(FileNote(path, f"cannot read file: {exc.strerror or exc}"))
             continue
         except Exception as exc:
-            result.errors.append(FileNote(path, f"unreadable DICOM file: {exc}"))
+            result.errors.append(FileNote(path, f"unreadable DICOM file: {redact_quoted(exc)}"))
             continue
         header = dicom_header.header_identity(path, ds)
         key = (header.study_uid, header.series_uid)
@@ -128,7 +130,7 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: {exc}")
             continue
         except Exception as exc:
-            result.errors.append(FileNote(path, f"invalid image header: {exc}"))
+            result.errors.append(FileNote(path, f"invalid image header: {redact_quoted(exc)}"))
             series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: invalid image header: {exc}")
             continue
         by_series.setdefault(key, []).append((header, records))
