@@ -65,7 +65,7 @@ def demo(
     from imaging_pipelines.dagster_layer.demo_run import run_demo
 
     summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo)
-    raise typer.Exit(0 if summary.failed == 0 else 1)
+    raise typer.Exit(1 if summary.failed else 0)
 
 
 @app.command("generate-demo-data")

@@ -25,15 +25,15 @@ def store_bytes(path) -> dict:
 def test_definitions_load_from_shipped_catalog():
     from imaging_pipelines.definitions import defs
 
-    assert defs.get_job_def("demo_cohort__ingest_job") is not None
-    assert defs.get_sensor_def("demo_cohort__inbox_sensor") is not None
+    assert defs.resolve_job_def("demo_cohort__ingest_job") is not None
+    assert defs.resolve_sensor_def("demo_cohort__inbox_sensor") is not None
 
 
 def test_sensor_adds_partitions_and_requests_runs_once(workspace):
     write_patient(workspace / "inbox" / "case_a", "PID-A")
     write_patient(workspace / "inbox" / "case_b", "PID-B", seed=1)
     defs = build_definitions()
-    sensor = defs.get_sensor_def("test_ds__inbox_sensor")
+    sensor = defs.resolve_sensor_def("test_ds__inbox_sensor")
     with DagsterInstance.ephemeral() as instance:
         first = sensor(build_sensor_context(instance=instance, definitions=defs))
         keys = {pseudonymise("PID-A", "dicom-patient-id"), pseudonymise("PID-B", "dicom-patient-id")}

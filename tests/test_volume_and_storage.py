@@ -134,3 +134,14 @@ def test_interrupted_publish_is_recovered(tmp_path):
     (tmp_path / "p.zarr").rename(tmp_path / "p.zarr.replaced-deadbeef")
     back = read_volume_store(path)
     assert np.array_equal(back["a"].array, oblique_volume().array)
+
+
+def test_fsspec_storage_root_round_trip_and_replace():
+    """A non-local storage root (fsspec memory://) works the same way: write, replace, read back."""
+    path = UPath("memory://imaging-test/ds/ingested_scans/p1.zarr")
+    v = oblique_volume()
+    write_volume_store(path, {"a": v})
+    write_volume_store(path, {"a": v.with_array(v.array // 2)})
+    back = read_volume_store(path)["a"]
+    assert np.array_equal(back.array, v.array // 2) and back.same_geometry(v)
+    assert [p.split("/")[-1] for p in path.fs.ls("memory://imaging-test/ds/ingested_scans", detail=False)] == ["p1.zarr"]

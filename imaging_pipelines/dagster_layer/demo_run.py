@@ -37,7 +37,7 @@ def run_sensor_once(defs, dataset_id: str, instance):
     """Evaluate a dataset's inbox sensor against the instance and apply its partition requests."""
     from dagster import build_sensor_context
 
-    sensor_def = defs.get_sensor_def(f"{dataset_id}__inbox_sensor")
+    sensor_def = defs.resolve_sensor_def(f"{dataset_id}__inbox_sensor")
     result = sensor_def(build_sensor_context(instance=instance, definitions=defs))
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -48,7 +48,7 @@ def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], ins
     """Run the dataset's ingestion job once per partition (in-process), recording runs in ``instance``."""
     from tqdm import tqdm
 
-    job = defs.get_job_def(f"{dataset_id}__ingest_job")
+    job = defs.resolve_job_def(f"{dataset_id}__ingest_job")
     results = {}
     for key in tqdm(partition_keys, desc=f"ingesting {dataset_id}", unit="patient", disable=not progress):
         results[key] = job.execute_in_process(

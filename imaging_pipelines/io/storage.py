@@ -106,5 +106,5 @@ def zarr_store(path: UPath, read_only: bool = False):
         if not read_only:
             local_path(path).mkdir(parents=True, exist_ok=True)
         return LocalStore(str(local_path(path)), read_only=read_only)
-    return FsspecStore.from_upath(path, read_only=read_only) if hasattr(FsspecStore, "from_upath") else \
-        FsspecStore.from_url(str(path), read_only=read_only, storage_options=dict(path.storage_options))
+    # from_url wraps synchronous filesystems (memory://, some plugins) in an async adapter
+    return FsspecStore.from_url(str(path), read_only=read_only, storage_options=dict(path.storage_options))
