@@ -96,7 +96,7 @@ def test_pydicom_testdata_ct_small():
     from pydicom.data import get_testdata_file
 
     try:
-        path = get_testdata_file("CT_small.dcm")
+        path = get_testdata_file("CT_small.dcm", download=False)
     except Exception as exc:  # pydicom-data download not possible offline
         pytest.skip(f"pydicom test file not available: {exc}")
     if path is None:
