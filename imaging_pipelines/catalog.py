@@ -128,12 +128,6 @@ class DatasetConfig(BaseModel):
     def is_remote_inbox(self) -> bool:
         return "://" in self.inbox
 
-    def inbox_path(self) -> Path:
-        """The inbox as a local path (resolved at load time)."""
-        if self.is_remote_inbox:
-            raise ValueError(f"{self.id}: inbox {self.inbox} is not a local path")
-        return Path(self.inbox)
-
 
 def configured_data_roots(extra: list[str | Path] | None = None) -> list[Path]:
     """Folders that local inboxes must lie in: ``IMAGING_PIPELINES_DATA_ROOTS`` or the project folder."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from imaging_pipelines.io.image_files import image_file_format
 from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.remote_inbox import fetch, is_remote, list_remote_files
 
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
 
@@ -35,23 +36,47 @@ class InboxFile:
         return f"{self.size}:{self.mtime_ns}"
 
 
+    @property
+    def inbox(self) -> str:
+        """The inbox this file was listed from (folder or URI)."""
+        return self.path[: len(self.path) - len(self.relpath)].rstrip("/")
+
+    def local_path(self) -> str:
+        """A local file to read: the file itself, or a cached copy for a remote inbox."""
+        if not is_remote(self.path):
+            return self.path
+        return fetch(self.path, self.relpath, self.inbox, self.size, self.mtime_ns)
+
+
+def _wanted(relpath: str, formats: list[str]) -> str | None:
+    """The file's format if the inbox should consider it, else None (hidden, ignored, other format)."""
+    parts = Path(relpath).parts
+    name = parts[-1]
+    if any(p.startswith(".") for p in parts) or name in IGNORED_NAMES or ".staging-" in name or name.endswith(".partial"):
+        return None
+    fmt = image_file_format(name) or "dicom"
+    return fmt if fmt in formats else None
+
+
 def list_inbox_files(inbox: str | os.PathLike, formats: list[str]) -> list[InboxFile]:
-    """Every candidate file under ``inbox`` (recursive; hidden files and folders skipped), sorted by path."""
-    inbox = Path(inbox)
-    if not inbox.is_dir():
-        return []
+    """Every candidate file under ``inbox`` (a folder or fsspec URI; recursive; hidden files skipped), sorted."""
+    if is_remote(inbox):
+        listing = list_remote_files(str(inbox))
+    else:
+        root = Path(inbox)
+        listing = []
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    path = Path(dirpath) / name
+                    st = path.stat()
+                    listing.append((str(path), str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
     found = []
-    for dirpath, dirnames, filenames in os.walk(inbox):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name in IGNORED_NAMES or ".staging-" in name:
-                continue
-            path = Path(dirpath) / name
-            fmt = image_file_format(name) or "dicom"
-            if fmt not in formats:
-                continue
-            st = path.stat()
-            found.append(InboxFile(str(path), str(path.relative_to(inbox)), fmt, st.st_size, st.st_mtime_ns))
+    for path, relpath, size, mtime_ns in listing:
+        fmt = _wanted(relpath, formats)
+        if fmt is not None:
+            found.append(InboxFile(path, relpath, fmt, size, mtime_ns))
     return found
 
 
@@ -70,7 +95,7 @@ def _pseudonym_uncached(file: InboxFile) -> str | None:
     if file.format == "dicom":
         from imaging_pipelines.io.dicom import read_patient_id
 
-        patient_id = read_patient_id(file.path)
+        patient_id = read_patient_id(file.local_path())
         if patient_id is None:
             return None
         if patient_id.strip():

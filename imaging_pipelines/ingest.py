@@ -51,33 +51,24 @@ def _unique(name: str, taken: dict) -> str:
     return candidate
 
 
-def _display(path: str, inbox: Path | None) -> str:
-    if inbox is not None:
-        try:
-            return str(Path(path).relative_to(inbox))
-        except ValueError:
-            pass
-    return Path(path).name
-
-
-def ingest_patient_files(
-    files: list[InboxFile], selection: SeriesSelection, inbox: Path | None = None
-) -> IngestedPatient:
+def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection) -> IngestedPatient:
     """Read a patient's files and keep the series the catalog's selection rules accept.
 
-    Raises :class:`ImagingInputError` naming the files when any file is unreadable (so a partial
-    patient never replaces a complete one) or when no image is left.
+    Raises :class:`ImagingInputError` naming the files (by their path inside the inbox) when any file
+    is unreadable, so a partial patient never replaces a complete one, or when no image is left.
     """
     from imaging_pipelines.io.dicom import read_dicom_files
 
     result = IngestedPatient()
-    dicom_paths = [f.path for f in files if f.format == "dicom"]
+    inbox_name = {f.local_path(): f.relpath for f in files}
+    shown = lambda path: inbox_name.get(path, Path(path).name)  # noqa: E731
+    dicom_paths = [local for local, f in zip(inbox_name, files) if f.format == "dicom"]
     if dicom_paths:
         folder = read_dicom_files(dicom_paths)
         if folder.errors:
-            listing = "; ".join(f"{_display(e.path, inbox)}: {e.message}" for e in folder.errors)
-            raise ImagingInputError(_display(folder.errors[0].path, inbox), f"unreadable DICOM file(s): {listing}")
-        result.notes += [f"{_display(s.path, inbox)}: {s.message}" for s in folder.skipped]
+            listing = "; ".join(f"{shown(e.path)}: {e.message}" for e in folder.errors)
+            raise ImagingInputError(shown(folder.errors[0].path), f"unreadable DICOM file(s): {listing}")
+        result.notes += [f"{shown(s.path)}: {s.message}" for s in folder.skipped]
         for series in folder.series:
             name = dicom_series_name(series)
             n_slices = series.volume.spatial_shape[0]
@@ -85,14 +76,17 @@ def ingest_patient_files(
                 result.notes.append(f"series {name} ({series.modality}, {n_slices} slices) not selected by the catalog rules")
                 continue
             result.images[_unique(name, result.images)] = series.volume
-    for f in files:
+    for local, f in zip(inbox_name, files):
         if f.format == "dicom":
             continue
-        volume = read_image_file(f.path)
+        try:
+            volume = read_image_file(local)
+        except ImagingInputError as exc:
+            raise ImagingInputError(f.relpath, exc.problem) from None
         volume = replace(volume, attributes={**volume.attributes, "source_format": f.format})
         result.images[_unique(image_file_name(f.relpath), result.images)] = volume
     if not result.images:
-        where = _display(files[0].path, inbox) if files else "inbox"
+        where = files[0].relpath if files else "inbox"
         raise ImagingInputError(where, "no image series left for this patient (" + ("; ".join(result.notes) or "no files") + ")")
     return result
 
@@ -132,12 +126,11 @@ def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans
     from imaging_pipelines.io.ome_zarr import write_volume_store
     from imaging_pipelines.io.storage import partition_store_path
 
-    inbox = dataset.inbox_path()
-    groups = scan_inbox(inbox, dataset.formats)
+    groups = scan_inbox(dataset.inbox, dataset.formats)
     files = groups.by_patient.get(partition)
     if not files:
-        raise ImagingInputError(str(inbox), f"no file in the inbox belongs to partition {partition}")
-    patient = ingest_patient_files(files, dataset.series_selection, inbox)
+        raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
+    patient = ingest_patient_files(files, dataset.series_selection)
     path = partition_store_path(root, dataset.id, asset, partition)
     write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset})
     return PartitionIngestion(str(path), patient.images, patient.notes)

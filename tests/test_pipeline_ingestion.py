@@ -129,3 +129,25 @@ def test_zarr_attributes_are_json_and_non_identifying(workspace):
     texts = [p.read_text() for p in (workspace / "storage").rglob("zarr.json")]
     assert texts and all(json.loads(t) for t in texts)
     assert not any(s in t for t in texts for s in ("PID-A", "DOE", "JANE", "19700101", "ACC0000001", "General Hospital"))
+
+
+def test_remote_inbox_through_fsspec(workspace, tmp_path, monkeypatch):
+    """An inbox given as an fsspec URI (memory:// here, s3:// in production) is listed, cached and ingested."""
+    from upath import UPath
+
+    monkeypatch.setenv("IMAGING_PIPELINES_INBOX_CACHE", str(tmp_path / "cache"))
+    catalog = workspace / "catalog" / "test_ds.yaml"
+    catalog.write_text(catalog.read_text().replace("inbox: ../inbox", "inbox: memory://scanner-out/study"))
+    files = write_patient(tmp_path / "local" / "case_r", "PID-R")
+    remote = UPath("memory://scanner-out/study/case_r")
+    for f in files:
+        remote.fs.put_file(str(f), f"{remote.path}/{f.name}")
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            _, runs = run_pipeline(instance)
+            assert list(runs) == [pseudonymise("PID-R", "dicom-patient-id")]
+            assert all(r.success for r in runs.values())
+            images = read_volume_store(partition_store_path(storage_root(), "test_ds", "ingested_scans", next(iter(runs))))
+            assert images["s001_t1_ax"].spatial_shape == (6, 16, 12)
+    finally:
+        remote.fs.rm("/scanner-out", recursive=True)

@@ -4,6 +4,7 @@ through the real Dagster job into the persistent instance (``DAGSTER_HOME``, def
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +68,7 @@ def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = p
     from imaging_pipelines.io.storage import storage_root
 
     dataset = next(d for d in load_catalog() if d.id == DEMO_DATASET)
-    manifest = generate_demo_cohort(dataset.inbox_path(), n_patients=n_patients, seed=seed)
+    manifest = generate_demo_cohort(Path(dataset.inbox), n_patients=n_patients, seed=seed)
     echo(f"generated {len(manifest.patients)} synthetic patient(s) in {dataset.inbox}")
     defs = build_definitions()
     instance = DagsterInstance.get()

@@ -111,7 +111,7 @@ def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefi
     )
     def inbox_sensor(context: SensorEvaluationContext):
         previous = json.loads(context.cursor) if context.cursor else {}
-        changes = diff_inbox(previous, list_inbox_files(dataset.inbox_path(), dataset.formats))
+        changes = diff_inbox(previous, list_inbox_files(dataset.inbox, dataset.formats))
         if changes.unassigned:
             context.log.warning(
                 f"{len(changes.unassigned)} inbox file(s) belong to no patient (not DICOM, no DICOM beside them): "
