@@ -145,3 +145,38 @@ def test_fsspec_storage_root_round_trip_and_replace():
     back = read_volume_store(path)["a"]
     assert np.array_equal(back.array, v.array // 2) and back.same_geometry(v)
     assert [p.split("/")[-1] for p in path.fs.ls("memory://imaging-test/ds/ingested_scans", detail=False)] == ["p1.zarr"]
+
+
+KILL_WRITER = """
+import sys, numpy as np
+from upath import UPath
+from imaging_pipelines.io.ome_zarr import write_volume_store
+from imaging_pipelines.volume import Volume
+big = Volume(np.random.default_rng(1).integers(0, 4000, (96, 512, 512)).astype(np.int16))
+write_volume_store(UPath(sys.argv[1]), {"a": big})  # ~1-2 s of chunk writes: killed part-way
+"""
+
+
+def test_sigkill_during_write_keeps_previous_store(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = UPath(tmp_path / "p.zarr")
+    write_volume_store(path, {"a": oblique_volume()})
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "p.zarr").rglob("*") if p.is_file()}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)])
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob("p.zarr.staging-*/a/0/c")):  # the writer is inside a chunk write
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    current = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "p.zarr").rglob("*") if p.is_file()}
+    assert current == before, "the killed write changed the published store"
+    assert np.array_equal(read_volume_store(path)["a"].array, oblique_volume().array)
+    write_volume_store(path, {"a": oblique_volume(t=2)})  # a re-run publishes normally
+    assert read_volume_store(path)["a"].is_timeseries

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from imaging_pipelines.catalog import PROJECT_ROOT
 
 STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
+STALE_STAGING_SECONDS = 3600  # a staging folder untouched this long belongs to a killed writer
 
 
 def storage_root(root: str | os.PathLike | None = None) -> UPath:
@@ -58,6 +60,10 @@ def recover_interrupted(final: UPath) -> None:
         os.rename(replaced.pop(), target)
     for leftover in replaced:
         shutil.rmtree(leftover, ignore_errors=True)
+    # staging folders of writers that were killed (old enough not to belong to a live writer)
+    for stale in parent.glob(f"{target.name}.staging-*"):
+        if time.time() - stale.stat().st_mtime > STALE_STAGING_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextmanager
