@@ -133,6 +133,8 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             result.errors.append(FileNote(path, f"invalid image header: {redact_quoted(exc)}"))
             series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: invalid image header: {exc}")
             continue
+        header.dataset = None  # from here on only the slice records (and their pixel sources) are needed
+        dicom_header.slim_source(records)
         by_series.setdefault(key, []).append((header, records))
 
     for key in list(by_series):

@@ -6,6 +6,7 @@ Geometry conventions: see :mod:`imaging_pipelines.io.dicom_slices` (LPS mm, DICO
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydicom.uid import UID
 
 from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape
 from .dicom_multiframe import FrameLookup, frame_values, has_functional_groups, shared_mr_parameters
-from .dicom_pixels import PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
+from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
 from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -242,6 +243,66 @@ def records_for(path: str, ds) -> list[SliceRecord]:
         ]
     return [_record(source, 0, None, 0, rows, cols, (row, col, normal), ipp, ps, slope, intercept, time_key, acq,
                     extra_key, extra_labels, nominal)]
+
+
+# What the series builder still reads from a single-frame file once its slice records exist.
+_KEPT_AFTER_RECORDS = (
+    "Modality", "SeriesDescription", "SeriesNumber", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
+    "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "ImageType", "BodyPartExamined", "Rows", "Columns",
+    "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "NumberOfFrames", "PixelData",
+)
+
+
+class SlimHeader(dict):
+    """The few header values of a file the series builder still reads, as plain Python values.
+
+    Behaves like the parts of a pydicom Dataset that are used later (``get``, ``in``, attribute access,
+    ``file_meta``), at a fraction of the memory of parsed data elements.
+    """
+
+    def __init__(self, ds):
+        super().__init__()
+        for keyword in _KEPT_AFTER_RECORDS:
+            value = ds.get(keyword)
+            if value is not None:
+                self[keyword] = _plain(value)
+        self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _plain(value: Any) -> Any:
+    """A pydicom value (DSfloat, IS, MultiValue, ...) as a plain bytes / str / float / int / list."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, Sequence):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def slim_source(records: list[SliceRecord]) -> None:
+    """Replace a parsed uncompressed single-frame dataset by a :class:`SlimHeader`.
+
+    A few dozen parsed elements per file outweigh the pixels of small slices (e.g. 64x64 fMRI), so this
+    keeps the reader's memory close to the pixel bytes for long series. Compressed and multi-frame
+    files keep their full dataset (their decoders need it).
+    """
+    source = records[0].source
+    ds = source.dataset
+    if has_functional_groups(ds) or n_frames(ds) != 1 or transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN:
+        return
+    source.dataset = SlimHeader(ds)
 
 
 def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
