@@ -180,3 +180,25 @@ def test_sigkill_during_write_keeps_previous_store(tmp_path):
     assert np.array_equal(read_volume_store(path)["a"].array, oblique_volume().array)
     write_volume_store(path, {"a": oblique_volume(t=2)})  # a re-run publishes normally
     assert read_volume_store(path)["a"].is_timeseries
+
+
+def test_labels_and_extra_arrays_round_trip(tmp_path):
+    from imaging_pipelines.io.ome_zarr import read_array, read_labels, store_attributes
+
+    v = oblique_volume()
+    mask = v.with_array((v.array > 500).astype(np.uint8) * 3)
+    field = np.random.default_rng(2).normal(size=v.spatial_shape + (3,)).astype(np.float32)
+    path = UPath(tmp_path / "p.zarr")
+    write_volume_store(path, {"t1": v}, labels={"t1": {"brain": mask}},
+                       arrays={"fields/t1_displacement": (field, {"units": "mm"}), "transforms/t1": (np.frombuffer(b"abc", np.uint8), {})})
+    labels = read_labels(path, "t1")
+    assert np.array_equal(labels["brain"].array, mask.array) and labels["brain"].same_geometry(v)
+    coarse = read_volume_store(path)  # images only; labels don't show up as images
+    assert list(coarse) == ["t1"]
+    arr, attrs = read_array(path, "fields/t1_displacement")
+    assert np.array_equal(arr, field) and attrs == {"units": "mm"}
+    assert bytes(read_array(path, "transforms/t1")[0]) == b"abc"
+    assert store_attributes(path)["arrays"] == ["fields/t1_displacement", "transforms/t1"]
+    # label pyramid levels only contain existing label values
+    lvl1 = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["t1/labels/brain/1"][...]
+    assert set(np.unique(lvl1)) <= {0, 3}

@@ -44,12 +44,17 @@ def pyramid_factors(shape_zyx: tuple[int, int, int]) -> list[tuple[int, int, int
     return factors
 
 
-def downsample(array: np.ndarray, factor: tuple[int, int, int]) -> np.ndarray:
-    """Block mean over the last three axes by ``factor`` (z, y, x); integers are rounded back to their type."""
+def downsample(array: np.ndarray, factor: tuple[int, int, int], labels: bool = False) -> np.ndarray:
+    """Block mean over the last three axes by ``factor`` (z, y, x); integers are rounded back to their type.
+
+    Label maps (``labels=True``) take one voxel per block instead, so no new label values appear.
+    """
     if factor == (1, 1, 1):
         return array
     lead = array.shape[:-3]
     cropped = array[(...,) + tuple(slice(0, (s // f) * f) for s, f in zip(array.shape[-3:], factor))]
+    if labels:
+        return np.ascontiguousarray(cropped[(...,) + tuple(slice(f // 2, None, f) for f in factor)])
     shape = lead + tuple(x for s, f in zip(cropped.shape[-3:], factor) for x in (s // f, f))
     n = len(lead)
     mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float64)
@@ -71,13 +76,13 @@ def _axes(volume: Volume) -> list[dict[str, str]]:
     return axes
 
 
-def write_volume_image(parent: zarr.Group, name: str, volume: Volume) -> dict[str, Any]:
-    """Write ``volume`` as the OME-Zarr image ``parent/name``; returns a small summary."""
+def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: bool = False) -> dict[str, Any]:
+    """Write ``volume`` as the OME-Zarr image ``parent/name`` (a label image when ``is_label``)."""
     group = parent.create_group(name)
     spacing_zyx = np.array(volume.spacing[::-1])
     datasets = []
     for level, factor in enumerate(pyramid_factors(volume.spatial_shape)):
-        data = downsample(volume.array, factor)
+        data = downsample(volume.array, factor, labels=is_label)
         arr = group.create_array(
             str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume), compressors=_compressors(),
             dimension_names=[a["name"] for a in _axes(volume)],
@@ -105,7 +110,17 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume) -> dict[st
         "series": volume.attributes,
         "warnings": list(volume.warnings),
     }
+    if is_label:
+        group.attrs["ome"] = {**group.attrs["ome"], "image-label": {"version": "0.5", "source": {"image": "../../"}}}
     return {"name": name, "shape": list(volume.array.shape), "levels": len(datasets)}
+
+
+def write_labels(image_group: zarr.Group, labels: dict[str, Volume]) -> None:
+    """OME-Zarr ``labels/`` of an image: one label image per entry (integer arrays on the image's grid)."""
+    group = image_group.create_group("labels")
+    for name, label in labels.items():
+        write_volume_image(group, name, label, is_label=True)
+    group.attrs["ome"] = {"version": "0.5", "labels": list(labels)}
 
 
 def read_volume_image(group: zarr.Group, level: int = 0) -> Volume:
@@ -127,12 +142,33 @@ def read_volume_image(group: zarr.Group, level: int = 0) -> Volume:
     )
 
 
-def write_volume_store(path: UPath, images: dict[str, Volume], attributes: dict[str, Any] | None = None) -> list[dict]:
-    """Atomically (re)write a store holding one OME-Zarr image per entry of ``images``."""
+def write_volume_store(
+    path: UPath,
+    images: dict[str, Volume],
+    attributes: dict[str, Any] | None = None,
+    labels: dict[str, dict[str, Volume]] | None = None,
+    arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] | None = None,
+) -> list[dict]:
+    """Atomically (re)write a store holding one OME-Zarr image per entry of ``images``.
+
+    ``labels[image][name]`` become OME-Zarr label images of that image; ``arrays[key]`` = (array, attrs)
+    are further plain Zarr arrays (displacement fields, serialised transforms) at ``key`` (e.g.
+    ``"transforms/s001_t1"``), listed in the root attributes.
+    """
     with atomic_store(path) as staging:
         root = zarr.create_group(zarr_store(staging), zarr_format=3, overwrite=True)
-        summaries = [write_volume_image(root, name, vol) for name, vol in images.items()]
-        root.attrs[ATTR_KEY] = {**(attributes or {}), "images": [s["name"] for s in summaries]}
+        summaries = []
+        for name, vol in images.items():
+            summaries.append(write_volume_image(root, name, vol))
+            if labels and labels.get(name):
+                write_labels(root[name], labels[name])
+        for key, (array, attrs) in (arrays or {}).items():
+            arr = root.create_array(key, shape=array.shape, dtype=array.dtype, compressors=_compressors(),
+                                    chunks=array.shape if array.nbytes < 64 * 2**20 else "auto")
+            arr[...] = array
+            arr.attrs.update(attrs)
+        root.attrs[ATTR_KEY] = {**(attributes or {}), "images": [s["name"] for s in summaries],
+                                "arrays": sorted(arrays or {})}
     return summaries
 
 
@@ -145,3 +181,23 @@ def read_volume_store(path: UPath, level: int = 0) -> dict[str, Volume]:
     """All images of a store written by :func:`write_volume_store`, by name."""
     root = open_volume_store(path)
     return {name: read_volume_image(root[name], level) for name in root.attrs[ATTR_KEY]["images"]}
+
+
+def read_labels(path: UPath, image: str) -> dict[str, Volume]:
+    """The label images of one image of a store (empty when it has none)."""
+    root = open_volume_store(path)
+    if "labels" not in root[image]:
+        return {}
+    group = root[image]["labels"]
+    return {name: read_volume_image(group[name]) for name in group.attrs["ome"]["labels"]}
+
+
+def read_array(path: UPath, key: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A plain array written through ``arrays=`` of :func:`write_volume_store`, with its attributes."""
+    arr = open_volume_store(path)[key]
+    return arr[...], dict(arr.attrs)
+
+
+def store_attributes(path: UPath) -> dict[str, Any]:
+    """The root ``imaging_pipelines`` attributes of a store."""
+    return dict(open_volume_store(path).attrs[ATTR_KEY])
