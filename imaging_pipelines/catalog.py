@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imaging_pipelines.errors import CatalogError
-from imaging_pipelines.registry import KNOWN_FORMATS, KNOWN_MODELS, KNOWN_RECIPES
+from imaging_pipelines.registry import KNOWN_FORMATS, KNOWN_MODELS
 
 CATALOG_ENV = "IMAGING_PIPELINES_CATALOG"
 DATA_ROOTS_ENV = "IMAGING_PIPELINES_DATA_ROOTS"
@@ -61,6 +61,36 @@ class SeriesSelection(BaseModel):
         return n_slices >= self.min_slices
 
 
+class RegistrationConfig(BaseModel):
+    """How a medical dataset's preprocessed scans are aligned.
+
+    ``target``: ``atlas`` (the catalog atlas named by ``atlas``), ``longitudinal`` (each patient's first
+    selected scan; later scans are aligned to it) or ``none``. ``method``: rigid, affine, bspline, demons,
+    elastix (install extra ``[elastix]``) or learned (a VoxelMorph-style model trained as an asset).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["atlas", "longitudinal", "none"] = "none"
+    atlas: str | None = Field(None, description="name of an atlas file in data_catalog/atlases/")
+    method: Literal["rigid", "affine", "bspline", "demons", "elastix", "learned"] = "affine"
+    modalities: list[str] = Field(default_factory=lambda: ["MR"], description="modalities that are registered")
+    brain_mask: bool = Field(True, description="warp the atlas brain mask into each subject's space")
+    learned_epochs: int = Field(60, ge=1, description="training epochs of the learned model")
+
+    @model_validator(mode="after")
+    def _atlas_given(self) -> RegistrationConfig:
+        if self.target == "atlas" and not self.atlas:
+            raise ValueError("target 'atlas' needs an 'atlas' name")
+        if self.atlas is not None:
+            from imaging_pipelines.atlases import available_atlases
+
+            known = available_atlases()
+            if self.atlas not in known:
+                raise ValueError(f"unknown atlas {self.atlas!r}; known: {sorted(known)}")
+        return self
+
+
 class SensorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,7 +110,9 @@ class DatasetConfig(BaseModel):
     formats: list[str] = Field(min_length=1)
     partitioning: Literal["patient", "tile"]
     series_selection: SeriesSelection = Field(default_factory=SeriesSelection)
-    preprocessing_recipe: str = "none"
+    file_modality: str = Field("MR", description="modality assumed for NIfTI / NRRD / MHA files (no header tag)")
+    preprocessing_recipe: str = Field("none", description="a recipe file name in data_catalog/recipes/")
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     model: str = "none"
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     source_file: str = Field("", exclude=True)
@@ -103,8 +135,11 @@ class DatasetConfig(BaseModel):
     @field_validator("preprocessing_recipe")
     @classmethod
     def _known_recipe(cls, value: str) -> str:
-        if value not in KNOWN_RECIPES:
-            raise ValueError(f"unknown recipe {value!r}; known: {sorted(KNOWN_RECIPES)}")
+        from imaging_pipelines.preprocess.recipe import available_recipes
+
+        known = available_recipes()
+        if value not in known:
+            raise ValueError(f"unknown recipe {value!r}; known: {sorted(known)}")
         return value
 
     @field_validator("model")

@@ -74,11 +74,14 @@ def generate_demo_data(
     patients: int = typer.Option(4, min=1, max=50),
     seed: int = typer.Option(0),
 ) -> None:
-    """Write the synthetic cohort (DICOM with fake PHI, NIfTI) into INBOX without running the pipeline."""
+    """Write the synthetic cohort (DICOM with fake PHI, NIfTI) into INBOX, and the demo atlas into
+    INBOX/../atlas, without running the pipeline."""
+    from imaging_pipelines.demo.atlas import write_demo_atlas
     from imaging_pipelines.demo.cohort import generate_demo_cohort
 
     manifest = generate_demo_cohort(inbox, n_patients=patients, seed=seed)
-    typer.echo(f"wrote {len(manifest.patients)} patient(s) into {inbox}")
+    atlas_image, _ = write_demo_atlas(Path(inbox).absolute().parent / "atlas")
+    typer.echo(f"wrote {len(manifest.patients)} patient(s) into {inbox} and the atlas into {atlas_image.parent}")
 
 
 if __name__ == "__main__":  # pragma: no cover

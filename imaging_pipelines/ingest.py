@@ -51,7 +51,7 @@ def _unique(name: str, taken: dict) -> str:
     return candidate
 
 
-def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection) -> IngestedPatient:
+def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, file_modality: str = "MR") -> IngestedPatient:
     """Read a patient's files and keep the series the catalog's selection rules accept.
 
     Raises :class:`ImagingInputError` naming the files (by their path inside the inbox) when any file
@@ -83,7 +83,7 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection) -> 
             volume = read_image_file(local)
         except ImagingInputError as exc:
             raise ImagingInputError(f.relpath, exc.problem) from None
-        volume = replace(volume, attributes={**volume.attributes, "source_format": f.format})
+        volume = replace(volume, attributes={**volume.attributes, "source_format": f.format, "modality": file_modality})
         result.images[_unique(image_file_name(f.relpath), result.images)] = volume
     if not result.images:
         where = files[0].relpath if files else "inbox"
@@ -130,7 +130,7 @@ def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans
     files = groups.by_patient.get(partition)
     if not files:
         raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
-    patient = ingest_patient_files(files, dataset.series_selection)
+    patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality)
     path = partition_store_path(root, dataset.id, asset, partition)
     write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset})
     return PartitionIngestion(str(path), patient.images, patient.notes)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 KNOWN_FORMATS = {"dicom", "nifti", "nrrd", "mha", "geotiff"}
 
-# Preprocessing recipes (steps and parameters are defined by the preprocessing stage).
-KNOWN_RECIPES = {"none", "brain_mr", "ct_default"}
+# Preprocessing recipes are the files in data_catalog/recipes/ (imaging_pipelines.preprocess.recipe);
+# atlases the files in data_catalog/atlases/ (imaging_pipelines.atlases).
 
 # Segmentation models (trained by the segmentation stage) and classical baselines.
 KNOWN_MODELS = {"none", "brain_lesion_dynunet", "ct_organ_unet", "otsu_baseline"}

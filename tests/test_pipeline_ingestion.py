@@ -25,7 +25,7 @@ def store_bytes(path) -> dict:
 def test_definitions_load_from_shipped_catalog():
     from imaging_pipelines.definitions import defs
 
-    assert defs.resolve_job_def("demo_cohort__ingest_job") is not None
+    assert defs.resolve_job_def("demo_cohort__patient_job") is not None
     assert defs.resolve_sensor_def("demo_cohort__inbox_sensor") is not None
 
 

@@ -49,9 +49,9 @@ def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], ins
     """Run the dataset's ingestion job once per partition (in-process), recording runs in ``instance``."""
     from tqdm import tqdm
 
-    job = defs.resolve_job_def(f"{dataset_id}__ingest_job")
+    job = defs.resolve_job_def(f"{dataset_id}__patient_job")
     results = {}
-    for key in tqdm(partition_keys, desc=f"ingesting {dataset_id}", unit="patient", disable=not progress):
+    for key in tqdm(partition_keys, desc=f"running {dataset_id}", unit="patient", disable=not progress):
         results[key] = job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
         )
@@ -64,11 +64,13 @@ def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = p
 
     from imaging_pipelines.catalog import load_catalog
     from imaging_pipelines.dagster_layer.factory import build_definitions
+    from imaging_pipelines.demo.atlas import write_demo_atlas
     from imaging_pipelines.demo.cohort import generate_demo_cohort
     from imaging_pipelines.io.storage import storage_root
 
     dataset = next(d for d in load_catalog() if d.id == DEMO_DATASET)
     manifest = generate_demo_cohort(Path(dataset.inbox), n_patients=n_patients, seed=seed)
+    write_demo_atlas(Path(dataset.inbox).parent / "atlas")
     echo(f"generated {len(manifest.patients)} synthetic patient(s) in {dataset.inbox}")
     defs = build_definitions()
     instance = DagsterInstance.get()

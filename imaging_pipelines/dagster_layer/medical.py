@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -32,6 +34,9 @@ from imaging_pipelines.dagster_layer.resources import ImagingStorage
 from imaging_pipelines.errors import ImagingInputError
 from imaging_pipelines.inbox import diff_inbox, list_inbox_files
 from imaging_pipelines.ingest import PartitionIngestion, ingest_partition
+from imaging_pipelines.stages.common import PREPROCESSED, REGISTERED, StageResult
+from imaging_pipelines.stages.preprocessing import preprocess_partition
+from imaging_pipelines.stages.registration import register_partition
 
 INGEST_ASSET = "ingested_scans"
 
@@ -101,6 +106,73 @@ def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsD
     return ingested_scans
 
 
+def rows_table(rows: list[dict]) -> MetadataValue:
+    """A Dagster table from plain row dicts (columns = union of keys, typed from the first value seen)."""
+    columns: dict[str, str] = {}
+    for row in rows:
+        for k, v in row.items():
+            columns.setdefault(k, "float" if isinstance(v, float) else "int" if isinstance(v, int) else "string")
+    schema = TableSchema(columns=[TableColumn(k, t) for k, t in columns.items()])
+    records = [TableRecord({k: row.get(k) if not isinstance(row.get(k), (list, dict)) else str(row.get(k))
+                            for k in columns if row.get(k) is not None}) for row in rows]
+    return MetadataValue.table(records, schema=schema)
+
+
+def stage_metadata(result: StageResult) -> dict:
+    return {
+        "images": len(result.images),
+        "image_names": MetadataValue.text(", ".join(result.images) or "none"),
+        "quality": rows_table(result.rows),
+        "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+        "runtime_s": round(result.runtime_s, 3),
+        "storage_path": MetadataValue.path(result.store_path),
+    }
+
+
+# stage asset name -> (upstream asset, stage function, asset checks, description)
+STAGES = {
+    PREPROCESSED: (INGEST_ASSET, preprocess_partition, ["n4_cv_not_increased"],
+                   "The catalog recipe's steps (N4 bias correction, reorientation, resampling, intensity "
+                   "normalisation, denoising) applied to each image; foreground mask as a label image."),
+    REGISTERED: (PREPROCESSED, register_partition, ["folding_below_1_percent", "similarity_improved"],
+                 "Each selected image aligned to the catalog atlas (or the patient's first scan): aligned "
+                 "image, displacement field, transform, and the atlas brain mask in subject space."),
+}
+
+
+def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str) -> AssetsDefinition:
+    upstream, run_stage, check_names, description = STAGES[name]
+    key = AssetKey([dataset.id, name])
+
+    @asset(
+        key=key,
+        deps=[AssetKey([dataset.id, upstream])],
+        partitions_def=partitions,
+        group_name=dataset.id,
+        kinds={"zarr"},
+        description=description,
+        check_specs=[AssetCheckSpec(c, asset=key, description=c.replace("_", " ")) for c in check_names],
+        metadata={"dataset": dataset.id},
+    )
+    def stage_asset(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        partition = context.partition_key
+        try:
+            result = run_stage(dataset, partition, storage.root_path())
+        except (ImagingInputError, FileNotFoundError) as exc:
+            context.log.error(f"partition {partition}: {exc}")
+            raise Failure(description=f"partition {partition}: {exc}", allow_retries=False) from None
+        context.log.info(f"partition {partition}: {len(result.images)} image(s) written to {result.store_path}")
+        return MaterializeResult(
+            metadata=stage_metadata(result),
+            check_results=[
+                AssetCheckResult(check_name=n, passed=c.passed, description=c.description, metadata=c.metadata)
+                for n, c in result.checks.items()
+            ],
+        )
+
+    return stage_asset
+
+
 def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
     @sensor(
         name=f"{dataset.id}__inbox_sensor",
@@ -141,11 +213,13 @@ def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
 
 def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__patients")
-    ingestion = build_ingestion_asset(dataset, partitions)
+    assets = [build_ingestion_asset(dataset, partitions), build_stage_asset(dataset, partitions, PREPROCESSED)]
+    if dataset.registration.target != "none":
+        assets.append(build_stage_asset(dataset, partitions, REGISTERED))
     job = define_asset_job(
-        name=f"{dataset.id}__ingest_job",
-        selection=[ingestion.key],
+        name=f"{dataset.id}__patient_job",
+        selection=[a.key for a in assets],
         partitions_def=partitions,
-        description=f"Ingest one patient of {dataset.id} into OME-Zarr.",
+        description=f"Ingest, preprocess and register one patient of {dataset.id}.",
     )
-    return MedicalChain(partitions, [ingestion], job, build_inbox_sensor(dataset, partitions, job))
+    return MedicalChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job))

@@ -187,7 +187,8 @@ def _phantom_volume(modality: str, contrast: str, orientation: str, seed: int) -
         image, labels = ct_like_phantom(shape, spacing, seed, direction=d)
     else:
         shape, spacing = (48, 64, 64), (3.0, 3.0, 3.5)
-        image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast)
+        head_scale = 1.0 + 0.06 * np.random.default_rng([seed, 7]).uniform(-1.0, 1.0, 3)  # anatomy varies +-6 %
+        image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast, head_scale=head_scale)
     origin = centered_origin(shape, spacing, d)
     geometry = dict(spacing=spacing, origin=origin, direction=d)
     return Volume(array=image, **geometry), Volume(array=labels, **geometry)

@@ -88,19 +88,25 @@ def brain_like_phantom(
     direction: np.ndarray | None = None,
     contrast: str = "T1",
     noise_sigma: float = 15.0,
+    head_scale: Sequence[float] = (1.0, 1.0, 1.0),
+    with_bias: bool = True,
+    with_lesions: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head-like MR phantom: ``(image float32 a.u., labels uint8)``, both shaped ``shape`` (z, y, x).
 
-    Ellipsoidal head (semi-axes 68 x 85 x 70 mm, L-R x A-P x S-I) with a scalp/skull shell, a
-    CSF layer and two ventricles, a wavy grey-matter ribbon, white matter, 0-2 spherical lesions
-    (radius 5-11 mm), a smooth multiplicative bias field and Rician noise (``noise_sigma`` a.u.).
-    Labels: see :data:`BRAIN_LABELS`.  ``contrast`` is ``"T1"`` or ``"T2"``.
+    Ellipsoidal head (semi-axes 68 x 85 x 70 mm, L-R x A-P x S-I, times ``head_scale``) with a
+    scalp/skull shell, a CSF layer and two ventricles, a wavy grey-matter ribbon, white matter, 0-2
+    spherical lesions (radius 5-11 mm), a smooth multiplicative bias field and Rician noise
+    (``noise_sigma`` a.u.). Labels: see :data:`BRAIN_LABELS`.  ``contrast`` is ``"T1"`` or ``"T2"``.
+    ``with_bias=False, with_lesions=False, noise_sigma=0`` gives a clean template (the demo atlas).
     """
     if contrast not in _MR_CONTRAST:
         raise ValueError(f"contrast must be one of {sorted(_MR_CONTRAST)}; got {contrast!r}")
     rng = np.random.default_rng(seed)
-    radii = np.array([68.0, 85.0, 70.0])
+    radii = np.array([68.0, 85.0, 70.0]) * np.asarray(head_scale, dtype=float)
     lesions = _lesion_centres(rng, int(rng.integers(0, 3)), radii, inner=0.55)
+    if not with_lesions:
+        lesions = []
     bias_rng = np.random.default_rng([seed, 1])
     x, y, z = world_coordinates(shape, spacing, origin, direction)
 
@@ -124,7 +130,7 @@ def brain_like_phantom(
     means = np.zeros(len(BRAIN_LABELS), dtype=np.float64)
     for lab, value in _MR_CONTRAST[contrast].items():
         means[lab] = value
-    image = means[labels] * _smooth_bias(bias_rng, x, y, z, scale=80.0)
+    image = means[labels] * (_smooth_bias(bias_rng, x, y, z, scale=80.0) if with_bias else 1.0)
     noise_rng = np.random.default_rng([seed, 2])
     n1 = noise_rng.normal(0.0, noise_sigma, size=image.shape)
     n2 = noise_rng.normal(0.0, noise_sigma, size=image.shape)

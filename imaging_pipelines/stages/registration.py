@@ -1,0 +1,96 @@
+"""Registration stage: each selected preprocessed image aligned to the catalog's atlas (or, longitudinally,
+to the patient's first scan), with the atlas brain mask warped into subject space.
+
+Store layout: ``<image>`` (the subject image, with label ``brain_mask`` when an atlas mask was warped),
+``<image>_aligned`` (the subject resampled onto the target grid), ``fields/<image>`` (displacement field
+on the target grid, (z, y, x, 3) LPS mm, ``target point + d = subject point``) and
+``transforms/<image>`` (the SimpleITK transform file as bytes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from upath import UPath
+
+from imaging_pipelines.io.ome_zarr import read_volume_store, write_volume_store
+from imaging_pipelines.stages.common import PREPROCESSED, REGISTERED, CheckOutcome, StageResult, image_modality, stage_store
+
+FOLDING_LIMIT = 0.01  # share of voxels with det(J) <= 0 above which a registration is flagged
+QUALITY_KEYS = ("ncc_before", "ncc_after", "mi_before", "mi_after", "jacobian_min", "jacobian_max",
+                "folding_fraction", "runtime_s")
+
+
+def registration_targets(dataset, images: dict) -> tuple[object | None, object | None, list[str], list[str]]:
+    """(fixed image, fixed mask, names of moving images, notes) for the dataset's registration target."""
+    cfg = dataset.registration
+    selected = [n for n, v in images.items() if image_modality(v.attributes) in {m.upper() for m in cfg.modalities}]
+    notes = [f"{n}: modality not in registration.modalities {cfg.modalities}" for n in images if n not in selected]
+    if cfg.target == "atlas":
+        from imaging_pipelines.atlases import available_atlases
+
+        atlas_image, atlas_mask = available_atlases()[cfg.atlas].load()
+        return atlas_image, atlas_mask, selected, notes
+    if cfg.target == "longitudinal" and selected:
+        notes.append(f"longitudinal target: {selected[0]} (the patient's first selected scan)")
+        return images[selected[0]], None, selected[1:], notes
+    return None, None, [], notes + ["registration target is 'none'"]
+
+
+def _transform_bytes(transform) -> np.ndarray:
+    from imaging_pipelines.register.transform_io import transform_to_bytes
+
+    return np.frombuffer(transform_to_bytes(transform), dtype=np.uint8)
+
+
+def register_partition(dataset, partition: str, root: UPath | str, learned_model=None) -> StageResult:
+    """Register the partition's preprocessed images; write the registered store."""
+    from imaging_pipelines.register.api import register
+    from imaging_pipelines.register.atlas import Atlas, brain_mask_from_atlas
+
+    start = time.perf_counter()
+    cfg = dataset.registration
+    images = read_volume_store(stage_store(root, dataset.id, PREPROCESSED, partition))
+    fixed, fixed_mask, moving_names, notes = registration_targets(dataset, images)
+    out, labels, arrays, rows = {}, {}, {}, []
+    for name in moving_names:
+        moving = images[name]
+        if cfg.method == "learned":
+            from imaging_pipelines.register.learned import register_learned_with_affine
+
+            result = register_learned_with_affine(fixed, moving, learned_model)
+        else:
+            result = register(fixed, moving, cfg.method)
+        out[name] = moving
+        out[f"{name}_aligned"] = result.warped
+        if result.displacement is not None:
+            arrays[f"fields/{name}"] = (result.displacement.astype(np.float32),
+                                        {"convention": "target point + d = subject point; LPS mm (x, y, z)"})
+        if result.transform is not None:
+            arrays[f"transforms/{name}"] = (_transform_bytes(result.transform), {"format": "SimpleITK .h5"})
+        if fixed_mask is not None and cfg.brain_mask:
+            mask, _ = brain_mask_from_atlas(moving, Atlas(image=fixed, mask=fixed_mask), method="affine")
+            labels[name] = {"brain_mask": mask}
+        rows.append({"image": name, "method": result.method, "stages": "+".join(result.stages),
+                     **{k: round(float(result.metrics[k]), 5) for k in QUALITY_KEYS if k in result.metrics}})
+    path = stage_store(root, dataset.id, REGISTERED, partition)
+    write_volume_store(path, out, {"dataset": dataset.id, "partition": partition, "stage": REGISTERED,
+                                   "target": cfg.target, "atlas": cfg.atlas, "method": cfg.method},
+                       labels=labels, arrays=arrays)
+    return StageResult(str(path), list(out), rows, notes, registration_checks(rows), time.perf_counter() - start)
+
+
+def registration_checks(rows: list[dict]) -> dict[str, CheckOutcome]:
+    folded = [r["image"] for r in rows if r.get("folding_fraction", 0.0) >= FOLDING_LIMIT]
+    worse = [r["image"] for r in rows if "ncc_after" in r and r["ncc_after"] < r["ncc_before"]]
+    return {
+        "folding_below_1_percent": CheckOutcome(
+            not folded, "folding fraction (det J <= 0) below 1 %" if not folded else f"folding >= 1 % in {', '.join(folded)}",
+            {"max_folding_fraction": max((r.get("folding_fraction", 0.0) for r in rows), default=0.0)},
+        ),
+        "similarity_improved": CheckOutcome(
+            not worse, "NCC to the target improved" if not worse else f"NCC got worse for {', '.join(worse)}",
+            {"images_checked": len(rows)},
+        ),
+    }
