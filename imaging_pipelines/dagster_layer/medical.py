@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    DataVersion,
     AssetsDefinition,
     DefaultSensorStatus,
     DynamicPartitionsDefinition,
@@ -37,6 +38,7 @@ from imaging_pipelines.ingest import PartitionIngestion, ingest_partition
 from imaging_pipelines.stages.common import PREPROCESSED, REGISTERED, StageResult
 from imaging_pipelines.stages.preprocessing import preprocess_partition
 from imaging_pipelines.stages.registration import register_partition
+from imaging_pipelines.stages.registration_model import MODEL_ASSET, train_registration_model
 
 INGEST_ASSET = "ingested_scans"
 
@@ -106,16 +108,26 @@ def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsD
     return ingested_scans
 
 
+def _format(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def rows_table(rows: list[dict]) -> MetadataValue:
-    """A Dagster table from plain row dicts (columns = union of keys, typed from the first value seen)."""
-    columns: dict[str, str] = {}
-    for row in rows:
-        for k, v in row.items():
-            columns.setdefault(k, "float" if isinstance(v, float) else "int" if isinstance(v, int) else "string")
-    schema = TableSchema(columns=[TableColumn(k, t) for k, t in columns.items()])
-    records = [TableRecord({k: row.get(k) if not isinstance(row.get(k), (list, dict)) else str(row.get(k))
-                            for k in columns if row.get(k) is not None}) for row in rows]
-    return MetadataValue.table(records, schema=schema)
+    """A Dagster table from plain row dicts: keys every row has become typed columns; the others are
+    joined into a ``figures`` text column (``name=value, ...``)."""
+    common = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
+    columns = [TableColumn(k, "float" if isinstance(rows[0][k], float) else "int" if isinstance(rows[0][k], int)
+                           else "string") for k in common]
+    has_rest = any(set(r) - set(common) for r in rows)
+    if has_rest:
+        columns.append(TableColumn("figures", "string"))
+    records = []
+    for r in rows:
+        values = {k: r[k] if isinstance(r[k], (int, float, str, bool)) else str(r[k]) for k in common}
+        if has_rest:
+            values["figures"] = ", ".join(f"{k}={_format(v)}" for k, v in r.items() if k not in common)
+        records.append(TableRecord(values))
+    return MetadataValue.table(records, schema=TableSchema(columns=columns))
 
 
 def stage_metadata(result: StageResult) -> dict:
@@ -140,13 +152,14 @@ STAGES = {
 }
 
 
-def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str) -> AssetsDefinition:
+def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str,
+                      extra_deps: tuple[str, ...] = ()) -> AssetsDefinition:
     upstream, run_stage, check_names, description = STAGES[name]
     key = AssetKey([dataset.id, name])
 
     @asset(
         key=key,
-        deps=[AssetKey([dataset.id, upstream])],
+        deps=[AssetKey([dataset.id, d]) for d in (upstream, *extra_deps)],
         partitions_def=partitions,
         group_name=dataset.id,
         kinds={"zarr"},
@@ -171,6 +184,37 @@ def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefin
         )
 
     return stage_asset
+
+
+def build_registration_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    """The learned (VoxelMorph-style) registration model, trained on every preprocessed partition."""
+
+    @asset(
+        key=AssetKey([dataset.id, MODEL_ASSET]),
+        deps=[AssetKey([dataset.id, PREPROCESSED])],
+        group_name=dataset.id,
+        kinds={"pytorch"},
+        description="VoxelMorph-style registration network (MONAI blocks; local NCC + smoothness), trained on "
+                    "the cohort's preprocessed scans after affine alignment to the atlas; versioned by a hash "
+                    "of code, training data and parameters, retrained only when that version changes.",
+    )
+    def registration_model(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        outcome = train_registration_model(dataset, storage.root_path(), log=context.log.info)
+        context.log.info(f"registration model {outcome.version}: {'trained' if outcome.trained else 'reused'}")
+        return MaterializeResult(
+            metadata={
+                "model_version": outcome.version,
+                "trained_now": outcome.trained,
+                "training_images": outcome.n_training_images,
+                "final_loss": outcome.training_curve[-1] if outcome.training_curve else None,
+                "training_curve": MetadataValue.json(outcome.training_curve),
+                "model_path": MetadataValue.path(outcome.path),
+                "runtime_s": round(outcome.runtime_s, 2),
+            },
+            data_version=DataVersion(outcome.version),
+        )
+
+    return registration_model
 
 
 def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
@@ -214,11 +258,14 @@ def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
 def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__patients")
     assets = [build_ingestion_asset(dataset, partitions), build_stage_asset(dataset, partitions, PREPROCESSED)]
-    if dataset.registration.target != "none":
+    if dataset.registration.method == "learned" and dataset.registration.target == "atlas":
+        assets.append(build_registration_model_asset(dataset))
+        assets.append(build_stage_asset(dataset, partitions, REGISTERED, extra_deps=(MODEL_ASSET,)))
+    elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",
-        selection=[a.key for a in assets],
+        selection=[a.key for a in assets if a.partitions_def is not None],
         partitions_def=partitions,
         description=f"Ingest, preprocess and register one patient of {dataset.id}.",
     )

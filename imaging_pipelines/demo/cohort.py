@@ -187,8 +187,11 @@ def _phantom_volume(modality: str, contrast: str, orientation: str, seed: int) -
         image, labels = ct_like_phantom(shape, spacing, seed, direction=d)
     else:
         shape, spacing = (48, 64, 64), (3.0, 3.0, 3.5)
-        head_scale = 1.0 + 0.06 * np.random.default_rng([seed, 7]).uniform(-1.0, 1.0, 3)  # anatomy varies +-6 %
-        image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast, head_scale=head_scale)
+        anatomy = np.random.default_rng([seed, 7])  # per patient: head size +-6 %, pose +-8 degrees / +-8 mm
+        head_scale = 1.0 + 0.06 * anatomy.uniform(-1.0, 1.0, 3)
+        head_pose = (anatomy.uniform(-8.0, 8.0, 3), anatomy.uniform(-8.0, 8.0, 3))
+        image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast,
+                                           head_scale=head_scale, head_pose=head_pose)
     origin = centered_origin(shape, spacing, d)
     geometry = dict(spacing=spacing, origin=origin, direction=d)
     return Volume(array=image, **geometry), Volume(array=labels, **geometry)

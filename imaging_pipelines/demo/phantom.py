@@ -68,6 +68,15 @@ def _smooth_bias(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, z: np.n
     return np.exp(c[0] * u + c[1] * v + c[2] * w + c[3] * u * v + c[4] * v * w + c[5] * (u * u - w * w))
 
 
+def _rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
+    """Rotation about x, then y, then z (degrees) as a 3x3 matrix acting on LPS column vectors."""
+    ax, ay, az = np.deg2rad(np.asarray(angles_deg, dtype=float))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
 def _lesion_centres(rng: np.random.Generator, n: int, radii_mm: np.ndarray, inner: float) -> list[tuple[np.ndarray, float]]:
     """``n`` random spheres (centre mm, radius mm) inside ``inner`` x the ellipsoid ``radii_mm``."""
     out = []
@@ -91,6 +100,7 @@ def brain_like_phantom(
     head_scale: Sequence[float] = (1.0, 1.0, 1.0),
     with_bias: bool = True,
     with_lesions: bool = True,
+    head_pose: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head-like MR phantom: ``(image float32 a.u., labels uint8)``, both shaped ``shape`` (z, y, x).
 
@@ -99,6 +109,8 @@ def brain_like_phantom(
     spherical lesions (radius 5-11 mm), a smooth multiplicative bias field and Rician noise
     (``noise_sigma`` a.u.). Labels: see :data:`BRAIN_LABELS`.  ``contrast`` is ``"T1"`` or ``"T2"``.
     ``with_bias=False, with_lesions=False, noise_sigma=0`` gives a clean template (the demo atlas).
+    ``head_pose = (rotation_deg, translation_mm)`` places the head rotated about the world x, y, z axes
+    (degrees, applied in that order) and shifted (LPS mm), as a patient lying differently in the scanner.
     """
     if contrast not in _MR_CONTRAST:
         raise ValueError(f"contrast must be one of {sorted(_MR_CONTRAST)}; got {contrast!r}")
@@ -109,6 +121,10 @@ def brain_like_phantom(
         lesions = []
     bias_rng = np.random.default_rng([seed, 1])
     x, y, z = world_coordinates(shape, spacing, origin, direction)
+    if head_pose is not None:  # head coordinates = R^T (world - t)
+        rotation = _rotation_matrix(head_pose[0])
+        shifted = np.stack([x - head_pose[1][0], y - head_pose[1][1], z - head_pose[1][2]])
+        x, y, z = np.einsum("ji,j...->i...", rotation, shifted)
 
     r = np.sqrt((x / radii[0]) ** 2 + (y / radii[1]) ** 2 + (z / radii[2]) ** 2)
     theta = np.arctan2(y, x)

@@ -44,7 +44,28 @@ def _transform_bytes(transform) -> np.ndarray:
     return np.frombuffer(transform_to_bytes(transform), dtype=np.uint8)
 
 
-def register_partition(dataset, partition: str, root: UPath | str, learned_model=None) -> StageResult:
+def affine_then_learned(fixed, moving, model):
+    """Affine alignment (SimpleITK) then the learned deformable model on the fixed grid; one composite result."""
+    import SimpleITK as sitk
+
+    from imaging_pipelines.register.api import register
+    from imaging_pipelines.register.learned import register_learned
+    from imaging_pipelines.register.warp import displacement_field
+
+    affine = register(fixed, moving, "affine")
+    learned = register_learned(fixed, affine.warped, model)
+    composite = sitk.CompositeTransform(3)
+    composite.AddTransform(affine.transform)
+    composite.AddTransform(learned.transform)  # applied first: fixed -> affinely aligned -> moving
+    learned.transform = composite
+    learned.displacement = displacement_field(composite, fixed)  # the whole mapping, affine included
+    learned.stages = affine.stages + learned.stages
+    learned.metrics["ncc_before"], learned.metrics["mi_before"] = affine.metrics["ncc_before"], affine.metrics["mi_before"]
+    learned.metrics["runtime_s"] += affine.metrics["runtime_s"]
+    return learned
+
+
+def register_partition(dataset, partition: str, root: UPath | str) -> StageResult:
     """Register the partition's preprocessed images; write the registered store."""
     from imaging_pipelines.register.api import register
     from imaging_pipelines.register.atlas import Atlas, brain_mask_from_atlas
@@ -53,13 +74,16 @@ def register_partition(dataset, partition: str, root: UPath | str, learned_model
     cfg = dataset.registration
     images = read_volume_store(stage_store(root, dataset.id, PREPROCESSED, partition))
     fixed, fixed_mask, moving_names, notes = registration_targets(dataset, images)
+    learned_model = None
+    if cfg.method == "learned" and moving_names:
+        from imaging_pipelines.stages.registration_model import load_current_model
+
+        learned_model = load_current_model(root, dataset.id)
     out, labels, arrays, rows = {}, {}, {}, []
     for name in moving_names:
         moving = images[name]
         if cfg.method == "learned":
-            from imaging_pipelines.register.learned import register_learned_with_affine
-
-            result = register_learned_with_affine(fixed, moving, learned_model)
+            result = affine_then_learned(fixed, moving, learned_model)
         else:
             result = register(fixed, moving, cfg.method)
         out[name] = moving
@@ -83,14 +107,16 @@ def register_partition(dataset, partition: str, root: UPath | str, learned_model
 
 def registration_checks(rows: list[dict]) -> dict[str, CheckOutcome]:
     folded = [r["image"] for r in rows if r.get("folding_fraction", 0.0) >= FOLDING_LIMIT]
-    worse = [r["image"] for r in rows if "ncc_after" in r and r["ncc_after"] < r["ncc_before"]]
+    # mutual information: the measure that holds across contrasts (a T2 scan against a T1 atlas)
+    worse = [r["image"] for r in rows if "mi_after" in r and r["mi_after"] < r["mi_before"]]
     return {
         "folding_below_1_percent": CheckOutcome(
             not folded, "folding fraction (det J <= 0) below 1 %" if not folded else f"folding >= 1 % in {', '.join(folded)}",
             {"max_folding_fraction": max((r.get("folding_fraction", 0.0) for r in rows), default=0.0)},
         ),
         "similarity_improved": CheckOutcome(
-            not worse, "NCC to the target improved" if not worse else f"NCC got worse for {', '.join(worse)}",
+            not worse, "mutual information with the target improved" if not worse
+            else f"mutual information got worse for {', '.join(worse)}",
             {"images_checked": len(rows)},
         ),
     }

@@ -1,0 +1,110 @@
+"""The learned registration model as a pipeline stage: trained on every preprocessed partition of a
+dataset (moving = subject after affine alignment to the atlas, fixed = atlas), stored as a file whose
+name carries its version, and reused as long as that version does not change.
+
+Version = SHA-256 over the learned-registration source code, the training data (array bytes of every
+training image) and the training parameters; the model file is
+``<root>/<dataset>/registration_model/voxelmorph-<version>.pt`` next to ``current.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from upath import UPath
+
+from imaging_pipelines.io.ome_zarr import read_volume_store
+from imaging_pipelines.stages.common import PREPROCESSED, image_modality
+
+MODEL_ASSET = "registration_model"
+
+
+@dataclass
+class ModelOutcome:
+    path: str
+    version: str
+    trained: bool  # False when an existing model of the same version was reused
+    n_training_images: int
+    training_curve: list[float] = field(default_factory=list)
+    runtime_s: float = 0.0
+
+
+def model_folder(root: UPath | str, dataset_id: str) -> UPath:
+    return UPath(str(root)) / dataset_id / MODEL_ASSET
+
+
+def training_images(dataset, root: UPath | str):
+    """(atlas image, subjects affinely aligned onto the atlas grid, partition names) from the preprocessed stores."""
+    from imaging_pipelines.atlases import available_atlases
+    from imaging_pipelines.register.api import register
+
+    atlas, _ = available_atlases()[dataset.registration.atlas].load()
+    modalities = {m.upper() for m in dataset.registration.modalities}
+    folder = UPath(str(root)) / dataset.id / PREPROCESSED
+    stores = sorted(p for p in folder.iterdir() if p.name.endswith(".zarr")) if folder.exists() else []
+    aligned, names = [], []
+    for store in stores:
+        for name, volume in read_volume_store(store).items():
+            if image_modality(volume.attributes) in modalities:
+                aligned.append(register(atlas, volume, "affine").warped)
+                names.append(f"{store.name[:-5]}/{name}")
+    return atlas, aligned, names
+
+
+def model_version(images, params: dict) -> str:
+    from imaging_pipelines.register import learned, learned_model
+
+    h = hashlib.sha256()
+    for module in (learned, learned_model):
+        h.update(inspect.getsource(module).encode())
+    for volume in images:
+        h.update(volume.array.tobytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def train_registration_model(dataset, root: UPath | str, log=print) -> ModelOutcome:
+    """Train (or reuse) the dataset's learned registration model; returns where it is and its version."""
+    from imaging_pipelines.register.learned import train_voxelmorph
+
+    start = time.perf_counter()
+    atlas, images, names = training_images(dataset, root)
+    if not images:
+        raise ValueError(f"{dataset.id}: no preprocessed image of modalities {dataset.registration.modalities} to train on")
+    params = {"epochs": dataset.registration.learned_epochs, "seed": 0}
+    version = model_version([atlas, *images], params)
+    folder = model_folder(root, dataset.id)
+    target = folder / f"voxelmorph-{version}.pt"
+    trained, curve = False, []
+    if not target.exists():
+        model = train_voxelmorph(images, atlas, epochs=params["epochs"], seed=params["seed"], log=log)
+        curve = [float(v) for v in model.training_curve]
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / target.name
+            model.save(local)
+            folder.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(local.read_bytes())
+        trained = True
+    (folder / "current.json").write_text(json.dumps({"version": version, "file": target.name, "training_images": names}))
+    return ModelOutcome(str(target), version, trained, len(images), curve, time.perf_counter() - start)
+
+
+def load_current_model(root: UPath | str, dataset_id: str):
+    """The model named by ``current.json`` (raises FileNotFoundError when none has been trained yet)."""
+    from imaging_pipelines.register.learned_model import LearnedModel
+
+    folder = model_folder(root, dataset_id)
+    pointer = folder / "current.json"
+    if not pointer.exists():
+        raise FileNotFoundError(f"{folder}: no trained registration model yet (materialise {MODEL_ASSET} first)")
+    file = folder / json.loads(pointer.read_text())["file"]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / file.name
+        local.write_bytes(file.read_bytes())
+        return LearnedModel.load(local)
