@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import SimpleITK as sitk
 
 from imaging_pipelines.register import warp
-from imaging_pipelines.register.metrics import jacobian_stats, similarity
+from imaging_pipelines.register.metrics import jacobian_stats, linear_jacobian_stats, similarity
 from imaging_pipelines.register.result import RegistrationResult
 from imaging_pipelines.volume import Volume
 
@@ -78,9 +79,13 @@ def build_result(method: str, fixed: Volume, moving: Volume, transform: sitk.Tra
     warped = warp.resample(moving, fixed, transform)
     before = similarity(fixed, warp.resample(moving, fixed, None))
     after = similarity(fixed, warped)
-    displacement = warp.displacement_field(transform, fixed)
     metrics = {"ncc_before": before["ncc"], "ncc_after": after["ncc"], "mi_before": before["mi"], "mi_after": after["mi"]}
-    metrics.update(jacobian_stats(displacement, fixed.spacing, fixed.direction))
+    if hasattr(transform, "GetMatrix"):  # rigid / affine: constant Jacobian, the transform says it all
+        displacement = None
+        metrics.update(linear_jacobian_stats(np.array(transform.GetMatrix())))
+    else:
+        displacement = warp.displacement_field(transform, fixed)
+        metrics.update(jacobian_stats(displacement, fixed.spacing, fixed.direction))
     metrics["runtime_s"] = time.perf_counter() - started
     return RegistrationResult(method=method, warped=warped, transform=transform, displacement=displacement,
                               metrics=metrics, stages=stages)
