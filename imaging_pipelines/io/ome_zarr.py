@@ -24,11 +24,12 @@ from imaging_pipelines.volume import Volume
 ATTR_KEY = "imaging_pipelines"
 MAX_LEVELS = 4
 MIN_SIZE_TO_HALVE = 32
-SPATIAL_CHUNK = (32, 128, 128)
+SPATIAL_CHUNK = (64, 256, 256)  # voxels (z, y, x): 16 MiB of float32 per chunk
 
 
 def _compressors() -> tuple[BloscCodec]:
-    return (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),)
+    """Blosc LZ4 with byte shuffle: about 2x faster to write than zstd on volumes, for ~25 % more bytes."""
+    return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 def pyramid_factors(shape_zyx: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -57,7 +58,8 @@ def downsample(array: np.ndarray, factor: tuple[int, int, int], labels: bool = F
         return np.ascontiguousarray(cropped[(...,) + tuple(slice(f // 2, None, f) for f in factor)])
     shape = lead + tuple(x for s, f in zip(cropped.shape[-3:], factor) for x in (s // f, f))
     n = len(lead)
-    mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float64)
+    exact_in_float32 = array.dtype.itemsize <= 2 or array.dtype == np.float32  # sums of 8..64 values stay exact enough
+    mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float32 if exact_in_float32 else np.float64)
     if np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
         return np.clip(np.rint(mean), info.min, info.max).astype(array.dtype)
@@ -81,8 +83,11 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: 
     group = parent.create_group(name)
     spacing_zyx = np.array(volume.spacing[::-1])
     datasets = []
+    data, previous = volume.array, (1, 1, 1)
     for level, factor in enumerate(pyramid_factors(volume.spatial_shape)):
-        data = downsample(volume.array, factor, labels=is_label)
+        # each level from the one before (cheaper than from full resolution every time)
+        data = downsample(data, tuple(f // p for f, p in zip(factor, previous)), labels=is_label)
+        previous = factor
         arr = group.create_array(
             str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume), compressors=_compressors(),
             dimension_names=[a["name"] for a in _axes(volume)],
