@@ -76,17 +76,27 @@ def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = p
     instance = DagsterInstance.get()
     sensor_result = run_sensor_once(defs, dataset.id, instance)
     keys = [r.partition_key for r in sensor_result.run_requests or []]
-    echo(f"inbox sensor: {len(keys)} patient partition(s) to ingest")
+    echo(f"inbox sensor: {len(keys)} patient partition(s) to run (ingest -> preprocess -> register)")
     summary = DemoSummary()
+    checks_passed, checks_failed = 0, []
     for key, result in materialise_partitions(defs, dataset.id, keys, instance).items():
         (summary.succeeded if result.success else summary.failed).append(key)
-    root = storage_root()
-    summary.stores = [str(root / dataset.id / "ingested_scans" / f"{k}.zarr") for k in summary.succeeded]
+        for evaluation in result.get_asset_check_evaluations():
+            if evaluation.passed:
+                checks_passed += 1
+            else:
+                checks_failed.append(f"{key} {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
+    stages = [a.key.path[-1] for a in defs.resolve_asset_graph().assets_defs if a.key.path[0] == dataset.id]
+    folder = storage_root() / dataset.id
+    summary.stores = [str(folder / stage / f"{k}.zarr") for stage in stages for k in summary.succeeded]
     echo("")
-    echo(f"ingested {len(summary.succeeded)} patient(s), {len(summary.failed)} failed")
-    for store in summary.stores:
-        echo(f"  {store}")
+    echo(f"{len(summary.succeeded)} patient(s) done, {len(summary.failed)} failed; "
+         f"asset checks: {checks_passed} passed, {len(checks_failed)} failed")
+    for stage in stages:
+        echo(f"  {stage:<16} {folder / stage}/<patient>.zarr")
     for key in summary.failed:
         echo(f"  FAILED {key} (see the run in the UI)")
+    for check in checks_failed:
+        echo(f"  CHECK FAILED {check}")
     echo(f"Dagster instance: DAGSTER_HOME={home}   browse it with: make ui  (http://127.0.0.1:3000)")
     return summary
