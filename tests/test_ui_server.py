@@ -61,8 +61,11 @@ def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, mo
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
                 assert time.time() < deadline, "webserver did not start within 120 s"
                 time.sleep(1)
-        nodes = graphql(port, "{ assetNodes { assetKey { path } partitionKeysByDimension { partitionKeys } } }")
+        nodes = graphql(port, "{ assetNodes { assetKey { path } dependencyKeys { path }"
+                              " partitionKeysByDimension { partitionKeys } } }")
         (node,) = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["test_ds", "ingested_scans"]]
+        (pre,) = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["test_ds", "preprocessed"]]
+        assert pre["dependencyKeys"] == [{"path": ["test_ds", "ingested_scans"]}]  # lineage is served
         assert sorted(node["partitionKeysByDimension"][0]["partitionKeys"]) == sorted(runs)
         mats = graphql(
             port,
