@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
-from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -37,40 +35,17 @@ sys.path.insert(0, str(REPO))
 from imaging_pipelines.io.image_files import read_image_file  # noqa: E402
 from imaging_pipelines.register import api, warp  # noqa: E402
 from imaging_pipelines.register.metrics import dice  # noqa: E402
+from imaging_pipelines.register.synthetic import downsample_isotropic, smooth_random_field  # noqa: E402
 from imaging_pipelines.volume import Volume  # noqa: E402
 
 MNI_T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_MASK = "medical/mni152/mni152_brain_mask_t1gt0.2.nii.gz"
 
 
-def downsample(volume: Volume, spacing_mm: float) -> Volume:
-    """Gaussian anti-aliasing then linear resampling to isotropic ``spacing_mm`` (float32)."""
-    image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
-    sigmas = [np.sqrt(max(spacing_mm**2 - s**2, 0.0)) / 2.355 for s in image.GetSpacing()]
-    if max(sigmas) > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, sigmas)
-    size = [int(round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    return Volume.from_sitk(sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
-                                          (spacing_mm,) * 3, image.GetDirection(), 0.0, sitk.sitkFloat32))
-
-
-def smooth_random_field(volume: Volume, *, max_mm: float, control_mm: float, seed: int) -> np.ndarray:
-    """Uniform random vectors on a ~control_mm grid, cubic-spline upsampled, scaled to a max of max_mm (z, y, x, 3)."""
-    rng = np.random.default_rng(seed)
-    shape = volume.spatial_shape
-    coarse = [max(2, round(n * s / control_mm) + 1) for n, s in zip(shape, volume.spacing[::-1])]
-    field = np.empty(shape + (3,))
-    for c in range(3):
-        zoomed = ndimage.zoom(rng.uniform(-1, 1, coarse), [n / k for n, k in zip(shape, coarse)], order=3,
-                              mode="nearest", grid_mode=True)
-        field[..., c] = zoomed[: shape[0], : shape[1], : shape[2]]
-    return field * (max_mm / np.linalg.norm(field, axis=-1).max())
-
-
 def make_pairs(data_root: Path, spacing_mm: float, n_pairs: int, max_mm: float, control_mm: float,
                first_seed: int = 0):
-    t1 = downsample(read_image_file(data_root / MNI_T1), spacing_mm)
-    mask = downsample(read_image_file(data_root / MNI_MASK).with_array(
+    t1 = downsample_isotropic(read_image_file(data_root / MNI_T1), spacing_mm)
+    mask = downsample_isotropic(read_image_file(data_root / MNI_MASK).with_array(
         (read_image_file(data_root / MNI_MASK).array > 0).astype(np.float32)), spacing_mm)
     mask_bool = mask.array > 0.5
     pairs = []

@@ -11,13 +11,13 @@ import importlib.util
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from scipy import ndimage
 
 from imaging_pipelines.io.image_files import read_image_file
 from imaging_pipelines.register import api, classical, transform_io, warp
 from imaging_pipelines.register.atlas import Atlas, brain_mask_from_atlas
 from imaging_pipelines.register.metrics import dice
 from imaging_pipelines.register.result import RegistrationResult
+from imaging_pipelines.register.synthetic import downsample_isotropic, smooth_random_field
 from imaging_pipelines.volume import Volume
 
 MNI_T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -26,35 +26,9 @@ HAS_ITK = importlib.util.find_spec("itk") is not None
 
 
 # ----------------------------------------------------------------------------------- helpers
-def downsample(volume: Volume, spacing_mm: float) -> Volume:
-    """Gaussian anti-aliasing (sigma = sqrt(new^2 - old^2) / 2.355 mm) then linear resampling to isotropic spacing_mm."""
-    image = sitk.Cast(volume.to_sitk(), sitk.sitkFloat32)
-    sigmas = [np.sqrt(max(spacing_mm**2 - s**2, 0.0)) / 2.355 for s in image.GetSpacing()]
-    if max(sigmas) > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, sigmas)
-    size = [int(round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    out = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), (spacing_mm,) * 3,
-                        image.GetDirection(), 0.0, sitk.sitkFloat32)
-    return Volume.from_sitk(out)
-
-
 def transformed_mask(mask: Volume, transform: sitk.Transform) -> np.ndarray:
     """Mask resampled through ``transform`` on its own grid (linear, then > 0.5): a sharper truth than nearest."""
     return warp.resample(mask.with_array(mask.array.astype(np.float32)), mask, transform).array > 0.5
-
-
-def smooth_random_field(volume: Volume, *, max_mm: float, control_mm: float, seed: int) -> np.ndarray:
-    """A smooth random displacement (z, y, x, 3) LPS mm: uniform random vectors on a ~control_mm grid, cubic
-    spline upsampled, scaled so the largest displacement is max_mm."""
-    rng = np.random.default_rng(seed)
-    shape = volume.spatial_shape
-    coarse = [max(2, round(n * s / control_mm) + 1) for n, s in zip(shape, volume.spacing[::-1])]
-    field = np.empty(shape + (3,))
-    for c in range(3):
-        zoomed = ndimage.zoom(rng.uniform(-1, 1, coarse), [n / k for n, k in zip(shape, coarse)], order=3,
-                              mode="nearest", grid_mode=True)
-        field[..., c] = zoomed[: shape[0], : shape[1], : shape[2]]
-    return field * (max_mm / np.linalg.norm(field, axis=-1).max())
 
 
 def corners_mm(mask: Volume) -> np.ndarray:
@@ -74,7 +48,7 @@ def mni_1mm(shared_data) -> tuple[Volume, Volume]:
 
 
 def mni_at(mni_1mm, spacing_mm: float) -> tuple[Volume, Volume]:
-    t1, mask = (downsample(v, spacing_mm) for v in mni_1mm)
+    t1, mask = (downsample_isotropic(v, spacing_mm) for v in mni_1mm)
     return t1, mask.with_array((mask.array > 0.5).astype(np.uint8))
 
 

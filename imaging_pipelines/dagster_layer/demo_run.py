@@ -86,7 +86,8 @@ def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = p
                 checks_passed += 1
             else:
                 checks_failed.append(f"{key} {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
-    stages = [a.key.path[-1] for a in defs.resolve_asset_graph().assets_defs if a.key.path[0] == dataset.id]
+    graph = defs.resolve_asset_graph()
+    stages = [k.path[-1] for k in graph.toposorted_asset_keys if k.path[0] == dataset.id and graph.get(k).is_partitioned]
     folder = storage_root() / dataset.id
     summary.stores = [str(folder / stage / f"{k}.zarr") for stage in stages for k in summary.succeeded]
     echo("")

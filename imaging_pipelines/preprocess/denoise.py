@@ -3,7 +3,7 @@
 Methods and their parameters (defaults are light: about a second or less on a 64^3 volume):
 
 * ``curvature_anisotropic`` (SimpleITK CurvatureAnisotropicDiffusion): ``time_step`` (None = the stable
-  maximum ``min(spacing_mm) / 2^(dim+1)``), ``iterations`` (5), ``conductance`` (2.0, relative to the mean
+  maximum ``1 / 2^(dim+1)``, in voxel units as SimpleITK's filter uses), ``iterations`` (5), ``conductance`` (2.0, relative to the mean
   gradient magnitude, so independent of the intensity scale).
 * ``bilateral`` (SimpleITK Bilateral): ``domain_sigma_mm`` (1.0, spatial, mm), ``range_sigma``
   (None = 2 x the estimated noise sigma; intensity units).
@@ -74,9 +74,10 @@ def _sitk_image(array: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
 def _curvature_anisotropic(
     array: np.ndarray, spacing, sigma, time_step: float | None = None, iterations: int = 5, conductance: float = 2.0
 ):
-    stable = min(spacing[: array.ndim]) / 2.0 ** (array.ndim + 1)
-    time_step = stable if time_step is None else float(time_step)
-    out = sitk.CurvatureAnisotropicDiffusion(_sitk_image(array, spacing), time_step, float(conductance), 1, int(iterations))
+    image = _sitk_image(array, spacing)
+    # SimpleITK's filter works in voxel units (its stability check ignores spacing): stable up to 1 / 2^(N+1)
+    time_step = 1.0 / 2.0 ** (array.ndim + 1) if time_step is None else float(time_step)
+    out = sitk.CurvatureAnisotropicDiffusion(image, time_step, float(conductance), 1, int(iterations))
     return sitk.GetArrayFromImage(out), {"time_step": time_step, "iterations": int(iterations), "conductance": float(conductance)}
 
 
