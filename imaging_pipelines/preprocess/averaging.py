@@ -63,7 +63,7 @@ def rigid_align(
     else:
         raise ValueError(f"metric must be 'mattes' or 'mean_squares'; got {metric!r}")
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(float(sampling_fraction), int(seed))
+    reg.SetMetricSamplingPercentage(float(sampling_fraction), int(seed) + 1)  # ITK seed 0 = wall clock
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-3, numberOfIterations=int(iterations), gradientMagnitudeTolerance=1e-8

@@ -15,6 +15,7 @@ Resolution pyramids shrink by whole voxel factors and smooth with Gaussian sigma
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,7 +46,7 @@ def _mattes_method(levels: int, sampling: float, bins: int, seed: int, threads: 
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     if sampling < 1.0:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(sampling, seed)
+        reg.SetMetricSamplingPercentage(sampling, seed + 1)  # ITK seed 0 means "wall clock": not repeatable
     else:
         reg.SetMetricSamplingStrategy(reg.NONE)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -68,8 +69,27 @@ def _linear_stage(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transfo
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(transform, inPlace=True)
-    reg.Execute(fixed, moving)
+    with global_threads(threads):
+        reg.Execute(fixed, moving)
     return transform
+
+
+@contextmanager
+def global_threads(threads: int | None):
+    """Run with SimpleITK's global default thread count set to ``threads`` (None: unchanged).
+
+    The registration method's own thread setting does not reach every part of the sampled metric; only
+    the global default makes a seeded run repeat exactly.
+    """
+    if threads is None:
+        yield
+        return
+    previous = sitk.ProcessObject_GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(previous)
 
 
 def build_result(method: str, fixed: Volume, moving: Volume, transform: sitk.Transform, stages: list[str],
