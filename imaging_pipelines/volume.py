@@ -206,3 +206,16 @@ class Volume:
             f"Volume(shape={self.array.shape}, dtype={self.array.dtype}, spacing={tuple(round(s, 4) for s in self.spacing)},"
             f" orientation={self.orientation_code()}, time_step={self.time_step})"
         )
+
+
+def require_same_grid(reference: Volume, other: Volume, what: str, hint: str) -> None:
+    """Raise ValueError (naming ``what`` and both grids, then ``hint``) unless ``other`` is a 3D volume on
+    ``reference``'s grid."""
+    if other.is_timeseries:
+        raise ValueError(f"{what} must be a 3D volume; got shape {other.array.shape}")
+    if not reference.same_geometry(other):
+        raise ValueError(
+            f"{what} is not on the grid of the image (image {reference.spatial_shape} spacing {reference.spacing} "
+            f"origin {reference.origin}; {what} {other.spatial_shape} spacing {other.spacing} origin "
+            f"{other.origin}); {hint}"
+        )

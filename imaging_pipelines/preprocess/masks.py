@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.volume import Volume, require_same_grid
 
 # In-plane (y, x) connectivity only: ``binary_fill_holes`` with this structure fills holes slice by slice.
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
@@ -46,14 +46,7 @@ def _mask_volume(volume: Volume, mask: np.ndarray) -> Volume:
 
 def check_mask(volume: Volume, mask: Volume, what: str = "mask") -> np.ndarray:
     """The mask as a boolean [z, y, x] array; raises ValueError unless it lies on the volume's grid."""
-    if mask.is_timeseries:
-        raise ValueError(f"{what} must be a 3D volume; got shape {mask.array.shape}")
-    if not volume.same_geometry(mask):
-        raise ValueError(
-            f"{what} is not on the image grid (image {volume.spatial_shape} spacing {volume.spacing} origin "
-            f"{volume.origin}; {what} {mask.spatial_shape} spacing {mask.spacing} origin {mask.origin}); "
-            "resample it first with resample.resample_like(mask, image, interpolator='nearest')"
-        )
+    require_same_grid(volume, mask, what, "resample it first with resample.resample_like(mask, image, interpolator='nearest')")
     m = mask.array > 0
     if not m.any():
         raise ValueError(f"{what} is empty")
