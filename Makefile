@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,segment-export]'
 	touch $@
 
 install: $(BIN)/.installed ## create .venv and install the project with its test tools

@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imaging_pipelines.errors import CatalogError
-from imaging_pipelines.registry import KNOWN_FORMATS, KNOWN_MODELS
+from imaging_pipelines.registry import KNOWN_FORMATS
+from imaging_pipelines.segment.config import SegmentationConfig
 
 CATALOG_ENV = "IMAGING_PIPELINES_CATALOG"
 DATA_ROOTS_ENV = "IMAGING_PIPELINES_DATA_ROOTS"
@@ -113,7 +114,7 @@ class DatasetConfig(BaseModel):
     file_modality: str = Field("MR", description="modality assumed for NIfTI / NRRD / MHA files (no header tag)")
     preprocessing_recipe: str = Field("none", description="a recipe file name in data_catalog/recipes/")
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
-    model: str = "none"
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     source_file: str = Field("", exclude=True)
 
@@ -142,13 +143,6 @@ class DatasetConfig(BaseModel):
             raise ValueError(f"unknown recipe {value!r}; known: {sorted(known)}")
         return value
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        if value not in KNOWN_MODELS:
-            raise ValueError(f"unknown model {value!r}; known: {sorted(KNOWN_MODELS)}")
-        return value
-
     @model_validator(mode="after")
     def _domain_consistent(self) -> DatasetConfig:
         if self.domain == "medical" and self.partitioning != "patient":
@@ -158,6 +152,12 @@ class DatasetConfig(BaseModel):
         if self.domain == "medical" and "geotiff" in self.formats:
             raise ValueError("formats: geotiff is a remote_sensing format")
         return self
+
+    @property
+    def label_suffixes(self) -> tuple[str, ...]:
+        """Name endings of label files in the inbox: such files are reference labels, never images (they are
+        attached to their image by ingestion whatever ``segmentation.labels.source`` says)."""
+        return tuple(self.segmentation.labels.suffixes)
 
     @property
     def is_remote_inbox(self) -> bool:

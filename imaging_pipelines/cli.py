@@ -57,11 +57,12 @@ def convert(
 
 @app.command()
 def demo(
-    patients: int = typer.Option(4, min=1, max=50, help="number of synthetic patients to generate"),
+    patients: int = typer.Option(24, min=1, max=50, help="number of synthetic patients to generate"),
     seed: int = typer.Option(0, help="random seed of the synthetic cohort"),
 ) -> None:
-    """Generate the synthetic demo cohort and ingest every patient through Dagster into the persistent
-    instance under var/ (see `make ui` to browse the runs)."""
+    """Generate the synthetic demo cohort and run the whole chain through Dagster into the persistent
+    instance under var/: per patient ingest, preprocess and register; train the segmentation model once;
+    per patient segment and evaluate; then the cohort evaluation (see `make ui` to browse the runs)."""
     from imaging_pipelines.dagster_layer.demo_run import run_demo
 
     summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo)

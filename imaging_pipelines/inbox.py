@@ -2,7 +2,9 @@
 
 Patient identity: a DICOM file's PatientID (its folder when PatientID is empty); for NIfTI / NRRD /
 MetaImage files, which carry no patient tag, the BIDS-style file-name prefix before the first ``_``
-(``sub-01_T1w.nii.gz``), else the folder holding the file, else the file stem. Identities are pseudonymised at once; raw values never
+(``sub-01_T1w.nii.gz``), else the folder holding the file, else the file stem. Label files (a name ending
+in one of the catalog's label suffixes, e.g. ``s01_t1_label.nii.gz``) belong to the patient whose DICOM
+files lie in their folder or directly below it, else to the subject of their own name. Identities are pseudonymised at once; raw values never
 leave this module. Files that are neither DICOM nor a known image format go to the patient whose DICOM
 files share their folder (so that patient's ingestion reports them), or are returned as unassigned.
 """
@@ -30,6 +32,7 @@ class InboxFile:
     format: str
     size: int
     mtime_ns: int
+    is_label: bool = False  # a reference label map, not an image to ingest
 
     @property
     def signature(self) -> str:
@@ -58,8 +61,20 @@ def _wanted(relpath: str, formats: list[str]) -> str | None:
     return fmt if fmt in formats else None
 
 
-def list_inbox_files(inbox: str | os.PathLike, formats: list[str]) -> list[InboxFile]:
-    """Every candidate file under ``inbox`` (a folder or fsspec URI; recursive; hidden files skipped), sorted."""
+def is_label_name(relpath: str, label_suffixes: tuple[str, ...] | list[str]) -> bool:
+    """True for ``<anything><suffix>.<image extension>``, e.g. ``sub-01_T1w_label.nii.gz`` with ``_label``."""
+    name = Path(relpath).name
+    if image_file_format(name) is None:
+        return False
+    stem = name.split(".")[0].lower()
+    return any(stem.endswith(s.lower()) for s in label_suffixes if s)
+
+
+def list_inbox_files(inbox: str | os.PathLike, formats: list[str],
+                     label_suffixes: tuple[str, ...] | list[str] = ()) -> list[InboxFile]:
+    """Every candidate file under ``inbox`` (a folder or fsspec URI; recursive; hidden files skipped), sorted.
+
+    Files named like labels (see :func:`is_label_name`) are flagged ``is_label``."""
     if is_remote(inbox):
         listing = list_remote_files(str(inbox))
     else:
@@ -76,7 +91,7 @@ def list_inbox_files(inbox: str | os.PathLike, formats: list[str]) -> list[Inbox
     for path, relpath, size, mtime_ns in listing:
         fmt = _wanted(relpath, formats)
         if fmt is not None:
-            found.append(InboxFile(path, relpath, fmt, size, mtime_ns))
+            found.append(InboxFile(path, relpath, fmt, size, mtime_ns, is_label_name(relpath, label_suffixes)))
     return found
 
 
@@ -120,27 +135,43 @@ class InboxGroups:
     unassigned: list[InboxFile]
 
 
-def group_by_patient(files: list[InboxFile]) -> InboxGroups:
-    """Group inbox files by pseudonymous patient key."""
+def _owned_folders(f: InboxFile) -> list[str]:
+    """Folder keys a file's patient owns: its folder, and for DICOM also ``<parent>/*`` (label files one level up)."""
+    folder = Path(f.relpath).parent
+    return [str(folder), f"{folder.parent}/*"] if f.format == "dicom" else [str(folder)]
+
+
+def group_by_patient(files: list[InboxFile], known_owner: dict[str, str] | None = None) -> InboxGroups:
+    """Group inbox files by pseudonymous patient key. ``known_owner`` (folder key -> patient, from
+    :func:`_owned_folders` of files seen earlier) places files that carry no identity themselves."""
     by_patient: dict[str, list[InboxFile]] = defaultdict(list)
-    folder_owner: dict[str, str] = {}
+    folder_owner: dict[str, str] = dict(known_owner or {})
     orphans: list[InboxFile] = []
+    labels: list[InboxFile] = []
     for f in files:
+        if f.is_label:
+            labels.append(f)
+            continue
         key = file_pseudonym(f)
         if key is None:
             orphans.append(f)
             continue
         by_patient[key].append(f)
-        folder_owner.setdefault(str(Path(f.relpath).parent), key)
+        for folder in _owned_folders(f):
+            folder_owner.setdefault(folder, key)
     unassigned = []
     for f in orphans:
         owner = folder_owner.get(str(Path(f.relpath).parent))
         (by_patient[owner] if owner else unassigned).append(f)
+    for f in labels:
+        folder = str(Path(f.relpath).parent)
+        owner = folder_owner.get(folder) or folder_owner.get(f"{folder}/*") or file_pseudonym(f)
+        by_patient[owner].append(f)
     return InboxGroups(dict(by_patient), unassigned)
 
 
-def scan_inbox(inbox: str | os.PathLike, formats: list[str]) -> InboxGroups:
-    return group_by_patient(list_inbox_files(inbox, formats))
+def scan_inbox(inbox: str | os.PathLike, formats: list[str], label_suffixes: tuple[str, ...] | list[str] = ()) -> InboxGroups:
+    return group_by_patient(list_inbox_files(inbox, formats, label_suffixes))
 
 
 def path_token(relpath: str) -> str:
@@ -171,11 +202,12 @@ def diff_inbox(previous: dict[str, list[str]], files: list[InboxFile]) -> InboxC
         prev = previous.get(token)
         if prev and prev[0] == f.signature:
             state[token] = prev
-            if prev[1]:
-                known_owner.setdefault(str(Path(f.relpath).parent), prev[1])
+            if prev[1] and not f.is_label:
+                for folder in _owned_folders(f):
+                    known_owner.setdefault(folder, prev[1])
         else:
             fresh.append(f)
-    groups = group_by_patient(fresh)
+    groups = group_by_patient(fresh, known_owner)
     for key, members in groups.by_patient.items():
         changed.add(key)
         for f in members:

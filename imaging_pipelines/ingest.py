@@ -17,10 +17,14 @@ from imaging_pipelines.privacy import slug
 from imaging_pipelines.volume import Volume
 
 
+LABEL_GRID_ATOL_MM = 0.01  # a label file belongs to the image whose voxel grid it matches within this
+
+
 @dataclass
 class IngestedPatient:
     images: dict[str, Volume] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # skipped files and dropped series, naming files
+    labels: dict[str, dict[str, Volume]] = field(default_factory=dict)  # image -> {"reference": label map}
 
 
 def dicom_series_name(series) -> str:
@@ -60,6 +64,8 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
     from imaging_pipelines.io.dicom import read_dicom_files
 
     result = IngestedPatient()
+    label_files = [f for f in files if f.is_label]
+    files = [f for f in files if not f.is_label]
     inbox_name = {f.local_path(): f.relpath for f in files}
     shown = lambda path: inbox_name.get(path, Path(path).name)  # noqa: E731
     dicom_paths = [local for local, f in zip(inbox_name, files) if f.format == "dicom"]
@@ -88,7 +94,36 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
     if not result.images:
         where = files[0].relpath if files else "inbox"
         raise ImagingInputError(where, "no image series left for this patient (" + ("; ".join(result.notes) or "no files") + ")")
+    for f in label_files:
+        attach_label_file(result, f)
     return result
+
+
+def attach_label_file(patient: IngestedPatient, file: InboxFile) -> None:
+    """Read a reference label file and attach it to the image whose grid it matches (a note when none does).
+
+    Raises :class:`ImagingInputError` naming the file when it is unreadable or not an integer label map.
+    """
+    import numpy as np
+
+    try:
+        label = read_image_file(file.local_path())
+    except ImagingInputError as exc:
+        raise ImagingInputError(file.relpath, exc.problem) from None
+    values = np.asarray(label.array)
+    if label.is_timeseries or not np.all(np.isfinite(values)) or np.any(values != np.round(values)) \
+            or values.min() < 0 or values.max() > 255:
+        raise ImagingInputError(file.relpath, "a label map must be 3D with integer values 0..255")
+    label = replace(label.with_array(values.astype(np.uint8)), attributes={"source_format": file.format})
+    match = [n for n, v in patient.images.items() if not v.is_timeseries and v.same_geometry(label, LABEL_GRID_ATOL_MM)]
+    if not match:
+        patient.notes.append(f"{file.relpath}: label map on no image's grid (shape {label.spatial_shape}); ignored")
+        return
+    for name in match:
+        if "reference" in patient.labels.get(name, {}):
+            patient.notes.append(f"{file.relpath}: {name} already has a reference label; ignored")
+            continue
+        patient.labels.setdefault(name, {})["reference"] = label
 
 
 @dataclass
@@ -98,6 +133,7 @@ class PartitionIngestion:
     store_path: str
     images: dict[str, Volume]
     notes: list[str]
+    labels: dict[str, dict[str, Volume]] = field(default_factory=dict)
 
     def series_rows(self) -> list[dict]:
         return [
@@ -126,11 +162,12 @@ def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans
     from imaging_pipelines.io.ome_zarr import write_volume_store
     from imaging_pipelines.io.storage import partition_store_path
 
-    groups = scan_inbox(dataset.inbox, dataset.formats)
+    groups = scan_inbox(dataset.inbox, dataset.formats, dataset.label_suffixes)
     files = groups.by_patient.get(partition)
     if not files:
         raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
     patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality)
     path = partition_store_path(root, dataset.id, asset, partition)
-    write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset})
-    return PartitionIngestion(str(path), patient.images, patient.notes)
+    write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset},
+                       labels=patient.labels)
+    return PartitionIngestion(str(path), patient.images, patient.notes, patient.labels)

@@ -7,8 +7,7 @@ KNOWN_FORMATS = {"dicom", "nifti", "nrrd", "mha", "geotiff"}
 # Preprocessing recipes are the files in data_catalog/recipes/ (imaging_pipelines.preprocess.recipe);
 # atlases the files in data_catalog/atlases/ (imaging_pipelines.atlases).
 
-# Segmentation models (trained by the segmentation stage) and classical baselines.
-KNOWN_MODELS = {"none", "brain_lesion_dynunet", "ct_organ_unet", "otsu_baseline"}
+# Segmentation methods and baselines are listed in imaging_pipelines.segment.config.
 
 # File-name endings of each medical format, lower case.
 FORMAT_SUFFIXES = {

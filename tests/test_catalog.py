@@ -27,7 +27,7 @@ def test_relative_inbox_resolves_against_catalog_file(workspace):
     ("extra", "field", "message"),
     [
         ({"preprocessing_recipe": "no_such_recipe"}, "preprocessing_recipe", "unknown recipe"),
-        ({"model": "gpt"}, "model", "unknown model"),
+        ({"segmentation": "{method: gpt}"}, "segmentation.method", "Input should be"),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
         ({"formats": "[dicom, jpeg]"}, "formats", "unknown format"),
         ({"series_selection": "{description_pattern: '('}"}, "series_selection.description_pattern", "regular expression"),
@@ -62,12 +62,12 @@ def test_remote_inbox_is_accepted_as_uri(tmp_path, monkeypatch):
 
 def test_cli_validate_prints_every_error_and_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
-    catalog = write_catalog(tmp_path, model="gpt", preprocessing_recipe="magic")
+    catalog = write_catalog(tmp_path, segmentation={"method": "gpt"}, preprocessing_recipe="magic")
     (catalog / "broken.yaml").write_text("id: [unclosed\n")
     result = CliRunner().invoke(app, ["catalog", "validate", str(catalog)])
     assert result.exit_code == 1
     out = result.output
-    assert "test_ds.yaml: model: " in out and "test_ds.yaml: preprocessing_recipe: " in out
+    assert "test_ds.yaml: segmentation.method: " in out and "test_ds.yaml: preprocessing_recipe: " in out
     assert "broken.yaml: -: not valid YAML" in out
 
 

@@ -40,6 +40,9 @@ def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, mo
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     write_patient(workspace / "inbox" / "case_a", "PID-A")
     write_patient(workspace / "inbox" / "case_b", "PID-B", seed=1)
+    catalog = workspace / "catalog" / "test_ds.yaml"  # the segmentation chain too (no image selected: no training)
+    catalog.write_text(catalog.read_text() + 'segmentation: {method: dynunet, labels: {source: inbox}, '
+                                            'image_pattern: "^nothing$", nnunet: {enabled: true}}\n')
     with DagsterInstance.get() as instance:
         _, runs = run_pipeline(instance)
     assert all(r.success for r in runs.values())
@@ -66,6 +69,13 @@ def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, mo
         (node,) = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["test_ds", "ingested_scans"]]
         (pre,) = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["test_ds", "preprocessed"]]
         assert pre["dependencyKeys"] == [{"path": ["test_ds", "ingested_scans"]}]  # lineage is served
+        parents = {n["assetKey"]["path"][-1]: sorted(d["path"][-1] for d in n["dependencyKeys"])
+                   for n in nodes["assetNodes"] if n["assetKey"]["path"][0] == "test_ds"}
+        assert parents["segmentation_model"] == ["preprocessed"]  # data -> model -> masks -> evaluation
+        assert parents["segmentation"] == ["preprocessed", "segmentation_model"]
+        assert parents["segmentation_evaluation"] == ["segmentation"]
+        assert parents["segmentation_cohort_evaluation"] == ["segmentation_evaluation"]
+        assert parents["nnunet_dataset"] == ["preprocessed"]
         assert sorted(node["partitionKeysByDimension"][0]["partitionKeys"]) == sorted(runs)
         mats = graphql(
             port,

@@ -45,20 +45,52 @@ def run_sensor_once(defs, dataset_id: str, instance):
     return result
 
 
-def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], instance, progress: bool = True):
-    """Run the dataset's ingestion job once per partition (in-process), recording runs in ``instance``."""
+def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], instance, progress: bool = True,
+                           asset_selection=None, label: str = ""):
+    """Run the dataset's per-patient job once per partition (in-process), recording runs in ``instance``.
+
+    ``asset_selection``: the asset keys to run (default: every per-patient asset)."""
     from tqdm import tqdm
 
     job = defs.resolve_job_def(f"{dataset_id}__patient_job")
     results = {}
-    for key in tqdm(partition_keys, desc=f"running {dataset_id}", unit="patient", disable=not progress):
+    for key in tqdm(partition_keys, desc=label or f"running {dataset_id}", unit="patient", disable=not progress):
         results[key] = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
+            asset_selection=asset_selection,
         )
     return results
 
 
-def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = print) -> DemoSummary:
+def _run_job(defs, name: str, instance):
+    """Run an unpartitioned job if the definitions have it; None otherwise."""
+    names = {j.name for j in defs.jobs}
+    if name not in names:
+        return None
+    return defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE)
+
+
+def _phases(defs, dataset_id: str) -> tuple[list, list]:
+    """Per-patient asset keys before the trained models (ingest .. register) and after them (segment, evaluate)."""
+    from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTED
+
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.toposorted_asset_keys if k.path[0] == dataset_id and graph.get(k).is_partitioned]
+    after = [k for k in keys if k.path[-1] in (SEGMENTED, EVALUATED)]
+    return [k for k in keys if k not in after], after
+
+
+def _metadata(result, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.path[-1] == asset:
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    return {}
+
+
+def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = print) -> DemoSummary:
+    """Generate the cohort; per patient ingest -> preprocess -> register; train the models once; per patient
+    segment and evaluate; then the cohort evaluation. Every run is recorded in the Dagster instance."""
     home = ensure_dagster_home()
     from dagster import DagsterInstance
 
@@ -76,25 +108,49 @@ def run_demo(n_patients: int = 4, seed: int = 0, echo: Callable[[str], None] = p
     instance = DagsterInstance.get()
     sensor_result = run_sensor_once(defs, dataset.id, instance)
     keys = [r.partition_key for r in sensor_result.run_requests or []]
-    echo(f"inbox sensor: {len(keys)} patient partition(s) to run (ingest -> preprocess -> register)")
+    before, after = _phases(defs, dataset.id)
+    echo(f"inbox sensor: {len(keys)} patient partition(s) to run")
     summary = DemoSummary()
     checks_passed, checks_failed = 0, []
-    for key, result in materialise_partitions(defs, dataset.id, keys, instance).items():
-        (summary.succeeded if result.success else summary.failed).append(key)
+
+    def tally(name: str, result) -> bool:
+        nonlocal checks_passed
         for evaluation in result.get_asset_check_evaluations():
             if evaluation.passed:
                 checks_passed += 1
             else:
-                checks_failed.append(f"{key} {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
-    graph = defs.resolve_asset_graph()
-    stages = [k.path[-1] for k in graph.toposorted_asset_keys if k.path[0] == dataset.id and graph.get(k).is_partitioned]
+                checks_failed.append(f"{name} {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
+        return result.success
+
+    stages = " -> ".join(k.path[-1] for k in before)
+    for key, result in materialise_partitions(defs, dataset.id, keys, instance, asset_selection=before, label=stages).items():
+        (summary.succeeded if tally(key, result) else summary.failed).append(key)
+    training = _run_job(defs, f"{dataset.id}__training_job", instance)
+    if training is not None:
+        tally("training", training)
+        model = _metadata(training, "segmentation_model")
+        echo(f"segmentation model {model.get('model_version')}: {'trained' if model.get('trained_now') else 'reused'}, "
+             f"best validation Dice {model.get('best_validation_dice')}, {model.get('seconds_per_epoch')} s/epoch")
+    if after:
+        ok = [k for k in keys if k not in summary.failed]
+        label = " -> ".join(k.path[-1] for k in after)
+        for key, result in materialise_partitions(defs, dataset.id, ok, instance, asset_selection=after, label=label).items():
+            if not tally(key, result):
+                summary.failed.append(key)
+                summary.succeeded.remove(key)
+    cohort = _run_job(defs, f"{dataset.id}__cohort_job", instance)
+    if cohort is not None:
+        tally("cohort", cohort)
+        echo(f"held-out test patients, mean lesion Dice of the model: "
+             f"{_metadata(cohort, 'segmentation_cohort_evaluation').get('test_model_dice_mean')}")
     folder = storage_root() / dataset.id
-    summary.stores = [str(folder / stage / f"{k}.zarr") for stage in stages for k in summary.succeeded]
+    partitioned = [k.path[-1] for k in before + after]
+    summary.stores = [str(folder / stage / f"{k}.zarr") for stage in partitioned for k in summary.succeeded]
     echo("")
     echo(f"{len(summary.succeeded)} patient(s) done, {len(summary.failed)} failed; "
          f"asset checks: {checks_passed} passed, {len(checks_failed)} failed")
-    for stage in stages:
-        echo(f"  {stage:<16} {folder / stage}/<patient>.zarr")
+    for stage in partitioned:
+        echo(f"  {stage:<24} {folder / stage}/<patient>")
     for key in summary.failed:
         echo(f"  FAILED {key} (see the run in the UI)")
     for check in checks_failed:

@@ -9,7 +9,7 @@ from dagster import Definitions
 
 from imaging_pipelines.catalog import DatasetConfig, load_catalog
 from imaging_pipelines.dagster_layer.medical import MedicalChain, build_medical_chain
-from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.privacy import PSEUDONYM_KEY_ENV, using_development_key
 
 log = logging.getLogger("imaging_pipelines")
@@ -27,7 +27,7 @@ def build_definitions(catalog: str | Path | None = None, storage_root: str | Non
     chains = build_chains(datasets)
     return Definitions(
         assets=[a for c in chains.values() for a in c.assets],
-        jobs=[c.job for c in chains.values()],
+        jobs=[j for c in chains.values() for j in c.jobs],
         sensors=[c.sensor for c in chains.values()],
-        resources={"storage": ImagingStorage(root=storage_root or "")},
+        resources={"storage": ImagingStorage(root=storage_root or ""), "torch_device": TorchDevice()},
     )

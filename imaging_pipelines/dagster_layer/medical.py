@@ -32,6 +32,7 @@ from dagster import (
 
 from imaging_pipelines.catalog import DatasetConfig
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.dagster_layer.segmentation_assets import build_segmentation_assets
 from imaging_pipelines.errors import ImagingInputError
 from imaging_pipelines.inbox import diff_inbox, list_inbox_files
 from imaging_pipelines.ingest import PartitionIngestion, ingest_partition
@@ -60,8 +61,13 @@ class MedicalChain:
 
     partitions: DynamicPartitionsDefinition
     assets: list[AssetsDefinition]
-    job: JobDefinition
+    job: JobDefinition  # the per-patient job (every partitioned asset); the sensor launches it
     sensor: SensorDefinition
+    other_jobs: list[JobDefinition]  # training (models) and cohort (cohort-wide summaries) jobs, when there are any
+
+    @property
+    def jobs(self) -> list[JobDefinition]:
+        return [self.job, *self.other_jobs]
 
 
 def ingestion_metadata(result: PartitionIngestion) -> dict:
@@ -227,7 +233,7 @@ def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefi
     )
     def inbox_sensor(context: SensorEvaluationContext):
         previous = json.loads(context.cursor) if context.cursor else {}
-        changes = diff_inbox(previous, list_inbox_files(dataset.inbox, dataset.formats))
+        changes = diff_inbox(previous, list_inbox_files(dataset.inbox, dataset.formats, dataset.label_suffixes))
         if changes.unassigned:
             context.log.warning(
                 f"{len(changes.unassigned)} inbox file(s) belong to no patient (not DICOM, no DICOM beside them): "
@@ -263,10 +269,29 @@ def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
         assets.append(build_stage_asset(dataset, partitions, REGISTERED, extra_deps=(MODEL_ASSET,)))
     elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
+    assets += build_segmentation_assets(dataset, partitions)
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",
         selection=[a.key for a in assets if a.partitions_def is not None],
         partitions_def=partitions,
-        description=f"Ingest, preprocess and register one patient of {dataset.id}.",
+        description=f"Every per-patient stage of {dataset.id} (ingest, preprocess, register, segment, evaluate) "
+                    "for one patient; trained models are used as they are, never retrained here.",
     )
-    return MedicalChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job))
+    return MedicalChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job), cohort_jobs(dataset, assets))
+
+
+def cohort_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition]) -> list[JobDefinition]:
+    """``<id>__training_job`` (the model assets) and ``<id>__cohort_job`` (cohort summaries), when present."""
+    from imaging_pipelines.dagster_layer.segmentation_assets import COHORT_EVALUATION
+
+    unpartitioned = [a.key for a in assets if a.partitions_def is None]
+    summaries = [k for k in unpartitioned if k.path[-1] == COHORT_EVALUATION]
+    models = [k for k in unpartitioned if k not in summaries]
+    jobs = []
+    if models:
+        jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=models,
+                                     description=f"Train (or reuse, when nothing changed) the models of {dataset.id}."))
+    if summaries:
+        jobs.append(define_asset_job(f"{dataset.id}__cohort_job", selection=summaries,
+                                     description=f"Cohort-wide summaries of {dataset.id} over every evaluated patient."))
+    return jobs

@@ -15,3 +15,13 @@ class ImagingStorage(ConfigurableResource):
 
     def root_path(self) -> UPath:
         return storage_root(self.root or None)
+
+
+class TorchDevice(ConfigurableResource):
+    """Where models train and infer: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Steps that use it run in the ``gpu`` concurrency pool, so with a pool limit of 1 (``dagster.yaml``:
+    ``concurrency: pools: default_limit``, or ``dagster instance concurrency set gpu 1``) one GPU step
+    runs at a time."""
+
+    device: str = "auto"

@@ -3,12 +3,16 @@
 Layout written by :func:`generate_demo_cohort` (no PHI in any path)::
 
     <inbox>/dicom/case_001/s01_mr_t1/IM00001.dcm ...   one folder per DICOM series
+    <inbox>/dicom/case_001/s01_mr_t1_label.nii.gz     reference labels of T1 series (the catalog's label files)
     <inbox>/nifti/sub-101/sub-101_T1w.nii.gz          NIfTI subjects (no PHI inside)
+    <inbox>/nifti/sub-101/sub-101_T1w_label.nii.gz
     <inbox>/../ground_truth/case_001/s01_mr_t1_label.nii.gz
     <inbox>/../ground_truth/sub-101/sub-101_T1w_label.nii.gz
     <inbox>/../ground_truth/manifest.json             the manifest (includes the fake PHI)
 
-Ground truth is kept outside the inbox so the pipeline never ingests it.  The DICOM headers
+Every MR phantom has at least one lesion. The inbox label files (T1 series only: the labelled training
+data a user would provide) are the full label maps (tissue classes 1-4, lesion 5). The ground-truth
+folder keeps every series' labels for tests, outside the inbox.  The DICOM headers
 carry PHI-looking values (names, IDs, birth dates, accession numbers, institution, address)
 that the pipeline must pseudonymise; :meth:`CohortManifest.planted_phi` lists them.
 """
@@ -191,7 +195,7 @@ def _phantom_volume(modality: str, contrast: str, orientation: str, seed: int) -
         head_scale = 1.0 + 0.06 * anatomy.uniform(-1.0, 1.0, 3)
         head_pose = (anatomy.uniform(-8.0, 8.0, 3), anatomy.uniform(-8.0, 8.0, 3))
         image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast,
-                                           head_scale=head_scale, head_pose=head_pose)
+                                           head_scale=head_scale, head_pose=head_pose, min_lesions=1)
     origin = centered_origin(shape, spacing, d)
     geometry = dict(spacing=spacing, origin=origin, direction=d)
     return Volume(array=image, **geometry), Volume(array=labels, **geometry)
@@ -217,6 +221,8 @@ def _write_dicom_patient(
         )
         label_path = gt / subject / f"{folder_name}_label.nii.gz"
         _save_nifti(labels, label_path)
+        if contrast == "T1":
+            _save_nifti(labels, folder.parent / f"{folder_name}_label.nii.gz")
         records.append(SeriesRecord(
             path=folder, modality=modality, series_description=description, series_number=number,
             study_uid=study_uid, series_uid=series_uid, n_files=len(files), label_path=label_path,
@@ -233,6 +239,7 @@ def _write_nifti_patient(number: int, inbox: Path, gt: Path, seed: int) -> Patie
     _save_nifti(image, path)
     label_path = gt / subject / f"{subject}_T1w_label.nii.gz"
     _save_nifti(labels, label_path)
+    _save_nifti(labels, path.parent / f"{subject}_T1w_label.nii.gz")
     record = SeriesRecord(
         path=path, modality="MR", series_description="T1w", series_number=None, study_uid=None,
         series_uid=None, n_files=1, label_path=label_path, volume=image,

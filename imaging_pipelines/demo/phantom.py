@@ -101,6 +101,7 @@ def brain_like_phantom(
     with_bias: bool = True,
     with_lesions: bool = True,
     head_pose: tuple[Sequence[float], Sequence[float]] | None = None,
+    min_lesions: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head-like MR phantom: ``(image float32 a.u., labels uint8)``, both shaped ``shape`` (z, y, x).
 
@@ -109,6 +110,7 @@ def brain_like_phantom(
     spherical lesions (radius 5-11 mm), a smooth multiplicative bias field and Rician noise
     (``noise_sigma`` a.u.). Labels: see :data:`BRAIN_LABELS`.  ``contrast`` is ``"T1"`` or ``"T2"``.
     ``with_bias=False, with_lesions=False, noise_sigma=0`` gives a clean template (the demo atlas).
+    ``min_lesions`` raises the drawn lesion count (0-2) to at least that many.
     ``head_pose = (rotation_deg, translation_mm)`` places the head rotated about the world x, y, z axes
     (degrees, applied in that order) and shifted (LPS mm), as a patient lying differently in the scanner.
     """
@@ -116,7 +118,7 @@ def brain_like_phantom(
         raise ValueError(f"contrast must be one of {sorted(_MR_CONTRAST)}; got {contrast!r}")
     rng = np.random.default_rng(seed)
     radii = np.array([68.0, 85.0, 70.0]) * np.asarray(head_scale, dtype=float)
-    lesions = _lesion_centres(rng, int(rng.integers(0, 3)), radii, inner=0.55)
+    lesions = _lesion_centres(rng, max(int(rng.integers(0, 3)), min_lesions), radii, inner=0.55)
     if not with_lesions:
         lesions = []
     bias_rng = np.random.default_rng([seed, 1])

@@ -45,6 +45,25 @@ LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 _SITE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
                   "DeviceSerialNumber", "OperatorsName")
 
+# identifying patient / study attributes emptied in a pseudonymised SEG (UIDs stay: they reference the source)
+PSEUDONYMISED_KEYWORDS = ("PatientBirthDate", "PatientBirthTime", "PatientAge", "PatientAddress", "OtherPatientIDs",
+                          "OtherPatientNames", "PatientTelephoneNumbers", "AccessionNumber", "ReferringPhysicianName",
+                          "StudyID", "StudyDate", "StudyTime", "StudyDescription", "InstitutionName",
+                          "InstitutionAddress", "PhysiciansOfRecord", "IssuerOfPatientID")
+
+
+def pseudonymise_dataset(ds: pydicom.Dataset, pseudonym: str) -> None:
+    """PatientName/PatientID := ``pseudonym``; :data:`PSEUDONYMISED_KEYWORDS` emptied; identifying sequences removed."""
+    ds.PatientName = pseudonym
+    ds.PatientID = pseudonym
+    for keyword in PSEUDONYMISED_KEYWORDS:
+        if keyword in ds:
+            setattr(ds, keyword, "")
+    for keyword in ("OtherPatientIDsSequence", "ReferringPhysicianIdentificationSequence"):
+        if keyword in ds:
+            delattr(ds, keyword)
+
+
 # (segmented property category, segmented property type) by normalised segment name; anything else: Tissue.
 _SEGMENT_CODES: dict[str, tuple[Any, Any]] = {
     "lesion": (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion),
@@ -126,6 +145,7 @@ def write_dicom_seg(
     series_number: int = 9001,
     series_description: str = "Segmentation",
     atol_mm: float = 0.01,
+    patient_pseudonym: str | None = None,
 ) -> Path:
     """Write ``labels`` as a BINARY DICOM SEG referencing the single-frame series ``source_files``; returns ``out_path``.
 
@@ -140,6 +160,9 @@ def write_dicom_seg(
 
     Patient/study attributes are copied from the source by highdicom, as the standard requires for a SEG
     that is stored with its source series (see the module docstring); no other source value is copied.
+    With ``patient_pseudonym`` the SEG is pseudonymised instead: PatientName and PatientID become the
+    pseudonym and the other identifying patient/study attributes (:data:`PSEUDONYMISED_KEYWORDS`) are
+    emptied; the study/series/instance UIDs that reference the source stay.
     """
     import highdicom as hd
 
@@ -210,6 +233,8 @@ def write_dicom_seg(
         for keyword in _SITE_KEYWORDS:
             if keyword in item:
                 delattr(item, keyword)
+    if patient_pseudonym is not None:
+        pseudonymise_dataset(seg, patient_pseudonym)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".partial")

@@ -118,6 +118,7 @@ class SegmentationModel:
     normalization: str = "zscore"
     version: str = ""
     spacing_mm: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    architecture: str = "dynunet"  # "dynunet" (MONAI DynUNet) or "unet" (MONAI UNet, residual units)
     network: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
@@ -126,7 +127,8 @@ class SegmentationModel:
         if len(self.label_values) != self.n_classes:
             raise ValueError(f"label_values {self.label_values} must have n_classes={self.n_classes} entries")
         if self.network is None:
-            self.network = build_network(self.plan, self.in_channels, self.n_classes, self.deep_supervision)
+            self.network = build_network(self.plan, self.in_channels, self.n_classes, self.deep_supervision,
+                                         self.architecture)
 
     def config(self) -> dict[str, Any]:
         """Plain-type (JSON-able) description of the model, everything but the weights."""
@@ -140,6 +142,7 @@ class SegmentationModel:
             "normalization": str(self.normalization),
             "version": str(self.version),
             "spacing_mm": [float(s) for s in self.spacing_mm],
+            "architecture": self.architecture,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -168,15 +171,27 @@ class SegmentationModel:
             normalization=cfg["normalization"],
             version=cfg["version"],
             spacing_mm=cfg["spacing_mm"],
+            architecture=cfg.get("architecture", "dynunet"),
         )
         model.network.load_state_dict(blob["state_dict"])
         model.network.eval()
         return model
 
 
-def build_network(plan: Plan, in_channels: int, n_classes: int, deep_supervision: bool = False) -> torch.nn.Module:
-    """A MONAI DynUNet for ``plan`` (instance norm, leaky ReLU, as nnU-Net)."""
-    from monai.networks.nets import DynUNet
+def build_network(plan: Plan, in_channels: int, n_classes: int, deep_supervision: bool = False,
+                  architecture: str = "dynunet") -> torch.nn.Module:
+    """A MONAI DynUNet for ``plan`` (instance norm, leaky ReLU, as nnU-Net), or with ``architecture="unet"``
+    a MONAI UNet with the plan's filters and strides (two residual units per level, instance norm; no deep
+    supervision)."""
+    from monai.networks.nets import DynUNet, UNet
+
+    if architecture == "unet":
+        if deep_supervision:
+            raise ValueError("deep supervision needs architecture 'dynunet'")
+        return UNet(spatial_dims=3, in_channels=in_channels, out_channels=n_classes, channels=plan.filters,
+                    strides=[tuple(s) for s in plan.strides[1:]], num_res_units=2, norm="INSTANCE")
+    if architecture != "dynunet":
+        raise ValueError(f"unknown architecture {architecture!r}; use 'dynunet' or 'unet'")
 
     n_levels = len(plan.strides)
     return DynUNet(
@@ -214,8 +229,12 @@ def predict_probabilities(
     overlap: float = 0.5,
     sw_batch_size: int = 2,
     device: str | torch.device = "auto",
+    flip_tta: bool = False,
 ) -> torch.Tensor:
-    """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference."""
+    """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference.
+
+    ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
+    nnU-Net's mirroring) and average the softmax outputs after flipping them back."""
     from monai.inferers import sliding_window_inference
 
     if image.is_timeseries:
@@ -228,11 +247,18 @@ def predict_probabilities(
         with autocast_context(dev):
             return net(batch).float()
 
-    logits = sliding_window_inference(
-        x, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=_forward,
-        overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
-    )
-    return torch.softmax(logits.float(), dim=1)[0].cpu()
+    def _softmax(inp: torch.Tensor) -> torch.Tensor:
+        logits = sliding_window_inference(
+            inp, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=_forward,
+            overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
+        )
+        return torch.softmax(logits.float(), dim=1)[0].cpu()
+
+    if not flip_tta:
+        return _softmax(x)
+    flips = [[a for a in (2, 3, 4) if mask >> (a - 2) & 1] for mask in range(8)]
+    total = sum(_softmax(torch.flip(x, f)).flip([a - 1 for a in f]) if f else _softmax(x) for f in flips)
+    return total / len(flips)
 
 
 def predict(
@@ -242,9 +268,11 @@ def predict(
     overlap: float = 0.5,
     sw_batch_size: int = 2,
     device: str | torch.device = "auto",
+    flip_tta: bool = False,
 ) -> Volume:
     """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``."""
-    probs = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device)
+    probs = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device,
+                                  flip_tta=flip_tta)
     classes = torch.argmax(probs, dim=0).numpy()
     lut = np.asarray(model.label_values, dtype=np.uint8)
     return Volume(

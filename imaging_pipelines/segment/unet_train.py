@@ -151,6 +151,7 @@ def train_segmentation(
     n_pool_max: int = 5,
     deep_supervision: bool = False,
     overlap: float = 0.5,
+    architecture: str = "dynunet",
     log: Callable[[str], None] | None = None,
 ) -> tuple[SegmentationModel, TrainingReport]:
     """Train a DynUNet on ``images`` / ``labels`` (label Volumes on the same grids).
@@ -159,7 +160,7 @@ def train_segmentation(
     value of each class (other values become background) which :func:`predict` writes back. The plan comes
     from :func:`plan_dynunet` on the first image's spacing. ``optimizer``: ``"sgd"`` (momentum 0.99,
     Nesterov, weight decay 3e-5, poly LR ``lr * (1 - epoch/epochs) ** 0.9`` as nnU-Net) or ``"adam"``
-    (same poly schedule). One epoch = ``iterations_per_epoch`` batches. The last ``val_fraction`` of the
+    (same poly schedule). ``architecture``: ``"dynunet"`` or ``"unet"`` (see :func:`build_network`). One epoch = ``iterations_per_epoch`` batches. The last ``val_fraction`` of the
     cases (after a seeded shuffle; at least one when there are two or more cases) is held out and scored
     every epoch by sliding-window inference; the returned model carries the weights of the best epoch
     (mean foreground Dice), or of the last epoch when there is no validation split.
@@ -180,7 +181,7 @@ def train_segmentation(
     params = {k: v for k, v in locals().items() if k in (
         "n_classes", "patch_size", "epochs", "batch_size", "lr", "optimizer", "iterations_per_epoch",
         "foreground_oversampling", "seed", "val_fraction", "normalization", "base_filters", "n_pool_max",
-        "deep_supervision")}
+        "deep_supervision", "architecture")}
     params["patch_size"], params["label_values"] = list(patch_size), values
     version = training_version(images, labels, params)
 
@@ -192,7 +193,7 @@ def train_segmentation(
     plan = plan_dynunet(images[0].spacing, patch_size, n_pool_max=n_pool_max, base_filters=base_filters)
     model = SegmentationModel(plan=plan, n_classes=n_classes, deep_supervision=deep_supervision,
                               label_values=values, normalization=normalization, version=version,
-                              spacing_mm=list(images[0].spacing))
+                              spacing_mm=list(images[0].spacing), architecture=architecture)
     net = model.network.to(dev)
     say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
 

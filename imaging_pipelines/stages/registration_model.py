@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_volume_store
+from imaging_pipelines.stages import model_store
 from imaging_pipelines.stages.common import PREPROCESSED, image_modality
 
 MODEL_ASSET = "registration_model"
@@ -33,10 +32,6 @@ class ModelOutcome:
     n_training_images: int
     training_curve: list[float] = field(default_factory=list)
     runtime_s: float = 0.0
-
-
-def model_folder(root: UPath | str, dataset_id: str) -> UPath:
-    return UPath(str(root)) / dataset_id / MODEL_ASSET
 
 
 def training_images(dataset, root: UPath | str):
@@ -79,19 +74,15 @@ def train_registration_model(dataset, root: UPath | str, log=print) -> ModelOutc
         raise ValueError(f"{dataset.id}: no preprocessed image of modalities {dataset.registration.modalities} to train on")
     params = {"epochs": dataset.registration.learned_epochs, "seed": 0}
     version = model_version([atlas, *images], params)
-    folder = model_folder(root, dataset.id)
+    folder = model_store.model_folder(root, dataset.id, MODEL_ASSET)
     target = folder / f"voxelmorph-{version}.pt"
     trained, curve = False, []
     if not target.exists():
         model = train_voxelmorph(images, atlas, epochs=params["epochs"], seed=params["seed"], log=log)
         curve = [float(v) for v in model.training_curve]
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / target.name
-            model.save(local)
-            folder.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(local.read_bytes())
+        model_store.publish_model(folder, target.name, model.save)
         trained = True
-    (folder / "current.json").write_text(json.dumps({"version": version, "file": target.name, "training_images": names}))
+    model_store.write_pointer(folder, {"version": version, "file": target.name, "training_images": names})
     return ModelOutcome(str(target), version, trained, len(images), curve, time.perf_counter() - start)
 
 
@@ -99,12 +90,6 @@ def load_current_model(root: UPath | str, dataset_id: str):
     """The model named by ``current.json`` (raises FileNotFoundError when none has been trained yet)."""
     from imaging_pipelines.register.learned_model import LearnedModel
 
-    folder = model_folder(root, dataset_id)
-    pointer = folder / "current.json"
-    if not pointer.exists():
-        raise FileNotFoundError(f"{folder}: no trained registration model yet (materialise {MODEL_ASSET} first)")
-    file = folder / json.loads(pointer.read_text())["file"]
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / file.name
-        local.write_bytes(file.read_bytes())
+    folder = model_store.model_folder(root, dataset_id, MODEL_ASSET)
+    with model_store.local_copy(folder / model_store.read_pointer(folder, "registration model")["file"]) as local:
         return LearnedModel.load(local)

@@ -1,0 +1,226 @@
+"""Dagster assets of the segmentation chain of one medical dataset: model (unpartitioned, versioned),
+masks and evaluation (partitioned by patient), cohort evaluation and the nnU-Net dataset (unpartitioned).
+
+Lineage: <input stage> -> segmentation_model -> segmentation -> segmentation_evaluation ->
+segmentation_cohort_evaluation; <input stage> -> nnunet_dataset. Unpartitioned assets name partitioned
+ones as ``deps`` only and read the stores themselves, so no step loads every partition into memory.
+"""
+
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    DynamicPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTATION_MODEL, SEGMENTED, input_stage
+
+COHORT_EVALUATION = "segmentation_cohort_evaluation"
+NNUNET_DATASET = "nnunet_dataset"
+GPU_POOL = "gpu"
+
+
+def _key(dataset: DatasetConfig, name: str) -> AssetKey:
+    return AssetKey([dataset.id, name])
+
+
+def _checks(key: AssetKey, *names: str) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec(n, asset=key, description=n.replace("_", " ")) for n in names]
+
+
+def _fail(context, partition: str | None, exc: Exception):
+    where = f"partition {partition}: " if partition else ""
+    context.log.error(f"{where}{exc}")
+    return Failure(description=f"{where}{exc}", allow_retries=False)
+
+
+def build_segmentation_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    key = _key(dataset, SEGMENTATION_MODEL)
+    cfg = dataset.segmentation
+
+    @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
+           check_specs=_checks(key, "validation_dice_above_threshold"),
+           description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
+                       "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
+                       "split); versioned by a hash of code, training data and parameters and retrained only when "
+                       "that version changes.")
+    def segmentation_model(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
+        from imaging_pipelines.stages.segmentation_model import train_segmentation_model
+
+        try:
+            outcome = train_segmentation_model(dataset, storage.root_path(), torch_device.device, log=context.log.info)
+        except ValueError as exc:
+            raise _fail(context, None, exc) from None
+        report = outcome.report
+        dice = report.get("best_val_dice")
+        passed = dice is not None and dice == dice and dice >= cfg.training.min_validation_dice
+        context.log.info(f"segmentation model {outcome.version}: {'trained' if outcome.trained else 'reused'}")
+        curve = [{"epoch": r["epoch"], "train_loss": round(r["train_loss"], 5),
+                  "val_dice": {k: round(v, 4) for k, v in r["val_dice"].items()}} for r in report.get("curve", [])]
+        return MaterializeResult(
+            metadata={
+                "model_version": outcome.version,
+                "trained_now": outcome.trained,
+                "best_validation_dice": dice,
+                "best_epoch": report.get("best_epoch"),
+                "seconds_per_epoch": report.get("seconds_per_epoch"),
+                "training_images": report.get("n_train"),
+                "validation_images": report.get("n_val"),
+                "training_curve": MetadataValue.json(curve),
+                "model_path": MetadataValue.path(outcome.path),
+                "runtime_s": round(outcome.runtime_s, 2),
+            },
+            data_version=DataVersion(outcome.version),
+            check_results=[AssetCheckResult(
+                check_name="validation_dice_above_threshold", passed=passed,
+                description=f"best validation Dice {dice} vs threshold {cfg.training.min_validation_dice}",
+                metadata={"threshold": cfg.training.min_validation_dice})],
+        )
+
+    return segmentation_model
+
+
+def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+    from imaging_pipelines.dagster_layer.medical import stage_metadata
+
+    key = _key(dataset, SEGMENTED)
+    deps = [_key(dataset, input_stage(dataset))] + ([_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
+
+    @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
+           check_specs=_checks(key, "mask_not_empty_where_reference_is"),
+           description="Masks of every selected image: Gaussian sliding-window inference of the current model "
+                       "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
+                       "labels, a NIfTI mask on the original grid and a pseudonymised DICOM SEG for DICOM sources.")
+    def segmentation(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
+        from imaging_pipelines.stages.segmentation import segment_partition
+
+        partition = context.partition_key
+        try:
+            result = segment_partition(dataset, partition, storage.root_path(), torch_device.device)
+        except (ImagingInputError, FileNotFoundError, ValueError) as exc:
+            raise _fail(context, partition, exc) from None
+        context.log.info(f"partition {partition}: {len(result.images)} image(s) segmented by {result.method}")
+        return MaterializeResult(
+            metadata={
+                **stage_metadata(result),
+                "method": result.method,
+                "model_version": result.model_version or "none",
+                "lesion_count": result.lesion_count,
+                **{f"volume_{name}_ml": round(v, 3) for name, v in result.volumes_ml.items()},
+                "outputs": MetadataValue.md("\n".join(f"- `{p}`" for p in result.outputs) or "none"),
+            },
+            check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description,
+                                            metadata=c.metadata) for n, c in result.checks.items()],
+        )
+
+    return segmentation
+
+
+def build_evaluation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+    from imaging_pipelines.dagster_layer.medical import rows_table
+
+    @asset(key=_key(dataset, EVALUATED), deps=[_key(dataset, SEGMENTED)], partitions_def=partitions,
+           group_name=dataset.id, kinds={"json"},
+           description="Dice, IoU, HD95 (mm) and volume difference (mL) of the model and every baseline against "
+                       "the reference label, per image and class, with the patient's train/test split.")
+    def segmentation_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        from imaging_pipelines.stages.segmentation_eval import evaluate_partition
+
+        partition = context.partition_key
+        try:
+            result = evaluate_partition(dataset, partition, storage.root_path())
+        except (FileNotFoundError, ValueError) as exc:
+            raise _fail(context, partition, exc) from None
+        model_dice = [r["dice"] for r in result.rows if r["method"] == "model" and r["dice"] is not None]
+        return MaterializeResult(metadata={
+            "split": result.rows[0]["split"] if result.rows else "unlabelled",
+            "model_dice_mean": round(sum(model_dice) / len(model_dice), 4) if model_dice else None,
+            "metrics": rows_table(result.rows) if result.rows else MetadataValue.text("no reference labels"),
+            "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+            "path": MetadataValue.path(result.store_path),
+        })
+
+    return segmentation_evaluation
+
+
+def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    from imaging_pipelines.dagster_layer.medical import rows_table
+
+    key = _key(dataset, COHORT_EVALUATION)
+
+    @asset(key=key, deps=[_key(dataset, EVALUATED)], group_name=dataset.id, kinds={"json"},
+           check_specs=_checks(key, "model_beats_baselines_on_test_split"),
+           description="Mean and median Dice, median HD95 and mean absolute volume difference per method and "
+                       "class over the held-out test patients and over all evaluated patients.")
+    def segmentation_cohort_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        from imaging_pipelines.stages.segmentation_eval import cohort_evaluation, model_beats_baselines
+
+        summary, n = cohort_evaluation(dataset, storage.root_path())
+        check = model_beats_baselines(summary)
+        test_model = next((r for r in summary if r["split"] == "test" and r["method"] == "model"), None)
+        return MaterializeResult(
+            metadata={"evaluated_patients": n,
+                      "test_model_dice_mean": test_model["dice_mean"] if test_model else None,
+                      "summary": rows_table(summary) if summary else MetadataValue.text("nothing evaluated")},
+            check_results=[AssetCheckResult(check_name="model_beats_baselines_on_test_split", passed=check.passed,
+                                            description=check.description, metadata=check.metadata)],
+        )
+
+    return segmentation_cohort_evaluation
+
+
+def build_nnunet_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    key = _key(dataset, NNUNET_DATASET)
+    nn = dataset.segmentation.nnunet
+
+    @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"nnunet"}, pool=GPU_POOL,
+           check_specs=_checks(key, "nnunet_dataset_integrity"),
+           description=f"The labelled training cohort in nnU-Net v2's raw format (imagesTr, labelsTr, dataset.json), "
+                       f"checked by nnU-Net's own integrity verification; run level '{nn.run}' (export, plan: "
+                       "fingerprint + plans + preprocessing, train: nnU-Net training and nnUNetPredictor inference).")
+    def nnunet_dataset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
+        from imaging_pipelines.stages.nnunet_asset import run_nnunet_for_dataset
+
+        try:
+            outcome = run_nnunet_for_dataset(dataset, storage.root_path(), torch_device.device, log=context.log.info)
+        except (ValueError, RuntimeError) as exc:
+            raise _fail(context, None, exc) from None
+        return MaterializeResult(
+            metadata={"dataset_folder": MetadataValue.path(outcome.dataset_folder), "cases": outcome.n_cases,
+                      "run": nn.run, "planned": outcome.planned, "trained": outcome.trained,
+                      "plans": MetadataValue.json(outcome.plans or {}),
+                      "notes": MetadataValue.md("\n".join(f"- {n}" for n in outcome.notes) or "none"),
+                      "runtime_s": round(outcome.runtime_s, 2)},
+            check_results=[AssetCheckResult(
+                check_name="nnunet_dataset_integrity", passed=bool(outcome.verified),
+                description="nnU-Net v2 verify_dataset_integrity passed" if outcome.verified else
+                (outcome.verification_error or "nnunetv2 not installed: not verified"))],
+        )
+
+    return nnunet_dataset
+
+
+def build_segmentation_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> list[AssetsDefinition]:
+    """The segmentation chain's assets for ``dataset`` (none when its segmentation method is ``none``)."""
+    cfg = dataset.segmentation
+    if cfg.method == "none":
+        return []
+    assets = [build_segmentation_asset(dataset, partitions)]
+    if cfg.uses_model:
+        assets.insert(0, build_segmentation_model_asset(dataset))
+    if cfg.labels.source != "none":
+        assets += [build_evaluation_asset(dataset, partitions), build_cohort_evaluation_asset(dataset)]
+    if cfg.nnunet.enabled:
+        assets.append(build_nnunet_asset(dataset))
+    return assets
