@@ -121,6 +121,9 @@ def test_every_patient_segmented_with_the_model(chain):
         if m["images"]:
             assert m["model_version"] == version and m["method"] == f"dynunet {version}"
             assert m["lesion_count"] >= 1 and m["volume_lesion_ml"] > 0
+            objects = [r.data for r in m["objects"].records]  # per-object statistics of connected components
+            assert len(objects) == m["lesion_count"]
+            assert sum(o["volume_ml"] for o in objects) == pytest.approx(m["volume_lesion_ml"], abs=0.01)
         assert all(e.passed for e in result.get_asset_check_evaluations())
 
 

@@ -92,7 +92,7 @@ def build_segmentation_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
 
 
 def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    from imaging_pipelines.dagster_layer.medical import stage_metadata
+    from imaging_pipelines.dagster_layer.medical import rows_table, stage_metadata
 
     key = _key(dataset, SEGMENTED)
     deps = [_key(dataset, input_stage(dataset))] + ([_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
@@ -118,6 +118,7 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
                 "model_version": result.model_version or "none",
                 "lesion_count": result.lesion_count,
                 **{f"volume_{name}_ml": round(v, 3) for name, v in result.volumes_ml.items()},
+                "objects": rows_table(result.objects) if result.objects else MetadataValue.text("none"),
                 "outputs": MetadataValue.md("\n".join(f"- `{p}`" for p in result.outputs) or "none"),
             },
             check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description,

@@ -230,8 +230,10 @@ def predict_probabilities(
     sw_batch_size: int = 2,
     device: str | torch.device = "auto",
     flip_tta: bool = False,
+    softmax: bool = True,
 ) -> torch.Tensor:
-    """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference.
+    """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference
+    (the blended logits instead with ``softmax=False``).
 
     ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
     nnU-Net's mirroring) and average the softmax outputs after flipping them back."""
@@ -252,7 +254,7 @@ def predict_probabilities(
             inp, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=_forward,
             overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
         )
-        return torch.softmax(logits.float(), dim=1)[0].cpu()
+        return (torch.softmax(logits.float(), dim=1) if softmax or flip_tta else logits.float())[0].cpu()
 
     if not flip_tta:
         return _softmax(x)
@@ -271,9 +273,9 @@ def predict(
     flip_tta: bool = False,
 ) -> Volume:
     """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``."""
-    probs = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device,
-                                  flip_tta=flip_tta)
-    classes = torch.argmax(probs, dim=0).numpy()
+    scores = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device,
+                                   flip_tta=flip_tta, softmax=flip_tta)  # argmax of logits = argmax of softmax
+    classes = torch.argmax(scores, dim=0).numpy()
     lut = np.asarray(model.label_values, dtype=np.uint8)
     return Volume(
         array=lut[classes],

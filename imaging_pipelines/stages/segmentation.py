@@ -34,6 +34,7 @@ class SegmentationOutcome(StageResult):
     volumes_ml: dict[str, float] = field(default_factory=dict)  # class name -> total over images
     lesion_count: int = 0  # connected components of the first class, over images
     outputs: list[str] = field(default_factory=list)  # NIfTI / DICOM SEG files written
+    objects: list[dict] = field(default_factory=list)  # one row per connected component (connected_components)
 
 
 def _predictor(dataset, root, device: str, notes: list[str]):
@@ -77,7 +78,7 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     predict_fn, method, version = _predictor(dataset, root, device, notes)
     images, labels, rows, outputs = {}, {}, [], []
     volumes = {name: 0.0 for name in cfg.classes}
-    lesions = 0
+    lesions, objects = 0, []
     sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
     for case in inputs if predict_fn is not None else []:
         t0 = time.perf_counter()
@@ -91,7 +92,9 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
         if case.reference is not None:
             labels[case.name]["reference"] = case.reference
         row = {"image": case.name, "method": method}
-        for name, count, ml in class_figures(prediction, cfg.classes):
+        figures, found = class_figures(prediction, cfg.classes, case.image)
+        objects += [{"image": case.name, **o} for o in found]
+        for name, count, ml in figures:
             row[f"{name}_ml"], row[f"{name}_count"] = round(ml, 3), count
             volumes[name] += ml
         lesions += row[f"{next(iter(cfg.classes))}_count"]
@@ -105,23 +108,22 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     checks = {"mask_not_empty_where_reference_is": not_empty_check(inputs, labels)}
     return SegmentationOutcome(str(path), list(images), rows, notes, checks, time.perf_counter() - start,
                                method=method, model_version=version, volumes_ml=volumes, lesion_count=lesions,
-                               outputs=outputs)
+                               outputs=outputs, objects=objects)
 
 
-def class_figures(prediction: Volume, classes: dict[str, int]) -> list[tuple[str, int, float]]:
-    """(class name, connected components, volume mL) per class of a label Volume."""
-    import SimpleITK as sitk
+def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) -> tuple[list[tuple[str, int, float]], list[dict]]:
+    """((class name, connected components, volume mL) per class, one row per object with its statistics:
+    volume mL, centroid LPS mm, mean intensity in ``image`` units)."""
+    from imaging_pipelines.segment.classical import connected_components
 
-    voxel_ml = float(np.prod(prediction.spacing)) / 1000.0
-    out = []
+    figures, objects = [], []
     for name, value in classes.items():
-        mask = prediction.array == value
-        n = 0
-        if mask.any():
-            cc = sitk.ConnectedComponent(prediction.with_array(mask.astype(np.uint8)).to_sitk(), False)
-            n = int(sitk.GetArrayViewFromImage(cc).max())
-        out.append((name, n, float(mask.sum()) * voxel_ml))
-    return out
+        _, stats = connected_components(prediction.with_array((prediction.array == value).astype(np.uint8)), image=image)
+        figures.append((name, len(stats), float(sum(s.volume_ml for s in stats))))
+        objects += [{"class": name, "object": s.label, "volume_ml": round(s.volume_ml, 3),
+                     "centroid_lps_mm": ", ".join(f"{c:.1f}" for c in s.centroid_lps_mm),
+                     "mean_intensity": round(float(s.mean_intensity), 3)} for s in stats]
+    return figures, objects
 
 
 def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutcome:
