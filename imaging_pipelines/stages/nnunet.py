@@ -25,12 +25,10 @@ NIfTI). The plans summary is in nnU-Net's internal axis order: the array axes [z
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,38 +103,31 @@ def nnunet_paths(work_root: str | Path):
                 setattr(module, var, old)
 
 
-@contextlib.contextmanager
-def _captured_stdout(lines: list[str]):
-    """Collect stdout of this process *and* of spawned worker processes (fd 1) into ``lines``."""
-    sys.stdout.flush()
-    saved_fd = os.dup(1)
-    python_out = io.StringIO()
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 1)
-        try:
-            with contextlib.redirect_stdout(python_out):
-                yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved_fd, 1)
-            os.close(saved_fd)
-            tmp.seek(0)
-            lines.extend(python_out.getvalue().splitlines() + tmp.read().decode(errors="replace").splitlines())
+VERIFY_TIMEOUT_S = 1800
+_VERIFY_CODE = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+                "verify_dataset_integrity(sys.argv[1], num_processes=int(sys.argv[2]))\n")
 
 
 def _verify(folder: Path, n_proc: int, log: Callable[[str], None]) -> tuple[bool, str, list[str]]:
-    """nnU-Net's ``verify_dataset_integrity``: (ok, error message with nnU-Net's own findings, warnings)."""
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    """nnU-Net's ``verify_dataset_integrity``: (ok, error message with nnU-Net's own findings, warnings).
 
-    lines: list[str] = []
-    error = ""
+    It runs in a child interpreter: nnU-Net's worker pool then cannot be caught by the caller's signal
+    handlers (Dagster's turn SIGTERM into an exception, which hung a pool shut down after a failed check),
+    its workers' output arrives on the child's pipes, and a stuck check ends at ``VERIFY_TIMEOUT_S``."""
+    import subprocess
+
     try:
-        with _captured_stdout(lines):
-            verify_dataset_integrity(str(folder), num_processes=n_proc)
-    except (RuntimeError, AssertionError, FileNotFoundError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    for line in lines:
+        proc = subprocess.run([sys.executable, "-c", _VERIFY_CODE, str(folder), str(n_proc)], capture_output=True,
+                              text=True, timeout=VERIFY_TIMEOUT_S, env=os.environ.copy())
+    except subprocess.TimeoutExpired:
+        return False, f"TimeoutError: nnU-Net's verification did not finish within {VERIFY_TIMEOUT_S} s", []
+    lines = (proc.stdout + proc.stderr).splitlines()
+    for line in proc.stdout.splitlines():
         log(line)
+    error = ""
+    if proc.returncode != 0:
+        raised = [ln for ln in proc.stderr.splitlines() if re.match(r"^\w*(Error|Exception)\b", ln)]
+        error = raised[-1] if raised else f"verification exited with status {proc.returncode}"
     findings = [ln.strip() for ln in lines if re.match(r"\s*(error|images contain|segmentation contains)", ln, re.I)]
     warnings = [ln.strip() for ln in lines if re.match(r"\s*warning", ln, re.I)]
     if error and findings:
