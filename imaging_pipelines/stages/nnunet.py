@@ -104,8 +104,29 @@ def nnunet_paths(work_root: str | Path):
 
 
 VERIFY_TIMEOUT_S = 1800
-_VERIFY_CODE = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+_VERIFY_CODE = ("import signal, sys\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+                "from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
                 "verify_dataset_integrity(sys.argv[1], num_processes=int(sys.argv[2]))\n")
+
+
+@contextlib.contextmanager
+def _workers_terminable():
+    """SIGTERM at its default action while nnU-Net runs its worker pools (restored afterwards).
+
+    ``Pool.__exit__`` ends workers with SIGTERM; a worker that inherited SIGTERM as *ignored* (some job
+    runners start processes that way, and an ignored signal survives exec) never ends, and the pool waits for
+    it forever. Only the main thread may change signal handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _verify(folder: Path, n_proc: int, log: Callable[[str], None]) -> tuple[bool, str, list[str]]:
@@ -320,7 +341,7 @@ def run_nnunet_stage(cases, work_root, *, dataset_number: int, name: str, labels
     elif not have_nnunet:
         outcome.notes.append("nnunetv2 not installed: exported only, not verified")
     else:
-        with nnunet_paths(work_root):
+        with nnunet_paths(work_root), _workers_terminable():
             outcome.verified, outcome.verification_error, warnings = _verify(folder, n_proc, log)
             outcome.notes += warnings
             plans_file = None
