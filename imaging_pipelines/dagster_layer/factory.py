@@ -8,16 +8,18 @@ from pathlib import Path
 from dagster import Definitions
 
 from imaging_pipelines.catalog import DatasetConfig, load_catalog
-from imaging_pipelines.dagster_layer.medical import MedicalChain, build_medical_chain
+from imaging_pipelines.dagster_layer.medical import DatasetChain, build_medical_chain
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.privacy import PSEUDONYM_KEY_ENV, using_development_key
 
 log = logging.getLogger("imaging_pipelines")
 
 
-def build_chains(datasets: list[DatasetConfig]) -> dict[str, MedicalChain]:
-    """One chain per medical dataset (remote-sensing datasets are validated; their chain comes later)."""
-    return {d.id: build_medical_chain(d) for d in datasets if d.domain == "medical"}
+def build_chains(datasets: list[DatasetConfig]) -> dict[str, DatasetChain]:
+    """One chain per dataset: patients for medical datasets, scene tiles for remote-sensing ones."""
+    from imaging_pipelines.dagster_layer.remote_sensing import build_remote_sensing_chain
+
+    return {d.id: build_medical_chain(d) if d.domain == "medical" else build_remote_sensing_chain(d) for d in datasets}
 
 
 def build_definitions(catalog: str | Path | None = None, storage_root: str | None = None) -> Definitions:

@@ -56,8 +56,8 @@ _SERIES_SCHEMA = TableSchema(
 
 
 @dataclass
-class MedicalChain:
-    """The Dagster objects of one medical dataset."""
+class DatasetChain:
+    """The Dagster objects of one dataset (medical or remote sensing)."""
 
     partitions: DynamicPartitionsDefinition
     assets: list[AssetsDefinition]
@@ -261,7 +261,7 @@ def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:12]
 
 
-def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
+def build_medical_chain(dataset: DatasetConfig) -> DatasetChain:
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__patients")
     assets = [build_ingestion_asset(dataset, partitions), build_stage_asset(dataset, partitions, PREPROCESSED)]
     if dataset.registration.method == "learned" and dataset.registration.target == "atlas":
@@ -277,7 +277,7 @@ def build_medical_chain(dataset: DatasetConfig) -> MedicalChain:
         description=f"Every per-patient stage of {dataset.id} (ingest, preprocess, register, segment, evaluate) "
                     "for one patient; trained models are used as they are, never retrained here.",
     )
-    return MedicalChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job), cohort_jobs(dataset, assets))
+    return DatasetChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job), cohort_jobs(dataset, assets))
 
 
 def cohort_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition]) -> list[JobDefinition]:

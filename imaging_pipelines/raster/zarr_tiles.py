@@ -52,8 +52,22 @@ def _centres(origin: float, step: float, n: int) -> np.ndarray | None:
     return None
 
 
-def raster_to_dataset(raster: Raster, attrs: dict | None = None) -> xr.Dataset:
-    """The in-memory xarray form of the store (see module docstring)."""
+def _time_coordinate(times: list[str]) -> np.ndarray:
+    """``datetime64[D]`` of ISO dates; the date index (0, 1, ...) when some date is missing or not ISO."""
+    try:
+        return np.array([np.datetime64(t, "D") for t in times]) if all(times) else np.arange(len(times))
+    except ValueError:
+        return np.arange(len(times))
+
+
+def raster_to_dataset(raster: Raster, attrs: dict | None = None, *, stack: list[Raster] | None = None,
+                      times: list[str] | None = None, layers: dict[str, np.ndarray] | None = None) -> xr.Dataset:
+    """The in-memory xarray form of the store (see module docstring).
+
+    ``stack``/``times``: several rasters on ``raster``'s grid (one per acquisition date) stored as
+    ``(time, band, y, x)`` with a ``time`` coordinate of date strings. ``layers``: extra per-pixel
+    variables, ``(y, x)`` or ``(time, y, x)`` arrays, stored beside ``raster`` on the same grid.
+    """
     t = raster.transform
     coords: dict = {"band": np.arange(1, raster.count + 1)}
     if not raster.rotated:
@@ -65,31 +79,48 @@ def raster_to_dataset(raster: Raster, attrs: dict | None = None) -> xr.Dataset:
         var_attrs["nodata"] = raster.nodata
     if attrs:
         var_attrs.update(attrs)
-    da = xr.DataArray(raster.array, dims=("band", "y", "x"), coords=coords, name=VAR, attrs=var_attrs)
+    if stack is not None:
+        times = list(times if times is not None else [""] * len(stack))
+        var_attrs["times"] = times  # the acquisition dates as given ("" = undated)
+        coords["time"] = _time_coordinate(times)
+        data, dims = np.stack([r.array for r in stack]), ("time", "band", "y", "x")
+    else:
+        data, dims = raster.array, ("band", "y", "x")
+    da = xr.DataArray(data, dims=dims, coords=coords, name=VAR, attrs=var_attrs)
     if raster.crs is not None:
         da = da.rio.write_crs(raster.crs_obj, grid_mapping_name=GRID_MAPPING)
     da = da.rio.write_transform(t, grid_mapping_name=GRID_MAPPING)
     ds = da.to_dataset()
+    for name, layer in (layers or {}).items():
+        layer_dims = ("time", "y", "x") if layer.ndim == 3 else ("y", "x")
+        ds[name] = xr.DataArray(layer, dims=layer_dims, attrs={"grid_mapping": GRID_MAPPING})
     ds.attrs["coordinates"] = GRID_MAPPING  # so a plain open_zarr keeps spatial_ref as a coordinate
     return ds
 
 
 def write_tile_zarr(
-    raster: Raster, path: str | os.PathLike, *, tile: Tile | None = None, scene: str | None = None
+    raster: Raster, path: str | os.PathLike, *, tile: Tile | None = None, scene: str | None = None,
+    stack: list[Raster] | None = None, times: list[str] | None = None, layers: dict[str, np.ndarray] | None = None,
+    attrs: dict | None = None,
 ) -> UPath:
-    """Write ``raster`` as a Zarr v3 group at ``path`` atomically (staging sibling, then rename).
+    """Write ``raster`` (or the date ``stack`` on its grid) as a Zarr v3 group at ``path`` atomically.
 
-    One chunk per band; Blosc LZ4 compression. ``tile``/``scene`` are recorded in the ``tile`` attribute.
+    One chunk per band (and date); Blosc LZ4 compression. ``tile``/``scene`` are recorded in the ``tile``
+    attribute; ``attrs`` (JSON values) are added to the ``raster`` variable's attributes. See
+    :func:`raster_to_dataset` for ``stack``, ``times`` and ``layers``.
     """
-    attrs = {}
+    attrs = dict(attrs or {})
     if tile is not None:
         attrs["tile"] = {"scene": scene, "row": tile.row, "col": tile.col,
                          "window": list(tile.window), "core": list(tile.core)}
-    ds = raster_to_dataset(raster, attrs)
+    ds = raster_to_dataset(raster, attrs, stack=stack, times=times, layers=layers)
+    chunks = (1, 1, raster.height, raster.width) if stack is not None else (1, raster.height, raster.width)
     ds[VAR].encoding.update(
-        chunks=(1, raster.height, raster.width), _FillValue=None,
+        chunks=chunks, _FillValue=None,
         compressors=(BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),),
     )
+    for name in layers or {}:
+        ds[name].encoding.update(_FillValue=None, compressors=(BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),))
     final = UPath(os.fspath(path))
     with atomic_store(final) as staging:
         ds.to_zarr(zarr_store(staging), mode="w", zarr_format=3, consolidated=False)
@@ -105,18 +136,46 @@ def _open(path: str | os.PathLike) -> xr.Dataset:
         raise ImagingInputError(path, f"not a raster tile store: {exc}") from exc
 
 
+def _grid(ds: xr.Dataset, path) -> tuple[Affine, CRS | None]:
+    if VAR not in ds or GRID_MAPPING not in ds.variables:
+        raise ImagingInputError(path, f"missing the {VAR!r} variable or its {GRID_MAPPING!r} grid mapping")
+    gm = ds[GRID_MAPPING].attrs
+    transform = Affine.from_gdal(*(float(v) for v in gm["GeoTransform"].split()))
+    return transform, (CRS.from_wkt(gm["crs_wkt"]) if gm.get("crs_wkt") else None)
+
+
 def read_tile_zarr(path: str | os.PathLike) -> Raster:
-    """Read a store written by :func:`write_tile_zarr` back into a :class:`Raster` (exact transform)."""
+    """Read a store written by :func:`write_tile_zarr` back into a :class:`Raster` (exact transform).
+
+    A ``(time, band, y, x)`` store gives its first date; see :func:`read_tile_stack`."""
     with _open(path) as ds:
-        if VAR not in ds or GRID_MAPPING not in ds.variables:
-            raise ImagingInputError(path, f"missing the {VAR!r} variable or its {GRID_MAPPING!r} grid mapping")
-        gm = ds[GRID_MAPPING].attrs
-        transform = Affine.from_gdal(*(float(v) for v in gm["GeoTransform"].split()))
-        crs = CRS.from_wkt(gm["crs_wkt"]) if gm.get("crs_wkt") else None
+        transform, crs = _grid(ds, path)
         da = ds[VAR]
         array = da.to_numpy()
-        nodata = da.attrs.get("nodata")
-        return Raster(array, crs, transform, nodata, list(da.attrs.get("band_names", [])))
+        if array.ndim == 4:
+            array = array[0]
+        return Raster(array, crs, transform, da.attrs.get("nodata"), list(da.attrs.get("band_names", [])))
+
+
+def read_tile_stack(path: str | os.PathLike) -> tuple[list[Raster], list[str]]:
+    """``(rasters, times)`` of a store written with a date ``stack`` (one raster and ``[""]`` otherwise)."""
+    with _open(path) as ds:
+        transform, crs = _grid(ds, path)
+        da = ds[VAR]
+        array = da.to_numpy()
+        names, nodata = list(da.attrs.get("band_names", [])), da.attrs.get("nodata")
+        if array.ndim == 3:
+            return [Raster(array, crs, transform, nodata, names)], [""]
+        times = list(da.attrs.get("times") or [str(t) for t in ds["time"].to_numpy()])
+        return [Raster(a, crs, transform, nodata, names) for a in array], times
+
+
+def read_tile_layers(path: str | os.PathLike, *names: str) -> dict[str, np.ndarray]:
+    """The extra per-pixel ``layers`` of a store (only those present), plus ``"attrs"`` of ``raster``."""
+    with _open(path) as ds:
+        out = {n: ds[n].to_numpy() for n in names if n in ds}
+        out["attrs"] = dict(ds[VAR].attrs)
+        return out
 
 
 def read_tile_info(path: str | os.PathLike) -> tuple[str | None, Tile] | None:

@@ -31,6 +31,7 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     runtime_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific figures for the asset metadata
 
 
 def stage_store(root: UPath | str, dataset_id: str, stage: str, partition: str) -> UPath:

@@ -1,0 +1,225 @@
+"""Assets, partitions, jobs and sensor of one remote-sensing dataset (one chain per catalog entry).
+
+Lineage: scene_tiles -> analysis_ready_tiles -> land_cover_model -> tile_segmentation -> scene_outputs.
+Tile assets are partitioned by ``<scene>__r<row>_c<col>`` (a DynamicPartitionsDefinition the inbox sensor
+fills); the model and the scene outputs are unpartitioned and read the tile stores themselves (``deps``
+only), so no step loads every partition into memory.
+"""
+
+
+import json
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    DefaultSensorStatus,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    define_asset_job,
+    sensor,
+)
+
+from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.medical import DatasetChain, rows_table, stage_metadata
+from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
+from imaging_pipelines.dagster_layer.segmentation_assets import GPU_POOL, _checks, _fail
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.stages.raster_tiles import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
+
+_DESCRIPTIONS = {
+    TILES: "One tile of a scene (window = core + overlap) with every acquisition date read onto the scene grid "
+           "(bands resampled to the grid band's resolution, other CRSs reprojected): Zarr (time, band, y, x) "
+           "float32 DN with CF grid_mapping, plus the reference labels when the scene has them.",
+    PREPARED: "Analysis-ready tile: reflectance, nodata and cloud/shadow masks (QA bits or threshold heuristic), "
+              "dates co-registered by phase correlation (shift in metadata), per-pixel median composite over "
+              "clear observations, and the catalog's spectral indices.",
+    TILE_SEGMENTATION: "Per-tile land-cover classes from the 2D U-Net (sliding window with overlap over the tile "
+                       "window) and the Otsu-on-index baseline, with IoU against the reference when labelled.",
+}
+
+
+def _key(dataset: DatasetConfig, name: str) -> AssetKey:
+    return AssetKey([dataset.id, name])
+
+
+def _tile_metadata(result) -> dict:
+    meta = stage_metadata(result)
+    for name, value in result.extra.items():
+        meta[name] = MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+    return meta
+
+
+def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str, deps: list[str],
+                     checks: list[str], uses_device: bool = False) -> AssetsDefinition:
+    from imaging_pipelines.stages.raster_prep import prepare_tile
+    from imaging_pipelines.stages.raster_segment import segment_tile
+    from imaging_pipelines.stages.raster_tiles import ingest_tile
+
+    run_stage = {TILES: ingest_tile, PREPARED: prepare_tile, TILE_SEGMENTATION: segment_tile}[name]
+    key = _key(dataset, name)
+
+    @asset(key=key, deps=[_key(dataset, d) for d in deps], partitions_def=partitions, group_name=dataset.id,
+           kinds={"geotiff", "zarr"} if name == TILES else {"zarr"}, description=_DESCRIPTIONS[name],
+           check_specs=_checks(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None)
+    def tile_asset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice) -> MaterializeResult:
+        partition = context.partition_key
+        try:
+            extra = {"device": torch_device.device} if uses_device else {}
+            result = run_stage(dataset, partition, storage.root_path(), **extra)
+        except (ImagingInputError, FileNotFoundError, ValueError) as exc:
+            raise _fail(context, partition, exc) from None
+        for note in result.notes:
+            context.log.info(f"tile {partition}: {note}")
+        return MaterializeResult(
+            metadata=_tile_metadata(result),
+            check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description, metadata=c.metadata)
+                           for n, c in result.checks.items()])
+
+    return tile_asset
+
+
+def build_tile_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    key = _key(dataset, TILE_MODEL)
+    training = dataset.remote_sensing.segmentation.training
+
+    @asset(key=key, deps=[_key(dataset, PREPARED)], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
+           check_specs=_checks(key, "validation_iou_above_threshold"),
+           description="MONAI 2D U-Net trained on the cores of the labelled analysis-ready tiles of the train split "
+                       "(Dice + cross-entropy with inverse-frequency class weights, random patches, flips and "
+                       "rotations); versioned by a hash of code, training tiles and parameters.")
+    def land_cover_model(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
+        from imaging_pipelines.register.device import pick_device
+        from imaging_pipelines.stages.raster_model import train_tile_model
+
+        try:
+            outcome = train_tile_model(dataset, storage.root_path(), str(pick_device(torch_device.device)),
+                                       log=context.log.info)
+        except ValueError as exc:
+            raise _fail(context, None, exc) from None
+        report = outcome.report
+        ious = {k: v for k, v in (report.get("validation_iou") or {}).items() if v is not None}
+        mean_iou = round(sum(ious.values()) / len(ious), 4) if ious else None
+        return MaterializeResult(
+            metadata={"model_version": outcome.version, "trained_now": outcome.trained,
+                      "validation_iou": MetadataValue.json(report.get("validation_iou")),
+                      "mean_validation_iou": mean_iou, "training_tiles": len(report.get("training_tiles", [])),
+                      "validation_tiles": len(report.get("validation_tiles", [])),
+                      "training_curve": MetadataValue.json(report.get("curve")),
+                      "model_path": MetadataValue.path(outcome.path), "runtime_s": round(outcome.runtime_s, 2)},
+            data_version=DataVersion(outcome.version),
+            check_results=[AssetCheckResult(
+                check_name="validation_iou_above_threshold",
+                passed=mean_iou is None or mean_iou >= training.min_validation_iou,
+                description=f"mean foreground validation IoU >= {training.min_validation_iou}",
+                metadata={"mean_validation_iou": mean_iou if mean_iou is not None else -1.0})])
+
+    return land_cover_model
+
+
+def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    key = _key(dataset, SCENE_OUTPUTS)
+
+    @asset(key=key, deps=[_key(dataset, TILE_SEGMENTATION)], group_name=dataset.id, kinds={"geotiff", "geojson"},
+           check_specs=_checks(key, "cogs_valid", "model_beats_baseline_on_test_tiles"),
+           description="Per scene: classes and analysis-ready composite stitched into Cloud-Optimized GeoTIFFs, class "
+                       "polygons (GeoJSON, scene CRS), class areas in hectares; IoU of model and baseline pooled over "
+                       "the held-out test tiles.")
+    def scene_outputs(context: AssetExecutionContext, storage: ImagingStorage):
+        from imaging_pipelines.stages.raster_mosaic import build_scene_outputs
+
+        outcome = build_scene_outputs(dataset, storage.root_path(), log=context.log.info)
+        done = [s for s in outcome.scenes if s.complete]
+        rows = [{"scene": s.scene, "complete": str(s.complete), "missing_tiles": s.missing_tiles,
+                 "cloud_fraction": s.cloud_fraction if s.cloud_fraction is not None else -1.0,
+                 "nodata_fraction": s.nodata_fraction if s.nodata_fraction is not None else -1.0,
+                 **{f"{k}_ha": v for k, v in s.areas_ha.items()}} for s in outcome.scenes]
+        test = outcome.evaluation.get("test", {})
+        model = next((m for m in test if m != "baseline_otsu"), None)
+        beats = [model is not None and (test[model].get(c) or 0) > (test["baseline_otsu"].get(c) or 0)
+                 for c in (test.get("baseline_otsu") or {}) if test["baseline_otsu"].get(c) is not None]
+        return MaterializeResult(
+            metadata={"scenes": rows_table(rows) if rows else "none", "scenes_complete": len(done),
+                      "evaluation_iou": MetadataValue.json(outcome.evaluation),
+                      "files": MetadataValue.json({s.scene: s.files for s in done}),
+                      "runtime_s": round(outcome.runtime_s, 2)},
+            check_results=[
+                AssetCheckResult(check_name="cogs_valid", passed=all(s.cog_valid for s in done),
+                                 description="every stitched output validates as a COG (rio-cogeo)",
+                                 metadata={"errors": MetadataValue.json([e for s in done for e in s.cog_errors])}),
+                AssetCheckResult(check_name="model_beats_baseline_on_test_tiles", passed=bool(beats) and all(beats),
+                                 description="the model's IoU beats the Otsu baseline for every class on the test tiles",
+                                 metadata={"test_iou": MetadataValue.json(test)})])
+
+    return scene_outputs
+
+
+def build_scene_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
+    @sensor(name=f"{dataset.id}__inbox_sensor", job=job, minimum_interval_seconds=dataset.sensor.interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING if dataset.sensor.running_by_default else DefaultSensorStatus.STOPPED,
+            description=f"Watches {dataset.id}'s inbox; adds the tiles of new scenes as partitions and reruns every tile "
+                        "of a scene whose files changed.")
+    def scene_sensor(context: SensorEvaluationContext):
+        from imaging_pipelines.raster.scenes import scene_fingerprint
+        from imaging_pipelines.raster.tiling import partition_key
+        from imaging_pipelines.stages.raster_tiles import scene_tiles, scenes
+
+        previous = json.loads(context.cursor) if context.cursor else {}
+        current, requests, keys = {}, [], []
+        for name, source in sorted(scenes(dataset).items()):
+            for problem in source.problems:
+                context.log.warning(f"scene {name}: {problem}")
+            if not source.acquisitions:
+                continue
+            current[name] = fingerprint = scene_fingerprint(source)
+            try:
+                scene_keys = [t.key(name) for t in scene_tiles(dataset, source)[1]]
+            except ImagingInputError as exc:  # one partition whose run fails with the message, visible in the UI
+                context.log.error(f"scene {name}: {exc}")
+                scene_keys = [partition_key(name, 0, 0)]
+            keys += scene_keys
+            if previous.get(name) != fingerprint:
+                requests += [RunRequest(partition_key=k, run_key=f"{k}:{fingerprint}") for k in scene_keys]
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        new = [k for k in keys if k not in existing]
+        cursor = json.dumps(current, sort_keys=True)
+        if not requests and not new:
+            return SensorResult(skip_reason=SkipReason("no new or changed scenes"), cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor,
+                            dynamic_partitions_requests=[partitions.build_add_request(new)] if new else [])
+
+    return scene_sensor
+
+
+def build_remote_sensing_chain(dataset: DatasetConfig) -> DatasetChain:
+    partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__tiles")
+    seg = dataset.remote_sensing.segmentation
+    assets = [build_tile_asset(dataset, partitions, TILES, [], ["tile_has_valid_pixels"]),
+              build_tile_asset(dataset, partitions, PREPARED, [TILES], ["coregistration_shifts_within_limit"])]
+    other_jobs = []
+    if seg.method != "none":
+        deps = [PREPARED]
+        if seg.method == "unet":
+            assets.append(build_tile_model_asset(dataset))
+            deps.append(TILE_MODEL)
+            other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[_key(dataset, TILE_MODEL)],
+                                               description=f"Train (or reuse) the land-cover model of {dataset.id}."))
+        assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps,
+                                       ["mask_not_empty_where_reference_is"], uses_device=True))
+        assets.append(build_scene_outputs_asset(dataset))
+        other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job", selection=[_key(dataset, SCENE_OUTPUTS)],
+                                           description=f"Stitch, vectorise and measure every complete scene of {dataset.id}."))
+    job = define_asset_job(name=f"{dataset.id}__tile_job", partitions_def=partitions,
+                           selection=[a.key for a in assets if a.partitions_def is not None],
+                           description=f"Every per-tile stage of {dataset.id} for one tile; trained models are used "
+                                       "as they are, never retrained here.")
+    return DatasetChain(partitions, assets, job, build_scene_sensor(dataset, partitions, job), other_jobs)

@@ -1,0 +1,105 @@
+"""Remote-sensing ingestion per tile: the acquisitions of one scene window, on the scene grid, as one Zarr
+store ``<root>/<dataset>/scene_tiles/<scene>__r<row>_c<col>.zarr`` with dims ``(time, band, y, x)``
+(float32 DN, NaN = nodata) and, when the scene has labels, a ``reference`` layer ``(y, x)`` of class values.
+
+The tile window includes the catalog's overlap on every side (clipped at the scene edge); the core and
+window are recorded in the store's ``tile`` attribute.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import numpy as np
+from upath import UPath
+
+from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.stages.common import CheckOutcome, StageResult, stage_store
+
+TILES = "scene_tiles"
+PREPARED = "analysis_ready_tiles"
+TILE_MODEL = "land_cover_model"
+TILE_SEGMENTATION = "tile_segmentation"
+SCENE_OUTPUTS = "scene_outputs"
+
+
+@lru_cache(maxsize=8)
+def _discover(inbox: str, config_json: str, stamp: float):
+    from imaging_pipelines.raster.config import RemoteSensingConfig
+    from imaging_pipelines.raster.scenes import discover_scenes
+
+    return discover_scenes(inbox, RemoteSensingConfig.model_validate_json(config_json))
+
+
+def scenes(dataset) -> dict:
+    """Scene name -> :class:`~imaging_pipelines.raster.scenes.SceneSource` of the dataset's inbox."""
+    if "://" not in dataset.inbox and not UPath(dataset.inbox).exists():
+        return {}  # nothing dropped yet
+    stamp = time.monotonic() // 5  # re-list the inbox at most every 5 s within one process
+    return {s.scene: s for s in _discover(dataset.inbox, dataset.remote_sensing.model_dump_json(), stamp)}
+
+
+def scene_source(dataset, scene: str):
+    found = scenes(dataset).get(scene)
+    if found is None:
+        raise ImagingInputError(dataset.inbox, f"scene {scene!r} is no longer in the inbox")
+    if not found.acquisitions:
+        raise ImagingInputError(found.root, "no complete acquisition: " + "; ".join(found.problems))
+    return found
+
+
+def scene_tiles(dataset, source):
+    """``(grid, tiles)`` of a scene with the catalog's tiling."""
+    from imaging_pipelines.raster.scenes import scene_grid
+
+    grid = scene_grid(source, dataset.remote_sensing)
+    return grid, grid.tiles(dataset.remote_sensing.tiling)
+
+
+def find_tile(dataset, partition: str):
+    """``(source, grid, tile)`` of a tile partition key; ImagingInputError when it is not on the grid."""
+    from imaging_pipelines.raster.tiling import parse_partition_key
+
+    scene, row, col = parse_partition_key(partition)
+    source = scene_source(dataset, scene)
+    grid, tiles = scene_tiles(dataset, source)
+    tile = next((t for t in tiles if (t.row, t.col) == (row, col)), None)
+    if tile is None:
+        raise ImagingInputError(source.root, f"tile r{row}_c{col} is outside the scene grid "
+                                             f"({grid.height}x{grid.width} px, tiles of {dataset.remote_sensing.tiling.size})")
+    return source, grid, tile
+
+
+def ingest_tile(dataset, partition: str, root: UPath | str) -> StageResult:
+    """Read every acquisition of the tile's window onto the scene grid and store the date stack."""
+    from imaging_pipelines.raster.scene_read import read_acquisition_window, read_label_window
+    from imaging_pipelines.raster.zarr_tiles import write_tile_zarr
+
+    start = time.perf_counter()
+    cfg = dataset.remote_sensing
+    source, grid, tile = find_tile(dataset, partition)
+    stack, dates, notes, rows = [], [], [], []
+    for acquisition in source.acquisitions:
+        raster, acquisition_notes = read_acquisition_window(source, acquisition, cfg, grid, tile.window)
+        stack.append(raster)
+        dates.append(acquisition.date)
+        notes += [f"{acquisition.date or 'undated'}: {n}" for n in acquisition_notes]
+        valid = np.isfinite(raster.array).all(axis=0)
+        rows.append({"date": acquisition.date or "undated", "bands": len(raster.band_names),
+                     "nodata_fraction": round(float(1 - valid.mean()), 4)})
+    notes += list(source.problems)
+    layers = {}
+    reference = read_label_window(source, cfg, grid, tile.window)
+    if reference is not None:
+        layers["reference"] = reference.astype(np.uint8)
+    empty = not any(r["nodata_fraction"] < 1 for r in rows)
+    checks = {"tile_has_valid_pixels": CheckOutcome(
+        not empty, "some pixel of the tile window holds data in some date",
+        {"dates": len(rows), "min_nodata_fraction": min(r["nodata_fraction"] for r in rows)})}
+    if empty:
+        notes.append("every pixel of the tile window is nodata in every date (outside the footprint, or a fill-only file)")
+    store = stage_store(root, dataset.id, TILES, partition)
+    write_tile_zarr(stack[0], store, tile=tile, scene=source.scene, stack=stack, times=dates, layers=layers)
+    return StageResult(str(store), images=[d or "undated" for d in dates], rows=rows, notes=notes, checks=checks,
+                       runtime_s=time.perf_counter() - start)
