@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imaging_pipelines.errors import CatalogError
-from imaging_pipelines.raster.config import RemoteSensingConfig
+from imaging_pipelines.raster.config import RemoteSensingConfig, valid_regex
 from imaging_pipelines.registry import KNOWN_FORMATS
 from imaging_pipelines.segment.config import SegmentationConfig
 
@@ -41,15 +41,8 @@ class SeriesSelection(BaseModel):
     )
     min_slices: int = Field(2, ge=1, description="drop stacks with fewer slices (localizers, single images)")
 
-    @field_validator("description_pattern", "exclude_description_pattern")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+    _valid_regex = field_validator("description_pattern", "exclude_description_pattern")(
+        classmethod(lambda cls, value: valid_regex(value)))
 
     def keeps(self, modality: str, description: str, n_slices: int) -> bool:
         if self.modalities and modality.upper() not in {m.upper() for m in self.modalities}:

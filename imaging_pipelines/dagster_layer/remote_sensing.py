@@ -213,8 +213,8 @@ def build_remote_sensing_chain(dataset: DatasetConfig) -> DatasetChain:
             deps.append(TILE_MODEL)
             other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[_key(dataset, TILE_MODEL)],
                                                description=f"Train (or reuse) the land-cover model of {dataset.id}."))
-        assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps,
-                                       ["mask_not_empty_where_reference_is"], uses_device=True))
+        checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
+        assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True))
         assets.append(build_scene_outputs_asset(dataset))
         other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job", selection=[_key(dataset, SCENE_OUTPUTS)],
                                            description=f"Stitch, vectorise and measure every complete scene of {dataset.id}."))

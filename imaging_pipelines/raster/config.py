@@ -21,6 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 INDEX_NAMES = ("ndvi", "ndwi", "ndbi")
 
 
+def valid_regex(value: str | None) -> str | None:
+    """``value`` unchanged when it is None or compiles as a Python regular expression; else ValueError."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
 class BandSpec(BaseModel):
     """One band of the scenes. Per-band files: ``file`` is a regular expression searched in the file name
     (case-insensitive), e.g. ``"_B4\\.tif$"``. Multi-band files: ``index`` is the 1-based band number."""
@@ -34,15 +44,7 @@ class BandSpec(BaseModel):
         "reflectance", description="reflectance bands are scaled and composited; qa bands are resampled "
                                    "with nearest neighbour and only used for masks")
 
-    @field_validator("file")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+    _valid_regex = field_validator("file")(classmethod(lambda cls, value: valid_regex(value)))
 
     @model_validator(mode="after")
     def _located(self) -> BandSpec:

@@ -21,35 +21,31 @@ from imaging_pipelines.raster.raster import Raster, nodata_in_dtype
 INDEX_BANDS = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "ndbi": ("swir1", "nir")}
 
 
-def _invalid(raster: Raster, i: int) -> np.ndarray | None:
-    """(y, x) nodata/NaN mask of band ``i`` (``None`` when the band cannot hold invalid pixels)."""
-    data = raster.array[i]
-    value = nodata_in_dtype(raster.nodata, data.dtype)
-    invalid = np.isnan(data) if data.dtype.kind == "f" else None
-    if value is not None:
-        invalid = (data == value) if invalid is None else invalid | (data == value)
-    return invalid
-
-
-def normalized_difference_array(a: np.ndarray, b: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
-    """``(a - b) / (a + b)`` as float32, NaN where ``invalid`` or ``a + b == 0``."""
-    out = np.subtract(a, b, dtype=np.float32)  # casts per element: no float copies of the inputs
+def normalized_difference_array(
+    a: np.ndarray, b: np.ndarray, invalid: np.ndarray | None = None, nodata: float | None = None
+) -> np.ndarray:
+    """``(a - b) / (a + b)`` as float32, NaN where ``invalid``, where ``a`` or ``b`` equals ``nodata``,
+    where either is NaN, or where ``a + b == 0``. One output, one sum and one mask array: the inputs
+    are cast per element, never copied."""
+    out = np.subtract(a, b, dtype=np.float32)
     total = np.add(a, b, dtype=np.float32)
     bad = total == 0
     if invalid is not None:
-        bad |= invalid
+        np.logical_or(bad, invalid, out=bad)
+    for band in (a, b):
+        value = nodata_in_dtype(nodata, band.dtype)
+        if value is not None:
+            np.logical_or(bad, band == value, out=bad)
     with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(out, total, out=out)
-    out[bad] = np.nan
+        np.divide(out, total, out=out)  # NaN inputs stay NaN through the arithmetic
+    np.copyto(out, np.float32(np.nan), where=bad)  # cheaper than out[bad] = nan
     return out
 
 
 def normalized_difference(raster: Raster, band_a: str, band_b: str, name: str = "nd") -> Raster:
     """One-band float32 raster ``(A - B) / (A + B)`` on ``raster``'s grid (``nodata = NaN``)."""
     ia, ib = raster.band_index(band_a), raster.band_index(band_b)
-    masks = [m for m in (_invalid(raster, ia), _invalid(raster, ib)) if m is not None]
-    invalid = masks[0] | masks[1] if len(masks) == 2 else (masks[0] if masks else None)
-    out = normalized_difference_array(raster.array[ia], raster.array[ib], invalid)
+    out = normalized_difference_array(raster.array[ia], raster.array[ib], nodata=raster.nodata)
     return raster.with_array(out[np.newaxis], nodata=float("nan"), band_names=[name])
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from affine import Affine
@@ -214,7 +215,9 @@ def stitch_to_geotiff(
             for tile, raster in pieces:
                 _check_piece(tile, raster, first)
                 if first is None:
-                    first = raster
+                    # keep only what later checks need: holding the first tile's pixels (or the previous
+                    # tile's, below) while the next tile is computed makes the allocator fault in fresh pages
+                    first = SimpleNamespace(count=raster.count, dtype=raster.dtype)
                     if transform is None:
                         if (tile.window.row_off, tile.window.col_off) != (0, 0):
                             raise ValueError("the first tile must start at pixel (0, 0) when no transform is given")
@@ -230,6 +233,7 @@ def stitch_to_geotiff(
                 for band in range(raster.count):  # 2-D writes: less rasterio overhead than one 3-D write
                     dst.write(np.ascontiguousarray(core[band]), band + 1, window=target)
                 cores.append(tile.core)
+                del raster, core  # release this tile before the next one is computed
         _check_cover(cores, height, width)
     except BaseException:
         if dst is not None:

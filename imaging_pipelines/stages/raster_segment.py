@@ -53,6 +53,8 @@ def segment_tile(dataset, partition: str, root: UPath | str, device: str = "auto
     figures = {"method": method, "model_version": version, "split": tile_split(dataset, partition),
                "class_fractions": {n: round(float((core == v).mean()), 4) for n, v in seg.classes.items()}}
     checks = {}
+    if seg.labels.source != "none" and reference is None:
+        checks["mask_not_empty_where_reference_is"] = CheckOutcome(True, "no reference labels on this tile", {})
     if reference is not None:
         ref_core, valid = reference[rows_core, cols_core], np.isfinite(composite.array[:, rows_core, cols_core]).all(axis=0)
         figures["iou"] = {k: round(v, 4) for k, v in class_iou(core, ref_core, seg.classes, valid).items()}
