@@ -19,7 +19,7 @@ from imaging_pipelines.dagster_layer.demo_run import materialization_metadata
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.scene_demo import run_tile_chain
 from imaging_pipelines.io.storage import partition_store_path
-from imaging_pipelines.raster import parse_partition_key, read_tile_info, validate_cog
+from imaging_pipelines.raster import parse_partition_key, read_tile_info, read_tile_layers, validate_cog
 
 DS = "demo_scenes"
 
@@ -77,6 +77,17 @@ def test_lineage_partitions_and_tile_stores(chain):
             assert ds.rio.crs == src.crs
             expected = src.window_transform(tile.window.to_rasterio())
             assert ds.rio.transform() == expected
+
+
+def test_dates_coregistered_with_the_known_shifts(chain):
+    assert not chain["checks_failed"]
+    for truth in chain["truth"]:
+        key = next(k for k in chain["keys"] if k.startswith(truth["name"] + "__"))
+        store = partition_store_path(chain["root"] / "storage", DS, "analysis_ready_tiles", key)
+        records = read_tile_layers(store)["attrs"]["shifts"]
+        assert [r["date"] for r in records] == truth["dates"]
+        for record, (dy, dx) in zip(records[1:], truth["shifts"][1:]):
+            assert record["applied"] and abs(record["dy_px"] - dy) < 0.3 and abs(record["dx_px"] - dx) < 0.3
 
 
 def test_model_beats_ndwi_baseline_on_held_out_tiles(chain):

@@ -85,8 +85,26 @@ def _mean_masked(refl: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return mean
 
 
-def _coregister(refl, nodata, cloud, dates, cfg, notes) -> list[dict]:
-    """Shift dates 1.. onto date 0 in place (``refl``, ``nodata``, ``cloud`` lists); the shift records."""
+def _measure(reference, refl, nodata, cloud, t, record, notes) -> tuple[float, float] | None:
+    """Phase-correlation shift of date ``t`` against ``reference`` (None, with the reason, when not measurable)."""
+    date = record["date"]
+    moving = _mean_masked(refl[t], nodata[t] | cloud[t])
+    common = float((np.isfinite(reference) & np.isfinite(moving)).mean())
+    if common < MIN_COMMON_CLEAR:
+        record["reason"] = f"only {common:.0%} of pixels clear in both dates (need {MIN_COMMON_CLEAR:.0%})"
+        notes.append(f"{date}: not co-registered: {record['reason']}")
+        return None
+    try:
+        return phase_correlation_shift(reference, moving)
+    except ValueError as exc:
+        record["reason"] = f"shift not measurable: {exc}"
+        notes.append(f"{date}: not co-registered: {exc}")
+        return None
+
+
+def _coregister(refl, nodata, cloud, dates, cfg, notes, known: dict | None = None) -> list[dict]:
+    """Shift dates 1.. onto date 0 in place (``refl``, ``nodata``, ``cloud`` lists); the shift records.
+    ``known``: date -> ``(dy, dx)`` measured beforehand (on a larger window of the scene), used as given."""
     first = {"date": dates[0], "dy_px": 0.0, "dx_px": 0.0, "applied": False, "reason": "reference date"}
     if not cfg.coregister:
         return [first] + [{"date": d, "dy_px": 0.0, "dx_px": 0.0, "applied": False,
@@ -96,18 +114,11 @@ def _coregister(refl, nodata, cloud, dates, cfg, notes) -> list[dict]:
     for t in range(1, len(dates)):
         record = {"date": dates[t], "dy_px": float("nan"), "dx_px": float("nan"), "applied": False, "reason": ""}
         records.append(record)
-        moving = _mean_masked(refl[t], nodata[t] | cloud[t])
-        common = float((np.isfinite(reference) & np.isfinite(moving)).mean())
-        if common < MIN_COMMON_CLEAR:
-            record["reason"] = f"only {common:.0%} of pixels clear in both dates (need {MIN_COMMON_CLEAR:.0%})"
-            notes.append(f"{dates[t]}: not co-registered: {record['reason']}")
+        given = (known or {}).get(dates[t])
+        shift = tuple(given) if given is not None else _measure(reference, refl, nodata, cloud, t, record, notes)
+        if shift is None:
             continue
-        try:
-            dy, dx = phase_correlation_shift(reference, moving)
-        except ValueError as exc:
-            record["reason"] = f"shift not measurable: {exc}"
-            notes.append(f"{dates[t]}: not co-registered: {exc}")
-            continue
+        dy, dx = shift
         record["dy_px"], record["dx_px"] = round(dy, 3), round(dx, 3)
         length = math.hypot(dy, dx)
         if length > cfg.max_shift_px:
@@ -121,15 +132,18 @@ def _coregister(refl, nodata, cloud, dates, cfg, notes) -> list[dict]:
         nodata[t] = shift_mask(nodata[t], -dy, -dx, outside=True) | np.isnan(refl[t]).any(axis=0)
         cloud[t] = shift_mask(cloud[t], -dy, -dx, outside=False) & ~nodata[t]
         refl[t][:, nodata[t]] = np.nan
-        record["applied"], record["reason"] = True, "applied"
+        record["applied"], record["reason"] = True, "applied" if given is None else "applied (measured on the scene)"
     return records
 
 
-def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: RemoteSensingConfig) -> TileProducts:
+def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: RemoteSensingConfig,
+                        known_shifts: dict[str, tuple[float, float]] | None = None) -> TileProducts:
     """Masks, co-registration, composite and indices of one tile's acquisitions (see the module docstring).
 
     ``acquisitions[i]`` was taken on ``dates[i]`` (the first is the co-registration reference); all must
-    share one grid and carry every catalog band by name. ``ValueError`` on mismatched inputs.
+    share one grid and carry every catalog band by name. ``known_shifts``: date -> ``(dy, dx)`` px measured
+    beforehand on a larger part of the scene (more reliable than a small tile); other dates are measured on
+    the tile. ``ValueError`` on mismatched inputs.
     """
     if not acquisitions or len(acquisitions) != len(dates):
         raise ValueError(f"need one date per acquisition, got {len(acquisitions)} rasters and {len(dates)} dates")
@@ -147,7 +161,7 @@ def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: Remot
         refl.append(r)
         nodata.append(invalid)
         cloud.append(_clouds(raster, r, names, cfg) & ~invalid)
-    shifts = _coregister(refl, nodata, cloud, list(dates), cfg, notes)
+    shifts = _coregister(refl, nodata, cloud, list(dates), cfg, notes, known_shifts)
 
     stack = np.stack(refl)
     nodata_a, cloud_a = np.stack(nodata), np.stack(cloud)

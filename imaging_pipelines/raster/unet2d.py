@@ -217,9 +217,10 @@ def _validate(model, norm, class_values, classes, validation, patch, device) -> 
 
 @torch.no_grad()
 def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
-                   patch_size: int, overlap: float = 0.25, device: str = "cpu") -> np.ndarray:
+                   patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False):
     """``(y, x)`` uint8 class values of a ``(c, y, x)`` image: MONAI sliding-window inference
-    (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0."""
+    (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0.
+    ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``."""
     _check_patch(patch_size)
     if image.ndim != 3:
         raise ValueError(f"image must be (c, y, x), got {image.shape}")
@@ -232,6 +233,8 @@ def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list
     index = logits.argmax(1)[0].cpu().numpy()
     out = np.asarray(class_values, np.uint8)[index]
     out[~np.isfinite(image).all(axis=0)] = 0
+    if return_probabilities:
+        return out, torch.softmax(logits, 1)[0].float().cpu().numpy()
     return out
 
 

@@ -66,7 +66,8 @@ def raster_to_dataset(raster: Raster, attrs: dict | None = None, *, stack: list[
 
     ``stack``/``times``: several rasters on ``raster``'s grid (one per acquisition date) stored as
     ``(time, band, y, x)`` with a ``time`` coordinate of date strings. ``layers``: extra per-pixel
-    variables, ``(y, x)`` or ``(time, y, x)`` arrays, stored beside ``raster`` on the same grid.
+    variables, ``(y, x)`` or ``(time, y, x)`` arrays or ``(dims, array)`` pairs (e.g. ``(("class", "y", "x"),
+    probabilities)``), stored beside ``raster`` on the same grid.
     """
     t = raster.transform
     coords: dict = {"band": np.arange(1, raster.count + 1)}
@@ -92,7 +93,10 @@ def raster_to_dataset(raster: Raster, attrs: dict | None = None, *, stack: list[
     da = da.rio.write_transform(t, grid_mapping_name=GRID_MAPPING)
     ds = da.to_dataset()
     for name, layer in (layers or {}).items():
-        layer_dims = ("time", "y", "x") if layer.ndim == 3 else ("y", "x")
+        if isinstance(layer, tuple):  # (dims, array) with its own leading dimension, e.g. ("class", "y", "x")
+            layer_dims, layer = layer
+        else:
+            layer_dims = ("time", "y", "x") if layer.ndim == 3 else ("y", "x")
         ds[name] = xr.DataArray(layer, dims=layer_dims, attrs={"grid_mapping": GRID_MAPPING})
     ds.attrs["coordinates"] = GRID_MAPPING  # so a plain open_zarr keeps spatial_ref as a coordinate
     return ds

@@ -1,9 +1,9 @@
 """Scene outputs: every tile of a scene stitched back into Cloud-Optimized GeoTIFFs, class polygons as
 GeoJSON (scene CRS), class areas in hectares, and the held-out evaluation of model and baseline.
 
-Per scene, under ``<root>/<dataset>/scene_outputs/<scene>/``: ``classes.tif`` (uint8 class values; each
-pixel from the tile whose core holds it: every tile was predicted over its whole window, so borders had
-their neighbours' context), ``composite.tif`` (float32 analysis-ready bands and indices, overlaps feathered
+Per scene, under ``<root>/<dataset>/scene_outputs/<scene>/``: ``classes.tif`` (uint8 class values: the
+argmax of the tiles' model probabilities, feathered linearly across tile overlaps; for baseline tiles, each
+pixel from the tile whose core holds it), ``composite.tif`` (float32 analysis-ready bands and indices, overlaps feathered
 linearly), ``classes.geojson``, ``summary.json``. A scene whose tiles are not all segmented is skipped and
 listed as incomplete.
 """
@@ -83,10 +83,16 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
     missing = [k for k, s in stores.items() if not s.exists()]
     if missing:
         return SceneOutcome(source.scene, False, len(missing))
-    classes, composites, cloud, nodata, valid_px = [], [], 0.0, 0.0, 0
+    classes, probabilities, composites, cloud, nodata, valid_px = [], [], [], 0.0, 0.0, 0
+    class_values = None
     for tile, key in zip(tiles, keys):
         labels = read_tile_zarr(stores[key])
         classes.append((tile, labels))
+        layers = read_tile_layers(stores[key], "baseline", "reference", "probability")
+        if "probability" in layers:
+            class_values = layers["attrs"]["class_values"]
+            probabilities.append((tile, labels.with_array(layers["probability"].astype(np.float32), nodata=None,
+                                                          band_names=[str(v) for v in class_values])))
         prepared = stage_store(root, dataset.id, PREPARED, key)
         composites.append((tile, read_tile_zarr(prepared)))
         attrs = read_tile_layers(prepared)["attrs"]
@@ -94,7 +100,6 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
         cloud += float(attrs.get("cloud_fraction") or 0.0) * n
         nodata += float(attrs.get("nodata_fraction") or 0.0) * n
         valid_px += n
-        layers = read_tile_layers(stores[key], "baseline", "reference")
         if "reference" in layers:
             rows, cols = tile.core_in_window.slices
             valid = np.isfinite(composites[-1][1].array[:, rows, cols]).all(axis=0)
@@ -104,8 +109,13 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
             for s in (split, "all"):
                 pooled.add(s, method, labels.array[0, rows, cols], ref, valid, seg.classes)
                 pooled.add(s, "baseline_otsu", layers["baseline"][rows, cols], ref, valid, seg.classes)
-    scene_classes = stitch(classes, grid.height, grid.width, blend="core")
     scene_composite = stitch(composites, grid.height, grid.width, blend="feather")
+    scene_classes = stitch(classes, grid.height, grid.width, blend="core")
+    if len(probabilities) == len(tiles):  # every tile from the model: feather-blend the softmax, then argmax
+        blended = stitch(probabilities, grid.height, grid.width, blend="feather").array
+        values = np.asarray(class_values, np.uint8)[blended.argmax(axis=0)]
+        values[~np.isfinite(scene_composite.array).all(axis=0)] = 0
+        scene_classes = scene_classes.with_array(values[np.newaxis])
     folder = UPath(str(root)) / dataset.id / SCENE_OUTPUTS / source.scene
     outcome = SceneOutcome(source.scene, True, cloud_fraction=round(cloud / valid_px, 4),
                            nodata_fraction=round(nodata / valid_px, 4))

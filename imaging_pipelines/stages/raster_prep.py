@@ -28,7 +28,8 @@ def prepare_tile(dataset, partition: str, root: UPath | str) -> StageResult:
         raise FileNotFoundError(f"{source_store}: no ingested tile (materialise {TILES} first)")
     stack, dates = read_tile_stack(source_store)
     scene, tile = read_tile_info(source_store)
-    products = analysis_ready_tile(stack, dates, cfg)
+    known = read_tile_layers(source_store)["attrs"].get("scene_shifts") or {}
+    products = analysis_ready_tile(stack, dates, cfg, known_shifts={d: tuple(v) for d, v in known.items()})
     layers = {"cloud": products.cloud.astype(np.uint8), "nodata": products.nodata.astype(np.uint8),
               "valid_count": products.valid_count.astype(np.uint8)}
     reference = read_tile_layers(source_store, "reference").get("reference")

@@ -2,7 +2,8 @@
 borders see their neighbours' context) and the classical baseline (Otsu on the index of each class).
 
 Store ``<root>/<dataset>/tile_segmentation/<key>.zarr``: ``raster`` = one band ``class`` (uint8 class
-values, 0 = background) on the tile window; layers ``baseline`` and, when labelled, ``reference``. The
+values, 0 = background) on the tile window; layers ``baseline``, ``probability`` (model's softmax x 255,
+``(class, y, x)`` uint8 in the order of the ``class_values`` attribute) and, when labelled, ``reference``. The
 tile's figures (class fractions, IoU per class on the core) are stored in the ``raster`` attributes.
 Until a model exists (or with ``method: baseline``) the baseline is the segmentation.
 """
@@ -35,7 +36,7 @@ def segment_tile(dataset, partition: str, root: UPath | str, device: str = "auto
     reference = read_tile_layers(source, "reference").get("reference")
     baseline = otsu_baseline(composite, seg.classes, seg.baselines)
     method, version, notes = "baseline", None, []
-    prediction = baseline
+    prediction, probability, class_values = baseline, None, None
     if seg.method == "unet":
         try:
             model, normalisation, class_values, meta = load_tile_model(root, dataset.id, str(pick_device(device)))
@@ -44,8 +45,9 @@ def segment_tile(dataset, partition: str, root: UPath | str, device: str = "auto
         else:
             from imaging_pipelines.raster.unet2d import predict_unet2d
 
-            prediction = predict_unet2d(model, normalisation, class_values, model_inputs(dataset, composite),
-                                        seg.training.patch_size, seg.overlap, str(pick_device(device)))
+            prediction, probability = predict_unet2d(
+                model, normalisation, class_values, model_inputs(dataset, composite), seg.training.patch_size,
+                seg.overlap, str(pick_device(device)), return_probabilities=True)
             method, version = "unet2d", meta.get("version")
     prediction = np.where(np.isfinite(composite.array).all(axis=0), prediction, 0).astype(np.uint8)
     rows_core, cols_core = tile.core_in_window.slices
@@ -64,11 +66,14 @@ def segment_tile(dataset, partition: str, root: UPath | str, device: str = "auto
             not (ref_core.any() and not core.any()), "classes in the reference are found in the tile core",
             {"reference_pixels": int((ref_core > 0).sum()), "predicted_pixels": int((core > 0).sum())})
     layers = {"baseline": baseline.astype(np.uint8)}
+    if probability is not None:  # softmax x 255, for blending overlaps when the scene is stitched
+        layers["probability"] = (("class", "y", "x"), np.rint(probability * 255).astype(np.uint8))
     if reference is not None:
         layers["reference"] = reference
     out = composite.with_array(prediction[np.newaxis], nodata=None, band_names=["class"])
     store = stage_store(root, dataset.id, TILE_SEGMENTATION, partition)
-    write_tile_zarr(out, store, tile=tile, scene=scene, layers=layers, attrs={"figures": figures})
+    attrs = {"figures": figures, "class_values": class_values}
+    write_tile_zarr(out, store, tile=tile, scene=scene, layers=layers, attrs=attrs)
     rows = [{"class": n, "value": v, "core_fraction": figures["class_fractions"][n],
              **({"iou": figures["iou"].get(n), "baseline_iou": figures["baseline_iou"].get(n)} if reference is not None else {})}
             for n, v in seg.classes.items()]

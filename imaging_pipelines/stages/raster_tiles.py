@@ -1,6 +1,8 @@
 """Remote-sensing ingestion per tile: the acquisitions of one scene window, on the scene grid, as one Zarr
 store ``<root>/<dataset>/scene_tiles/<scene>__r<row>_c<col>.zarr`` with dims ``(time, band, y, x)``
 (float32 DN, NaN = nodata) and, when the scene has labels, a ``reference`` layer ``(y, x)`` of class values.
+The ``scene_shifts`` attribute holds each later date's shift against the first, measured on the scene
+(see :func:`scene_shifts`); the analysis-ready stage applies it.
 
 The tile window includes the catalog's overlap on every side (clipped at the scene edge); the core and
 window are recorded in the store's ``tile`` attribute.
@@ -8,7 +10,10 @@ window are recorded in the store's ``tile`` attribute.
 
 from __future__ import annotations
 
+import json
+import math
 import time
+import uuid
 from functools import lru_cache
 
 import numpy as np
@@ -71,6 +76,37 @@ def find_tile(dataset, partition: str):
     return source, grid, tile
 
 
+SHIFT_WINDOW_PX = 1024  # co-registration is measured on the central window of this size (or the whole scene)
+
+
+def scene_shifts(dataset, source, grid, root: UPath | str) -> dict[str, list[float]]:
+    """Date -> ``(dy, dx)`` px of each later date against the first, measured once per scene version by
+    phase correlation on the scene's central ``SHIFT_WINDOW_PX`` window (a small tile with little texture
+    or many clouds can mislead it). Cached as JSON under ``scene_tiles/_scene_shifts/``; dates where the
+    shift cannot be measured are left out (each tile then measures its own)."""
+    from imaging_pipelines.raster.analysis_ready import analysis_ready_tile
+    from imaging_pipelines.raster.raster import PixelWindow
+    from imaging_pipelines.raster.scene_read import read_acquisition_window
+    from imaging_pipelines.raster.scenes import scene_fingerprint
+
+    cfg = dataset.remote_sensing
+    if not cfg.coregister or len(source.acquisitions) < 2:
+        return {}
+    cache = UPath(str(root)) / dataset.id / TILES / "_scene_shifts" / f"{source.scene}-{scene_fingerprint(source)}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    h, w = min(grid.height, SHIFT_WINDOW_PX), min(grid.width, SHIFT_WINDOW_PX)
+    window = PixelWindow((grid.height - h) // 2, (grid.width - w) // 2, h, w)
+    stack = [read_acquisition_window(source, a, cfg, grid, window)[0] for a in source.acquisitions]
+    records = analysis_ready_tile(stack, [a.date for a in source.acquisitions], cfg).shifts[1:]
+    shifts = {r["date"]: [r["dy_px"], r["dx_px"]] for r in records if math.isfinite(r["dy_px"])}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f"{cache.name}.{uuid.uuid4().hex[:8]}.partial")
+    partial.write_text(json.dumps(shifts))
+    partial.rename(cache)
+    return shifts
+
+
 def ingest_tile(dataset, partition: str, root: UPath | str) -> StageResult:
     """Read every acquisition of the tile's window onto the scene grid and store the date stack."""
     from imaging_pipelines.raster.scene_read import read_acquisition_window, read_label_window
@@ -99,7 +135,9 @@ def ingest_tile(dataset, partition: str, root: UPath | str) -> StageResult:
         {"dates": len(rows), "min_nodata_fraction": min(r["nodata_fraction"] for r in rows)})}
     if empty:
         notes.append("every pixel of the tile window is nodata in every date (outside the footprint, or a fill-only file)")
+    shifts = scene_shifts(dataset, source, grid, root)
     store = stage_store(root, dataset.id, TILES, partition)
-    write_tile_zarr(stack[0], store, tile=tile, scene=source.scene, stack=stack, times=dates, layers=layers)
+    write_tile_zarr(stack[0], store, tile=tile, scene=source.scene, stack=stack, times=dates, layers=layers,
+                    attrs={"scene_shifts": shifts})
     return StageResult(str(store), images=[d or "undated" for d in dates], rows=rows, notes=notes, checks=checks,
                        runtime_s=time.perf_counter() - start)
