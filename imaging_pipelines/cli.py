@@ -90,5 +90,23 @@ def generate_demo_data(
     typer.echo(f"wrote {len(manifest.patients)} patient(s) into {inbox} and the atlas into {atlas_image.parent}")
 
 
+@app.command("generate-demo-scenes")
+def generate_demo_scenes(
+    inbox: Path = typer.Argument(..., help="folder to write the synthetic satellite scenes into"),
+    scenes: int = typer.Option(4, min=1, max=20, help="number of scenes"),
+    dates: int = typer.Option(3, min=1, max=12, help="acquisition dates per scene"),
+    size: int = typer.Option(320, min=64, max=4096, help="scene width and height in pixels (10 m)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write synthetic multi-date Landsat-like scenes (per-band GeoTIFFs B2-B6 + BQA in UTM, clouds, shifts
+    between dates) with their water / built-up truth labels into INBOX, without running the pipeline."""
+    from imaging_pipelines.demo.scenes import write_demo_scenes
+
+    written = write_demo_scenes(inbox, n_scenes=scenes, size=size, n_dates=dates, seed=seed)
+    for scene in written:
+        typer.echo(f"{scene['name']}: {len(scene['dates'])} date(s), shifts {scene['shifts']} px, {scene['crs']}")
+    typer.echo(f"wrote {len(written)} scene(s) into {inbox}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
