@@ -93,6 +93,41 @@ class SensorConfig(BaseModel):
     running_by_default: bool = False
 
 
+class ScheduleConfig(BaseModel):
+    """When ``<id>__inbox_schedule`` scans the inbox (an alternative to the sensor's polling interval).
+
+    ``cron``: a five-field cron expression (``"0 2 * * *"`` = every night at 02:00); ``timezone``: an IANA
+    zone name (``Europe/Berlin``); ``enabled``: whether the schedule runs as soon as the code location is
+    loaded (default off: switch it on under *Automation* in the UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field("0 * * * *", description="cron expression (minute hour day-of-month month day-of-week)")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in")
+    enabled: bool = Field(False, description="running by default (else stopped until switched on)")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        value = value.strip()
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *': every day at 02:00)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        return value
+
+
 class DatasetConfig(BaseModel):
     """One dataset of the catalog."""
 
@@ -112,6 +147,7 @@ class DatasetConfig(BaseModel):
     remote_sensing: RemoteSensingConfig | None = Field(None, description="bands, tiling, masks, indices, "
                                                        "composites and segmentation of remote_sensing datasets")
     sensor: SensorConfig = Field(default_factory=SensorConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     source_file: str = Field("", exclude=True)
 
     @field_validator("id")

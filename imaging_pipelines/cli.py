@@ -108,5 +108,48 @@ def generate_demo_scenes(
     typer.echo(f"wrote {len(written)} scene(s) into {inbox}")
 
 
+@app.command()
+def backfill(
+    dataset: str = typer.Argument(..., help="dataset id (catalog `id`)"),
+    partitions: str = typer.Option(None, "--partitions", help="comma-separated partition keys (K1,K2)"),
+    all_partitions: bool = typer.Option(False, "--all", help="every partition the dataset has"),
+    assets: str = typer.Option(None, "--assets", help="comma-separated partitioned assets (default: all of them), "
+                                                       "e.g. ingested_scans,preprocessed"),
+    host: str = typer.Option("127.0.0.1", help="Dagster webserver host"),
+    port: int = typer.Option(3000, help="Dagster webserver port"),
+    wait: bool = typer.Option(False, "--wait", help="follow the backfill with a progress bar until it is done"),
+    timeout: float = typer.Option(None, help="with --wait: give up after this many seconds"),
+) -> None:
+    """Launch a partition backfill of DATASET on a running Dagster webserver (`make ui`; its daemon runs the
+    backfill) and print its id; with --wait follow it and print the materialised and failed partitions
+    (exit code 1 when any failed)."""
+    from imaging_pipelines.backfill import (
+        BackfillError,
+        DagsterGraphQL,
+        launch_backfill,
+        resolve_target,
+        summary_lines,
+        wait_for_backfill,
+    )
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    client = DagsterGraphQL(host, port)
+    try:
+        target = resolve_target(client, dataset, split(partitions), all_partitions, split(assets))
+        backfill_id = launch_backfill(client, target)
+        typer.echo(f"launched backfill {backfill_id}: {len(target.partitions)} partition(s) of {dataset}, assets "
+                   + ", ".join("/".join(p[1:]) for p in target.assets))
+        typer.echo(f"  http://{host}:{port}/runs/b/{backfill_id}")
+        if not wait:
+            return
+        outcome = wait_for_backfill(client, backfill_id, target.partitions, timeout_s=timeout)
+    except BackfillError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary_lines(outcome):
+        typer.echo(line)
+    raise typer.Exit(1 if outcome.failed or outcome.pending else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

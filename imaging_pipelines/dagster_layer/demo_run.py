@@ -71,11 +71,12 @@ def run_job(defs, name: str, instance):
 
 def _phases(defs, dataset_id: str) -> tuple[list, list]:
     """Per-patient asset keys before the trained models (ingest .. register) and after them (segment, evaluate)."""
+    from imaging_pipelines.dagster_layer.report_assets import PATIENT_REPORT
     from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTED
 
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.toposorted_asset_keys if k.path[0] == dataset_id and graph.get(k).is_partitioned]
-    after = [k for k in keys if k.path[-1] in (SEGMENTED, EVALUATED)]
+    after = [k for k in keys if k.path[-1] in (SEGMENTED, EVALUATED, PATIENT_REPORT)]
     return [k for k in keys if k not in after], after
 
 

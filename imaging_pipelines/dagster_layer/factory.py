@@ -9,6 +9,7 @@ from dagster import Definitions
 
 from imaging_pipelines.catalog import DatasetConfig, load_catalog
 from imaging_pipelines.dagster_layer.medical import DatasetChain, build_medical_chain
+from imaging_pipelines.dagster_layer.operations import build_failure_sensors, build_inbox_schedule
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.privacy import PSEUDONYM_KEY_ENV, using_development_key
 
@@ -30,6 +31,7 @@ def build_definitions(catalog: str | Path | None = None, storage_root: str | Non
     return Definitions(
         assets=[a for c in chains.values() for a in c.assets],
         jobs=[j for c in chains.values() for j in c.jobs],
-        sensors=[c.sensor for c in chains.values()],
+        schedules=[build_inbox_schedule(d, chains[d.id]) for d in datasets],
+        sensors=[c.sensor for c in chains.values()] + build_failure_sensors(datasets),
         resources={"storage": ImagingStorage(root=storage_root or ""), "torch_device": TorchDevice()},
     )

@@ -2,7 +2,7 @@
 
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetCheckResult,
@@ -31,7 +31,9 @@ from dagster import (
 )
 
 from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.segmentation_assets import build_segmentation_assets
 from imaging_pipelines.errors import ImagingInputError
 from imaging_pipelines.inbox import diff_inbox, list_inbox_files
@@ -83,7 +85,16 @@ def ingestion_metadata(result: PartitionIngestion) -> dict:
         "warning_count": len(result.warnings),
         "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
         "storage_path": MetadataValue.path(result.store_path),
+        **preview_metadata(result.store_path),
     }
+
+
+def preview_metadata(store_path: str) -> dict:
+    """``{"preview": <markdown with an embedded PNG thumbnail>}`` of a stage store (empty when none)."""
+    from imaging_pipelines.stages.preview import preview_markdown, store_preview
+
+    markdown = preview_markdown(store_preview(store_path))
+    return {"preview": MetadataValue.md(markdown)} if markdown else {}
 
 
 def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
@@ -97,6 +108,8 @@ def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsD
             "one image per series with exact geometry (LPS mm) and a multiscale pyramid."
         ),
         metadata={"dataset": dataset.id, "formats": ", ".join(dataset.formats)},
+        backfill_policy=PARTITION_BACKFILL_POLICY,
+        retry_policy=TRANSIENT_RETRY_POLICY,
     )
     def ingested_scans(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
         key = context.partition_key
@@ -144,6 +157,7 @@ def stage_metadata(result: StageResult) -> dict:
         "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
         "runtime_s": round(result.runtime_s, 3),
         "storage_path": MetadataValue.path(result.store_path),
+        **preview_metadata(result.store_path),
     }
 
 
@@ -172,6 +186,8 @@ def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefin
         description=description,
         check_specs=[AssetCheckSpec(c, asset=key, description=c.replace("_", " ")) for c in check_names],
         metadata={"dataset": dataset.id},
+        backfill_policy=PARTITION_BACKFILL_POLICY,
+        retry_policy=TRANSIENT_RETRY_POLICY,
     )
     def stage_asset(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
         partition = context.partition_key
@@ -223,6 +239,39 @@ def build_registration_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return registration_model
 
 
+@dataclass
+class InboxScan:
+    """What one scan of an inbox found, compared with the previous scan's ``state``.
+
+    ``keys``: every partition key the inbox holds now; ``requests``: (partition key, digest of its files)
+    for each partition with new, changed or removed files, the partitions to (re)run; ``state``: the new
+    state to keep (JSON-serialisable; hashes of paths with size and mtime, never the paths themselves);
+    ``warnings`` / ``errors``: messages to log (inbox-relative paths and scene names only); ``digests``:
+    the digest of every current partition's files (what a run key ``<key>:<digest>`` is made of)."""
+
+    keys: list[str]
+    requests: list[tuple[str, str]]
+    state: dict
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+def scan_patients(dataset: DatasetConfig, previous_state: dict | None) -> InboxScan:
+    """Scan a medical dataset's inbox: patients (pseudonymous keys) now present and those whose files are
+    new, changed or removed since ``previous_state`` (only new or changed files have their headers read)."""
+    changes = diff_inbox(previous_state or {}, list_inbox_files(dataset.inbox, dataset.formats, dataset.label_suffixes))
+    warnings = []
+    if changes.unassigned:
+        warnings.append(
+            f"{len(changes.unassigned)} inbox file(s) belong to no patient (not DICOM, no DICOM beside them): "
+            + ", ".join(f.relpath for f in changes.unassigned[:10])
+        )
+    digests = {k: _patient_digest(changes.state, k) for k in changes.current_patients}
+    requests = [(k, digests[k]) for k in changes.changed_patients]
+    return InboxScan(list(changes.current_patients), requests, changes.state, warnings, digests=digests)
+
+
 def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
     @sensor(
         name=f"{dataset.id}__inbox_sensor",
@@ -232,26 +281,30 @@ def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefi
         description=f"Watches {dataset.id}'s inbox; adds a partition per new patient and re-ingests patients whose files changed.",
     )
     def inbox_sensor(context: SensorEvaluationContext):
-        previous = json.loads(context.cursor) if context.cursor else {}
-        changes = diff_inbox(previous, list_inbox_files(dataset.inbox, dataset.formats, dataset.label_suffixes))
-        if changes.unassigned:
-            context.log.warning(
-                f"{len(changes.unassigned)} inbox file(s) belong to no patient (not DICOM, no DICOM beside them): "
-                + ", ".join(f.relpath for f in changes.unassigned[:10])
-            )
-        existing = set(context.instance.get_dynamic_partitions(partitions.name))
-        new_keys = [k for k in changes.current_patients if k not in existing]
-        cursor = json.dumps(changes.state, sort_keys=True)
-        if not changes.changed_patients and not new_keys:
-            return SensorResult(skip_reason=SkipReason("no new or changed files"), cursor=cursor)
-        digest = {k: _patient_digest(changes.state, k) for k in changes.changed_patients}
-        return SensorResult(
-            run_requests=[RunRequest(partition_key=k, run_key=f"{k}:{digest[k]}") for k in changes.changed_patients],
-            dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
-            cursor=cursor,
-        )
+        scan = scan_patients(dataset, json.loads(context.cursor) if context.cursor else {})
+        return inbox_sensor_result(context, scan, partitions, "no new or changed files")
 
     return inbox_sensor
+
+
+def inbox_sensor_result(context: SensorEvaluationContext, scan: InboxScan, partitions: DynamicPartitionsDefinition,
+                        skip_message: str) -> SensorResult:
+    """The sensor's answer to a scan: partitions to add, one run per new or changed partition (run key =
+    partition key + digest of its files), and the scan state as the cursor."""
+    for message in scan.warnings:
+        context.log.warning(message)
+    for message in scan.errors:
+        context.log.error(message)
+    existing = set(context.instance.get_dynamic_partitions(partitions.name))
+    new_keys = [k for k in scan.keys if k not in existing]
+    cursor = json.dumps(scan.state, sort_keys=True)
+    if not scan.requests and not new_keys:
+        return SensorResult(skip_reason=SkipReason(skip_message), cursor=cursor)
+    return SensorResult(
+        run_requests=[RunRequest(partition_key=k, run_key=f"{k}:{digest}") for k, digest in scan.requests],
+        dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor,
+    )
 
 
 def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
@@ -270,22 +323,24 @@ def build_medical_chain(dataset: DatasetConfig) -> DatasetChain:
     elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
     assets += build_segmentation_assets(dataset, partitions)
+    assets += build_report_assets(dataset, partitions, assets)
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",
         selection=[a.key for a in assets if a.partitions_def is not None],
         partitions_def=partitions,
-        description=f"Every per-patient stage of {dataset.id} (ingest, preprocess, register, segment, evaluate) "
-                    "for one patient; trained models are used as they are, never retrained here.",
+        description=f"Every per-patient stage of {dataset.id} (ingest, preprocess, register, segment, evaluate, "
+                    "report) for one patient; trained models are used as they are, never retrained here.",
     )
     return DatasetChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job), cohort_jobs(dataset, assets))
 
 
 def cohort_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition]) -> list[JobDefinition]:
     """``<id>__training_job`` (the model assets) and ``<id>__cohort_job`` (cohort summaries), when present."""
+    from imaging_pipelines.dagster_layer.report_assets import COHORT_REPORT
     from imaging_pipelines.dagster_layer.segmentation_assets import COHORT_EVALUATION
 
     unpartitioned = [a.key for a in assets if a.partitions_def is None]
-    summaries = [k for k in unpartitioned if k.path[-1] == COHORT_EVALUATION]
+    summaries = [k for k in unpartitioned if k.path[-1] in (COHORT_EVALUATION, COHORT_REPORT)]
     models = [k for k in unpartitioned if k not in summaries]
     jobs = []
     if models:
@@ -293,5 +348,5 @@ def cohort_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition]) -> list[
                                      description=f"Train (or reuse, when nothing changed) the models of {dataset.id}."))
     if summaries:
         jobs.append(define_asset_job(f"{dataset.id}__cohort_job", selection=summaries,
-                                     description=f"Cohort-wide summaries of {dataset.id} over every evaluated patient."))
+                                     description=f"Cohort-wide summaries of {dataset.id}: evaluation over every patient and the summary report."))
     return jobs

@@ -19,18 +19,23 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
     asset,
     define_asset_job,
     sensor,
 )
 
 from imaging_pipelines.catalog import DatasetConfig
-from imaging_pipelines.dagster_layer.medical import DatasetChain, rows_table, stage_metadata
+from imaging_pipelines.dagster_layer.medical import (
+    DatasetChain,
+    InboxScan,
+    inbox_sensor_result,
+    rows_table,
+    stage_metadata,
+)
+from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
+from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.dagster_layer.segmentation_assets import GPU_POOL, _checks, _fail
 from imaging_pipelines.errors import ImagingInputError
@@ -71,7 +76,8 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
 
     @asset(key=key, deps=[_key(dataset, d) for d in deps], partitions_def=partitions, group_name=dataset.id,
            kinds={"geotiff", "zarr"} if name == TILES else {"zarr"}, description=_DESCRIPTIONS[name],
-           check_specs=_checks(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None)
+           check_specs=_checks(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None,
+           backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY)
     def tile_asset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice) -> MaterializeResult:
         partition = context.partition_key
         try:
@@ -165,39 +171,41 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return scene_outputs
 
 
+def scan_scenes(dataset: DatasetConfig, previous_state: dict | None) -> InboxScan:
+    """Scan a remote-sensing dataset's inbox: the tile keys of every readable scene, and every tile of each
+    scene whose fingerprint (files, sizes, mtimes) differs from ``previous_state`` (scene -> fingerprint).
+    A scene whose tiling fails still gets one partition (``<scene>__r0_c0``) whose run fails with the reason."""
+    from imaging_pipelines.raster.scenes import scene_fingerprint
+    from imaging_pipelines.raster.tiling import partition_key
+    from imaging_pipelines.stages.raster_tiles import scene_tiles, scenes
+
+    previous = previous_state or {}
+    scan = InboxScan(keys=[], requests=[], state={})
+    for name, source in sorted(scenes(dataset).items()):
+        scan.warnings += [f"scene {name}: {problem}" for problem in source.problems]
+        if not source.acquisitions:
+            continue
+        scan.state[name] = fingerprint = scene_fingerprint(source)
+        try:
+            scene_keys = [t.key(name) for t in scene_tiles(dataset, source)[1]]
+        except ImagingInputError as exc:  # one partition whose run fails with the message, visible in the UI
+            scan.errors.append(f"scene {name}: {exc}")
+            scene_keys = [partition_key(name, 0, 0)]
+        scan.keys += scene_keys
+        scan.digests.update((k, fingerprint) for k in scene_keys)
+        if previous.get(name) != fingerprint:
+            scan.requests += [(k, fingerprint) for k in scene_keys]
+    return scan
+
+
 def build_scene_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
     @sensor(name=f"{dataset.id}__inbox_sensor", job=job, minimum_interval_seconds=dataset.sensor.interval_seconds,
             default_status=DefaultSensorStatus.RUNNING if dataset.sensor.running_by_default else DefaultSensorStatus.STOPPED,
             description=f"Watches {dataset.id}'s inbox; adds the tiles of new scenes as partitions and reruns every tile "
                         "of a scene whose files changed.")
     def scene_sensor(context: SensorEvaluationContext):
-        from imaging_pipelines.raster.scenes import scene_fingerprint
-        from imaging_pipelines.raster.tiling import partition_key
-        from imaging_pipelines.stages.raster_tiles import scene_tiles, scenes
-
-        previous = json.loads(context.cursor) if context.cursor else {}
-        current, requests, keys = {}, [], []
-        for name, source in sorted(scenes(dataset).items()):
-            for problem in source.problems:
-                context.log.warning(f"scene {name}: {problem}")
-            if not source.acquisitions:
-                continue
-            current[name] = fingerprint = scene_fingerprint(source)
-            try:
-                scene_keys = [t.key(name) for t in scene_tiles(dataset, source)[1]]
-            except ImagingInputError as exc:  # one partition whose run fails with the message, visible in the UI
-                context.log.error(f"scene {name}: {exc}")
-                scene_keys = [partition_key(name, 0, 0)]
-            keys += scene_keys
-            if previous.get(name) != fingerprint:
-                requests += [RunRequest(partition_key=k, run_key=f"{k}:{fingerprint}") for k in scene_keys]
-        existing = set(context.instance.get_dynamic_partitions(partitions.name))
-        new = [k for k in keys if k not in existing]
-        cursor = json.dumps(current, sort_keys=True)
-        if not requests and not new:
-            return SensorResult(skip_reason=SkipReason("no new or changed scenes"), cursor=cursor)
-        return SensorResult(run_requests=requests, cursor=cursor,
-                            dynamic_partitions_requests=[partitions.build_add_request(new)] if new else [])
+        scan = scan_scenes(dataset, json.loads(context.cursor) if context.cursor else {})
+        return inbox_sensor_result(context, scan, partitions, "no new or changed scenes")
 
     return scene_sensor
 
@@ -218,8 +226,12 @@ def build_remote_sensing_chain(dataset: DatasetConfig) -> DatasetChain:
         checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
         assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True))
         assets.append(build_scene_outputs_asset(dataset))
-        other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job", selection=[_key(dataset, SCENE_OUTPUTS)],
-                                           description=f"Stitch, vectorise and measure every complete scene of {dataset.id}."))
+        reports = build_report_assets(dataset, partitions, assets)
+        assets += reports
+        other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job",
+                                           selection=[_key(dataset, SCENE_OUTPUTS), *(a.key for a in reports)],
+                                           description=f"Stitch, vectorise and measure every complete scene of {dataset.id}, "
+                                                       "then write the scene reports and the summary page."))
     job = define_asset_job(name=f"{dataset.id}__tile_job", partitions_def=partitions,
                            selection=[a.key for a in assets if a.partitions_def is not None],
                            description=f"Every per-tile stage of {dataset.id} for one tile; trained models are used "

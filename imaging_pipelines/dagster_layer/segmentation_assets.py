@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.errors import ImagingInputError
 from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTATION_MODEL, SEGMENTED, input_stage
@@ -99,6 +100,7 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
 
     @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
            check_specs=_checks(key, "mask_not_empty_where_reference_is"),
+           backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            description="Masks of every selected image: Gaussian sliding-window inference of the current model "
                        "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
                        "labels, a NIfTI mask on the original grid and a pseudonymised DICOM SEG for DICOM sources.")
@@ -132,7 +134,7 @@ def build_evaluation_asset(dataset: DatasetConfig, partitions: DynamicPartitions
     from imaging_pipelines.dagster_layer.medical import rows_table
 
     @asset(key=_key(dataset, EVALUATED), deps=[_key(dataset, SEGMENTED)], partitions_def=partitions,
-           group_name=dataset.id, kinds={"json"},
+           group_name=dataset.id, kinds={"json"}, backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            description="Dice, IoU, HD95 (mm) and volume difference (mL) of the model and every baseline against "
                        "the reference label, per image and class, with the patient's train/test split.")
     def segmentation_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:

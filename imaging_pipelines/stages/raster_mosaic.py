@@ -84,6 +84,7 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
     if missing:
         return SceneOutcome(source.scene, False, len(missing))
     classes, probabilities, composites, cloud, nodata, valid_px = [], [], [], 0.0, 0.0, 0
+    scene_pool = _Pooled()  # this scene's labelled tiles, every split
     class_values = None
     for tile, key in zip(tiles, keys):
         labels = read_tile_zarr(stores[key])
@@ -106,9 +107,9 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
             ref = layers["reference"][rows, cols]
             split = tile_split(dataset, key)
             method = layers["attrs"].get("figures", {}).get("method", "model")
-            for s in (split, "all"):
-                pooled.add(s, method, labels.array[0, rows, cols], ref, valid, seg.classes)
-                pooled.add(s, "baseline_otsu", layers["baseline"][rows, cols], ref, valid, seg.classes)
+            for pool, s in ((pooled, split), (pooled, "all"), (scene_pool, "all")):
+                pool.add(s, method, labels.array[0, rows, cols], ref, valid, seg.classes)
+                pool.add(s, "baseline_otsu", layers["baseline"][rows, cols], ref, valid, seg.classes)
     scene_composite = stitch(composites, grid.height, grid.width, blend="feather")
     scene_classes = stitch(classes, grid.height, grid.width, blend="core")
     if len(probabilities) == len(tiles):  # every tile from the model: feather-blend the softmax, then argmax
@@ -132,7 +133,9 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
                             class_areas_ha(scene_classes.array[0], grid.transform, grid.crs, seg.classes).items()}
         summary = {"scene": source.scene, "crs": str(grid.crs), "height": grid.height, "width": grid.width,
                    "areas_ha": outcome.areas_ha, "cloud_fraction": outcome.cloud_fraction,
-                   "nodata_fraction": outcome.nodata_fraction, "polygons": len(polygons.get("features", []))}
+                   "nodata_fraction": outcome.nodata_fraction, "polygons": len(polygons.get("features", [])),
+                   "dates": [a.date for a in source.acquisitions],
+                   "evaluation_iou": scene_pool.iou().get("all", {})}  # method -> class -> IoU, pooled over tile cores
         (local / "summary.json").write_text(json.dumps(summary, indent=1))
         for name in ("classes.tif", "composite.tif", "classes.geojson", "summary.json"):
             outcome.files[name] = _publish(local / name, folder / name)

@@ -1,0 +1,313 @@
+"""Operations around the dataset chains: inbox schedules, backfill and retry policies, and the run-failure
+recorder that keeps a per-dataset list of failed partitions for the reports.
+
+- ``<id>__inbox_schedule``: the inbox sensor's scan on a cron (catalog ``schedule:`` block). New partitions
+  are added directly on the instance (schedules cannot return dynamic partition requests). Schedules have
+  no cursor: what has been requested is read from the instance instead. Each partition's run key is
+  ``<key>:<digest of its files>`` (the sensor's run keys too), and a partition is requested only when no
+  run with its current run key exists, i.e. when its files are new or changed since its last launched run,
+  whoever launched it. The scan state (hashes of inbox-relative paths with size and mtime, never the
+  paths) is cached in ``<storage root>/<id>/_inbox_schedule_state.json`` so unchanged files are not read
+  again; losing it costs a rescan, never a duplicate run, and a dry-run evaluation (UI *Test schedule*)
+  launches nothing and so suppresses nothing.
+- Policies of the per-partition assets: ``BackfillPolicy.multi_run(1)`` (the asset bodies read
+  ``context.partition_key``, which a run over a range of partitions does not have) and a ``RetryPolicy``
+  for transient errors: bad input raises ``Failure(allow_retries=False)``, which Dagster fails at once
+  without consulting the retry policy; any other exception (I/O hiccup, out of memory, a flaky remote
+  store) is retried twice with exponential backoff and jitter.
+- ``run_failure_recorder`` / ``run_success_recorder``: each failed run of this code location is appended
+  as a JSON line to ``<storage root>/<dataset>/_failures.jsonl`` (dataset, partition, failed steps and
+  assets, error message); a later successful run of a partition that has an open failure appends a
+  ``success`` record. :func:`read_failures` folds the file: the latest failure of each partition not
+  followed by a success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from dagster import (
+    Backoff,
+    BackfillPolicy,
+    BetaWarning,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    DagsterRunStatus,
+    Jitter,
+    RetryPolicy,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    RunStatusSensorContext,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorDefinition,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    schedule,
+)
+
+from imaging_pipelines.backfill import run_partition
+from imaging_pipelines.dagster_layer.resources import ImagingStorage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imaging_pipelines.catalog import DatasetConfig
+    from imaging_pipelines.dagster_layer.medical import DatasetChain
+
+# backfill_policy is a beta parameter of @asset; we rely on its documented multi_run semantics only.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=BetaWarning)
+
+# One partition per run: the asset bodies use context.partition_key (a multi-partition run would give them
+# a partition key range instead). A backfill of N partitions is N runs, each retried / re-executed alone.
+PARTITION_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
+# Transient errors only: Failure(allow_retries=False) (bad input) bypasses it. Delays ~10 s and ~30 s (+-10 s).
+TRANSIENT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+SCHEDULE_STATE_FILE = "_inbox_schedule_state.json"
+FAILURES_FILE = "_failures.jsonl"
+BACKFILL_TAG = "dagster/backfill"
+RUN_KEY_TAG = "dagster/run_key"
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def schedule_state_path(root, dataset_id: str):
+    return root / dataset_id / SCHEDULE_STATE_FILE
+
+
+def _write_text(path, text: str) -> None:
+    """Write a small file; local files atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in str(path):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, str(path))
+    else:
+        path.write_text(text)
+
+
+def load_schedule_state(root, dataset_id: str) -> dict:
+    """The schedule's scan cache (path hashes -> size:mtime and owner); {} when missing or unreadable."""
+    path = schedule_state_path(root, dataset_id)
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # unreadable cache: every file's header is read again; run keys still stop duplicate runs
+
+
+def save_schedule_state(root, dataset_id: str, state: dict) -> None:
+    _write_text(schedule_state_path(root, dataset_id), json.dumps(state, sort_keys=True))
+
+
+def launched_run_keys(instance, run_keys: list[str], chunk: int = 400) -> set[str]:
+    """The run keys among ``run_keys`` that already have a run in the instance (any status, any launcher)."""
+    found: set[str] = set()
+    for i in range(0, len(run_keys), chunk):
+        records = instance.get_run_records(RunsFilter(tags={RUN_KEY_TAG: run_keys[i:i + chunk]}))
+        found.update(r.dagster_run.tags.get(RUN_KEY_TAG) for r in records)
+    return found
+
+
+def scan_function(dataset: DatasetConfig):
+    from imaging_pipelines.dagster_layer.medical import scan_patients
+    from imaging_pipelines.dagster_layer.remote_sensing import scan_scenes
+
+    return scan_patients if dataset.domain == "medical" else scan_scenes
+
+
+def build_inbox_schedule(dataset: DatasetConfig, chain: DatasetChain) -> ScheduleDefinition:
+    """``<id>__inbox_schedule``: scan the inbox on the catalog's cron, add new partitions, run the new or
+    changed ones through the per-partition job (``<id>__patient_job`` / ``<id>__tile_job``)."""
+    cfg = dataset.schedule
+    partitions = chain.partitions
+    scan = scan_function(dataset)
+
+    @schedule(
+        name=f"{dataset.id}__inbox_schedule",
+        job=chain.job,
+        cron_schedule=cfg.cron,
+        execution_timezone=cfg.timezone,
+        default_status=DefaultScheduleStatus.RUNNING if cfg.enabled else DefaultScheduleStatus.STOPPED,
+        description=f"Scans {dataset.id}'s inbox on '{cfg.cron}' ({cfg.timezone}); adds new partitions and runs "
+                    "only those whose files are new or changed since their last run (run key = partition + "
+                    "digest of its files).",
+    )
+    def inbox_schedule(context: ScheduleEvaluationContext, storage: ImagingStorage):
+        root = storage.root_path()
+        result = scan(dataset, load_schedule_state(root, dataset.id))
+        for message in result.warnings:
+            context.log.warning(message)
+        for message in result.errors:
+            context.log.error(message)
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        new_keys = [k for k in result.keys if k not in existing]
+        if new_keys:
+            context.instance.add_dynamic_partitions(partitions.name, new_keys)
+        run_keys = {key: f"{key}:{result.digests[key]}" for key in result.keys}
+        launched = launched_run_keys(context.instance, list(run_keys.values()))
+        requests = [RunRequest(partition_key=key, run_key=rk) for key, rk in run_keys.items() if rk not in launched]
+        save_schedule_state(root, dataset.id, result.state)
+        if not requests:
+            return SkipReason(f"no new or changed files ({len(new_keys)} partition(s) added)" if new_keys
+                              else "no new or changed files")
+        return requests
+
+    return inbox_schedule
+
+
+# --------------------------------------------------------------------------- failure records
+
+
+def failures_path(root, dataset_id: str):
+    return root / dataset_id / FAILURES_FILE
+
+
+def _append_record(root, dataset_id: str, record: dict) -> None:
+    path = failures_path(root, dataset_id)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in str(path):
+        with open(str(path), "a") as fh:  # one short write per record
+            fh.write(line)
+    else:  # object stores have no append: rewrite the (small) file
+        previous = path.read_text() if path.exists() else ""
+        path.write_text(previous + line)
+
+
+def _record_key(record: dict) -> str:
+    """What a later success must cover to clear a failure: the partition, else the run's assets or job."""
+    if record.get("partition"):
+        return record["partition"]
+    return "assets:" + ",".join(record["assets"]) if record.get("assets") else f"job:{record.get('job')}"
+
+
+def read_failures(root, dataset_id: str) -> list[dict]:
+    """The open failures of a dataset: per partition (or, for unpartitioned runs, per asset selection / job)
+    the latest failure record not followed by a success record, oldest first. Keys of each record:
+    ``time``, ``status`` (``failed``), ``dataset``, ``partition``, ``run_id``, ``job``, ``backfill_id``,
+    ``assets`` (the run's asset selection), ``failed_steps``, ``failed_assets`` (asset names without the
+    dataset prefix), ``asset`` (those names joined by ", "), ``error``."""
+    from upath import UPath
+
+    path = failures_path(UPath(root) if not hasattr(root, "joinpath") else root, dataset_id)
+    if not path.exists():
+        return []
+    latest: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        key = _record_key(record)
+        if record.get("status") == "failed":
+            latest[key] = record
+        else:
+            latest.pop(key, None)
+    return sorted(latest.values(), key=lambda r: r.get("time", ""))
+
+
+def run_dataset(run, dataset_ids: set[str]) -> str | None:
+    """The dataset of a run: the prefix of its job name (``<id>__patient_job``) or of its assets."""
+    prefix = run.job_name.split("__")[0]
+    if prefix in dataset_ids:
+        return prefix
+    for key in sorted(run.asset_selection or [], key=lambda k: k.path):
+        if key.path[0] in dataset_ids:
+            return key.path[0]
+    return None
+
+
+def _asset_names(run, dataset_id: str) -> list[str]:
+    return sorted("/".join(k.path[1:]) for k in run.asset_selection or [] if k.path[0] == dataset_id)
+
+
+def failure_record(run, failure_event, step_failures, dataset_id: str) -> dict:
+    """A JSON-able record of one failed run. Error messages are Dagster's: the asset bodies name partitions
+    by pseudonym and files by their inbox path, never by patient data."""
+    steps, assets, errors = [], [], []
+    for event in step_failures:
+        steps.append(event.step_key)
+        prefix = f"{dataset_id}__"
+        assets.append(event.step_key[len(prefix):] if event.step_key.startswith(prefix) else event.step_key)
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None:
+            errors.append(f"{event.step_key}: {error.message.strip()}")
+    if not errors:
+        errors.append((failure_event.message or "run failed").strip())
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "status": "failed",
+        "dataset": dataset_id,
+        "partition": run_partition(run.tags),
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "backfill_id": run.tags.get(BACKFILL_TAG),
+        "assets": _asset_names(run, dataset_id),
+        "failed_steps": steps,
+        "failed_assets": assets,
+        "asset": ", ".join(assets),  # one display string for the reports' failure table
+        "error": "\n".join(errors),
+    }
+
+
+def record_failed_run(root, context: RunFailureSensorContext, dataset_ids: set[str]) -> dict | None:
+    run = context.dagster_run
+    dataset_id = run_dataset(run, dataset_ids)
+    if dataset_id is None:
+        return None
+    record = failure_record(run, context.failure_event, context.get_step_failure_events(), dataset_id)
+    _append_record(root, dataset_id, record)
+    return record
+
+
+def record_succeeded_run(root, run, dataset_ids: set[str]) -> dict | None:
+    """Append a success record when the run clears an open failure of its partition (else write nothing)."""
+    dataset_id = run_dataset(run, dataset_ids)
+    if dataset_id is None:
+        return None
+    record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "status": "success",
+              "dataset": dataset_id, "partition": run_partition(run.tags), "run_id": run.run_id,
+              "job": run.job_name, "assets": _asset_names(run, dataset_id)}
+    if not any(_record_key(f) == _record_key(record) for f in read_failures(root, dataset_id)):
+        return None
+    _append_record(root, dataset_id, record)
+    return record
+
+
+def build_failure_sensors(datasets: list[DatasetConfig]) -> list[SensorDefinition]:
+    """``run_failure_recorder`` and ``run_success_recorder`` for this code location's runs (running by default)."""
+    dataset_ids = {d.id for d in datasets}
+
+    @run_failure_sensor(
+        name="run_failure_recorder",
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+        description=f"Appends every failed run (dataset, partition, failed steps, error) to "
+                    f"<storage root>/<dataset>/{FAILURES_FILE}, for the reports' list of failed partitions.",
+    )
+    def run_failure_recorder(context: RunFailureSensorContext, storage: ImagingStorage):
+        record = record_failed_run(storage.root_path(), context, dataset_ids)
+        if record:
+            context.log.info(f"recorded failure of {record['dataset']} {record['partition'] or record['job']}")
+
+    @run_status_sensor(
+        run_status=DagsterRunStatus.SUCCESS,
+        name="run_success_recorder",
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+        description=f"Marks a recorded failure in <storage root>/<dataset>/{FAILURES_FILE} as resolved when a "
+                    "later run of the same partition succeeds.",
+    )
+    def run_success_recorder(context: RunStatusSensorContext, storage: ImagingStorage):
+        record = record_succeeded_run(storage.root_path(), context.dagster_run, dataset_ids)
+        if record:
+            context.log.info(f"cleared failure of {record['dataset']} {record['partition'] or record['job']}")
+
+    return [run_failure_recorder, run_success_recorder]

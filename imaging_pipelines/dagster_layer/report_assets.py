@@ -1,0 +1,119 @@
+"""Report assets: one self-contained HTML page per patient (medical, partitioned) or per scene (remote
+sensing), and one cohort / scene summary page per dataset listing failed partitions and linking every report.
+
+Lineage: <every per-patient asset> -> patient_report -> cohort_report (medical);
+scene_outputs -> scene_report -> cohort_report (remote sensing). Reports live under
+``<root>/<dataset>/reports/``; the asset metadata carries a thumbnail (``preview``) and the path.
+"""
+
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.dagster_layer.segmentation_assets import _fail
+from imaging_pipelines.errors import ImagingInputError
+
+PATIENT_REPORT = "patient_report"
+SCENE_REPORTS = "scene_report"
+COHORT_REPORT = "cohort_report"
+
+
+def _key(dataset: DatasetConfig, name: str) -> AssetKey:
+    return AssetKey([dataset.id, name])
+
+
+def report_metadata(outcome) -> dict:
+    from imaging_pipelines.stages.preview import preview_markdown
+
+    meta = {"preview": MetadataValue.md(preview_markdown(outcome.preview_png, "report preview")),
+            "report_path": MetadataValue.path(outcome.path), "sections": MetadataValue.text(", ".join(outcome.sections)),
+            "figures": outcome.figures, "report_warnings": len(outcome.warnings)}
+    for name, value in outcome.summary.items():
+        if isinstance(value, (int, float, str, bool)) and value is not None:
+            meta[name] = value
+        elif isinstance(value, (dict, list)):
+            meta[name] = MetadataValue.json(value)
+    return meta
+
+
+def build_patient_report_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
+                               upstream: list[AssetKey]) -> AssetsDefinition:
+    @asset(key=_key(dataset, PATIENT_REPORT), deps=upstream, partitions_def=partitions, group_name=dataset.id,
+           kinds={"html"}, description="One self-contained HTML page per patient: slice montages with the segmentation "
+                                       "overlaid, registration checkerboard, preprocessing before/after, QC warnings, "
+                                       "volumes (mL), evaluation and provenance (no identifying values).")
+    def patient_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        from imaging_pipelines.stages.report_patient import report_patient
+
+        try:
+            outcome = report_patient(dataset, context.partition_key, storage.root_path(), run_id=context.run_id)
+        except (ImagingInputError, FileNotFoundError) as exc:
+            raise _fail(context, context.partition_key, exc) from None
+        for warning in outcome.warnings:
+            context.log.warning(f"partition {context.partition_key}: report: {warning}")
+        return MaterializeResult(metadata=report_metadata(outcome))
+
+    return patient_report
+
+
+def build_scene_reports_asset(dataset: DatasetConfig) -> AssetsDefinition:
+    @asset(key=_key(dataset, SCENE_REPORTS), deps=[AssetKey([dataset.id, "scene_outputs"])], group_name=dataset.id,
+           kinds={"html"}, description="One self-contained HTML page per complete scene: composite map with the classes "
+                                       "overlaid, class areas (ha), cloud and nodata fractions, IoU against the "
+                                       "reference, provenance.")
+    def scene_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        from imaging_pipelines.stages.raster_tiles import SCENE_OUTPUTS
+        from imaging_pipelines.stages.report_scene import report_scene
+
+        folder = storage.root_path() / dataset.id / SCENE_OUTPUTS
+        scenes = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
+        outcomes = [report_scene(dataset, scene, storage.root_path(), run_id=context.run_id) for scene in scenes]
+        meta = report_metadata(outcomes[0]) if outcomes else {}
+        meta.update(scenes=len(outcomes), reports=MetadataValue.json({s: o.path for s, o in zip(scenes, outcomes)}))
+        return MaterializeResult(metadata=meta)
+
+    return scene_report
+
+
+def build_cohort_report_asset(dataset: DatasetConfig, upstream: list[AssetKey]) -> AssetsDefinition:
+    @asset(key=_key(dataset, COHORT_REPORT), deps=upstream, group_name=dataset.id, kinds={"html"},
+           description="The dataset's summary page: tables and plots over every patient or scene, the failed "
+                       "partitions with their errors (from the run-failure sensor) and links to every report.")
+    def cohort_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
+        from imaging_pipelines.dagster_layer.operations import read_failures
+        from imaging_pipelines.stages.report_cohort import cohort_report as write_cohort_report
+
+        failures = read_failures(storage.root_path(), dataset.id)
+        outcome = write_cohort_report(dataset, storage.root_path(), failures=failures, run_id=context.run_id)
+        meta = report_metadata(outcome)
+        meta["failed_partitions"] = len(failures)
+        return MaterializeResult(metadata=meta)
+
+    return cohort_report
+
+
+def build_report_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
+                        assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
+    """The report assets of a chain, given the chain's other assets."""
+    keys = [a.key for a in assets]
+    if dataset.domain == "medical":
+        per_patient = [a.key for a in assets if a.partitions_def is not None]
+        summaries = [k for k in keys if a_is(k, "segmentation_cohort_evaluation")]
+        return [build_patient_report_asset(dataset, partitions, per_patient),
+                build_cohort_report_asset(dataset, [_key(dataset, PATIENT_REPORT), *summaries])]
+    if not any(a_is(k, "scene_outputs") for k in keys):
+        return []
+    return [build_scene_reports_asset(dataset), build_cohort_report_asset(dataset, [_key(dataset, SCENE_REPORTS)])]
+
+
+def a_is(key: AssetKey, name: str) -> bool:
+    return key.path[-1] == name
