@@ -97,6 +97,17 @@ def test_backfill_command_materialises_every_partition_and_records_failures(work
         assert failures[0]["failed_assets"] == ["ingested_scans"] and failures[0]["asset"] == "ingested_scans"
         assert files_a[2].name in failures[0]["error"]
         assert failures[0]["backfill_id"] and "PID-A" not in str(failures[0])
+        # the cohort summary lists the failed partition with its error, and links the other patient's report
+        from imaging_pipelines.dagster_layer.factory import build_definitions
+
+        with DagsterInstance.get() as instance:
+            summary = build_definitions().resolve_job_def("test_ds__cohort_job").execute_in_process(instance=instance)
+        assert summary.success
+        index = (storage_root() / "test_ds" / "reports" / "index.html").read_text()
+        failed_section = index[index.index('id="failed"'):]
+        assert key_a in failed_section and files_a[2].name in failed_section
+        key_b = next(k for k in keys if k != key_a)
+        assert f'href="{key_b}.html"' in index and "PID-A" not in index
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -287,14 +287,19 @@ def build_inbox_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefi
     return inbox_sensor
 
 
+def log_scan_messages(log, scan: InboxScan) -> None:
+    """An inbox scan's warnings and errors into a Dagster log (sensor or schedule)."""
+    for message in scan.warnings:
+        log.warning(message)
+    for message in scan.errors:
+        log.error(message)
+
+
 def inbox_sensor_result(context: SensorEvaluationContext, scan: InboxScan, partitions: DynamicPartitionsDefinition,
                         skip_message: str) -> SensorResult:
     """The sensor's answer to a scan: partitions to add, one run per new or changed partition (run key =
     partition key + digest of its files), and the scan state as the cursor."""
-    for message in scan.warnings:
-        context.log.warning(message)
-    for message in scan.errors:
-        context.log.error(message)
+    log_scan_messages(context.log, scan)
     existing = set(context.instance.get_dynamic_partitions(partitions.name))
     new_keys = [k for k in scan.keys if k not in existing]
     cursor = json.dumps(scan.state, sort_keys=True)

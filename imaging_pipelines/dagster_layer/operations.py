@@ -142,10 +142,9 @@ def build_inbox_schedule(dataset: DatasetConfig, chain: DatasetChain) -> Schedul
     def inbox_schedule(context: ScheduleEvaluationContext, storage: ImagingStorage):
         root = storage.root_path()
         result = scan(dataset, load_schedule_state(root, dataset.id))
-        for message in result.warnings:
-            context.log.warning(message)
-        for message in result.errors:
-            context.log.error(message)
+        from imaging_pipelines.dagster_layer.medical import log_scan_messages
+
+        log_scan_messages(context.log, result)
         existing = set(context.instance.get_dynamic_partitions(partitions.name))
         new_keys = [k for k in result.keys if k not in existing]
         if new_keys:

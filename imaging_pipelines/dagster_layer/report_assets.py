@@ -19,16 +19,12 @@ from dagster import (
 
 from imaging_pipelines.catalog import DatasetConfig
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from imaging_pipelines.dagster_layer.segmentation_assets import _fail
+from imaging_pipelines.dagster_layer.segmentation_assets import _fail, _key
 from imaging_pipelines.errors import ImagingInputError
 
 PATIENT_REPORT = "patient_report"
 SCENE_REPORTS = "scene_report"
 COHORT_REPORT = "cohort_report"
-
-
-def _key(dataset: DatasetConfig, name: str) -> AssetKey:
-    return AssetKey([dataset.id, name])
 
 
 def report_metadata(outcome) -> dict:
@@ -47,7 +43,10 @@ def report_metadata(outcome) -> dict:
 
 def build_patient_report_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
                                upstream: list[AssetKey]) -> AssetsDefinition:
+    from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
+
     @asset(key=_key(dataset, PATIENT_REPORT), deps=upstream, partitions_def=partitions, group_name=dataset.id,
+           backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            kinds={"html"}, description="One self-contained HTML page per patient: slice montages with the segmentation "
                                        "overlaid, registration checkerboard, preprocessing before/after, QC warnings, "
                                        "volumes (mL), evaluation and provenance (no identifying values).")
