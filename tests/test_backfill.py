@@ -5,11 +5,9 @@ recorder lists it for the reports."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
@@ -21,7 +19,7 @@ from imaging_pipelines.io.storage import storage_root
 from imaging_pipelines.privacy import pseudonymise
 from tests.conftest import REPO
 from tests.pipeline_helpers import write_patient
-from tests.test_ui_server import free_port
+from tests.dagster_server import free_port, start_server, stop_server
 
 BIN = Path(sys.executable).parent
 
@@ -29,18 +27,6 @@ BIN = Path(sys.executable).parent
 def backfill(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "imaging-pipelines"), "backfill", *args], cwd=REPO, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for_server(proc: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
-    deadline = time.time() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-            return
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, f"dagster dev did not answer within {timeout_s} s"
-            time.sleep(1)
 
 
 def wait_for(predicate, timeout_s: float):
@@ -69,13 +55,8 @@ def test_backfill_command_materialises_every_partition_and_records_failures(work
     assert unreachable.returncode == 2 and "cannot reach the Dagster webserver" in unreachable.stderr
 
     port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-    )
+    proc = start_server("dev", port, tmp_path / "dagster_dev.log")
     try:
-        wait_for_server(proc, port)
         unknown = backfill("no_such_ds", "--all", "--port", str(port))
         assert unknown.returncode == 2 and "unknown dataset 'no_such_ds'" in unknown.stderr and "test_ds" in unknown.stderr
 
@@ -98,8 +79,6 @@ def test_backfill_command_materialises_every_partition_and_records_failures(work
         assert files_a[2].name in failures[0]["error"]
         assert failures[0]["backfill_id"] and "PID-A" not in str(failures[0])
         # the cohort summary lists the failed partition with its error, and links the other patient's report
-        from imaging_pipelines.dagster_layer.factory import build_definitions
-
         with DagsterInstance.get() as instance:
             summary = build_definitions().resolve_job_def("test_ds__cohort_job").execute_in_process(instance=instance)
         assert summary.success
@@ -109,9 +88,4 @@ def test_backfill_command_materialises_every_partition_and_records_failures(work
         key_b = next(k for k in keys if k != key_a)
         assert f'href="{key_b}.html"' in index and "PID-A" not in index
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_server(proc)

@@ -10,11 +10,6 @@ checked when the definitions have them, and skipped otherwise."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -24,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import ARTIFACTS, clear_artifacts, missing_browser, page_text, screenshot, wait_for, wait_for_text
+from tests.dagster_server import free_port, start_server, stop_server
 from tests.conftest import REPO, write_catalog
 
 pytestmark = [pytest.mark.skipif(missing_browser() is not None, reason=f"browser test: {missing_browser()}"),
@@ -35,12 +31,6 @@ REPORT_ASSETS = {MEDICAL: "patient_report", REMOTE: "scene_report"}
 # in-page link of the report must resolve and the report must have at least one element with an id).
 REPORT_SECTIONS: dict[str, list[str]] = {MEDICAL: ["images", "volumes", "qc", "provenance"], REMOTE: ["map", "areas", "qc", "provenance"]}
 LOCATION = "imaging_pipelines"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:
@@ -146,23 +136,6 @@ def _materialise(root: Path) -> dict:
     return out
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT to `dagster dev`'s process group (it stops its webserver, daemon and code server), then SIGKILL to
-    whatever of the group is left (after 30 s at most)."""
-    try:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=30)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        pass
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     from imaging_pipelines.demo.cohort import generate_demo_cohort
@@ -179,7 +152,7 @@ def ui(tmp_path_factory):
     (home / ".nux").mkdir()  # no "Join the Dagster community" dialog over the pages
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     mp = pytest.MonkeyPatch()
-    proc = driver = log_file = None
+    proc = driver = None
     try:
         mp.setenv("DAGSTER_HOME", str(home))
         mp.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(root))
@@ -198,22 +171,7 @@ def ui(tmp_path_factory):
 
         port = free_port()
         log = root / "dagster_dev.log"
-        log_file = log.open("wb")
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=os.environ.copy(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, f"dagster dev exited: {log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"dagster dev did not answer in 180 s: {log.read_text()[-3000:]}"
-                time.sleep(1)
+        proc = start_server("dev", port, log)
         repos = graphql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
         names = [n["name"] for n in repos["repositoriesOrError"]["nodes"] if n["location"]["name"] == LOCATION]
         assert names, f"code location {LOCATION} not loaded: {repos}"
@@ -228,9 +186,7 @@ def ui(tmp_path_factory):
                 driver.quit()
         finally:
             if proc is not None:
-                _stop(proc)
-            if log_file is not None:
-                log_file.close()
+                stop_server(proc)
             mp.undo()
 
 

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 from dagster import DagsterInstance
 
-from tests.conftest import REPO
+from tests.dagster_server import free_port, start_server, stop_server
 from tests.pipeline_helpers import run_pipeline, write_patient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:
@@ -48,22 +35,8 @@ def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, mo
     assert all(r.success for r in runs.values())
 
     port = free_port()
-    webserver = Path(sys.executable).parent / "dagster-webserver"
-    proc = subprocess.Popen(
-        [str(webserver), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
-    )
+    proc = start_server("webserver", port, tmp_path / "webserver.log")
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-                assert time.time() < deadline, "webserver did not start within 120 s"
-                time.sleep(1)
         nodes = graphql(port, "{ assetNodes { assetKey { path } dependencyKeys { path }"
                               " partitionKeysByDimension { partitionKeys } } }")
         (node,) = [n for n in nodes["assetNodes"] if n["assetKey"]["path"] == ["test_ds", "ingested_scans"]]
@@ -85,5 +58,4 @@ def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, mo
         assert sorted(m["partition"] for m in mats) == sorted(runs)
         assert {"series_count", "orientation", "storage_path", "warnings"} <= {e["label"] for e in mats[0]["metadataEntries"]}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_server(proc)

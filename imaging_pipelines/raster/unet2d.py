@@ -23,7 +23,6 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
 from imaging_pipelines.raster.config import RasterTrainingConfig
-from imaging_pipelines.raster.vectorize import class_iou
 
 DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
 WEIGHT_CLIP = (0.1, 10.0)  # inverse-frequency class weights, normalised to mean 1, then clipped

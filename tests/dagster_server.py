@@ -1,0 +1,65 @@
+"""Start and stop a real Dagster server (``dagster dev`` or ``dagster-webserver``) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(command: str, port: int, log: Path, timeout_s: float = 180) -> subprocess.Popen:
+    """Run ``dagster dev`` (``command="dev"``) or ``dagster-webserver`` (``"webserver"``) on ``workspace.yaml``
+    at 127.0.0.1:``port`` with the current environment, output into ``log``; return once ``/server_info``
+    answers. SIGINT is reset to its default in the child (a background ``dagster dev`` ignores it
+    otherwise) and the server gets its own process group, so :func:`stop_server` ends all of it."""
+    args = [str(BIN / "dagster"), "dev"] if command == "dev" else [str(BIN / "dagster-webserver")]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*args, "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_server(proc)
+                raise AssertionError(f"dagster {command} did not answer within {timeout_s:.0f} s: "
+                                     f"{log.read_text(errors='replace')[-3000:]}") from None
+            time.sleep(1)
+
+
+def stop_server(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGINT to the server's process group (``dagster dev`` stops its webserver, daemon and code server), then
+    SIGKILL to whatever of the group is left (after ``grace_s`` at most)."""
+    try:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=grace_s)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc.poll() is None:
+            proc.wait(timeout=10)
