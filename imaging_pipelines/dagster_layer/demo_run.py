@@ -153,14 +153,22 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
             checks_failed += outcome["checks_failed"]
             echo(f"{dataset_id}: {len(outcome['keys']) - len(outcome['failed'])} tile(s) done, "
                  f"{len(outcome['failed'])} failed; outputs in {storage_root() / dataset_id / 'scene_outputs'}")
+    from imaging_pipelines.dagster_layer.report_assets import PATIENT_REPORT
+
     folder = storage_root() / dataset.id
     partitioned = [k.path[-1] for k in before + after]
-    summary.stores = [str(folder / stage / f"{k}.zarr") for stage in partitioned for k in summary.succeeded]
+    summary.stores = [str(folder / stage / f"{k}.zarr") for stage in partitioned if stage != PATIENT_REPORT
+                      for k in summary.succeeded]
     echo("")
     echo(f"{len(summary.succeeded)} patient(s) done, {len(summary.failed)} failed; "
          f"asset checks: {checks_passed} passed, {len(checks_failed)} failed")
     for stage in partitioned:
-        echo(f"  {stage:<24} {folder / stage}/<patient>")
+        if stage == PATIENT_REPORT:
+            echo(f"  {stage:<24} {folder / 'reports'}/<patient>.html  (summary: {folder / 'reports' / 'index.html'})")
+        else:
+            echo(f"  {stage:<24} {folder / stage}/<patient>.zarr")
+    if remote_sensing:
+        echo(f"  scene reports            {storage_root()}/<dataset>/reports/<scene>.html and index.html")
     for key in summary.failed:
         echo(f"  FAILED {key} (see the run in the UI)")
     for check in checks_failed:
