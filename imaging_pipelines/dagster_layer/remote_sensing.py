@@ -152,8 +152,10 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
                  **{f"{k}_ha": v for k, v in s.areas_ha.items()}} for s in outcome.scenes]
         test = outcome.evaluation.get("test", {})
         model = next((m for m in test if m != "baseline_otsu"), None)
-        beats = [model is not None and (test[model].get(c) or 0) > (test["baseline_otsu"].get(c) or 0)
-                 for c in (test.get("baseline_otsu") or {}) if test["baseline_otsu"].get(c) is not None]
+        # IoU None = empty union: the class is in neither the reference nor the prediction (a perfect 1.0)
+        iou = lambda method, c: 1.0 if test[method].get(c) is None else test[method][c]  # noqa: E731
+        beats = [model is not None and (iou(model, c) > iou("baseline_otsu", c) or iou(model, c) == 1.0)
+                 for c in (test.get("baseline_otsu") or {})]
         checks = [
             AssetCheckResult(check_name="cogs_valid", passed=all(s.cog_valid for s in done),
                              description="every stitched output validates as a COG (rio-cogeo)",
