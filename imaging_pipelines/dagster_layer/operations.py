@@ -25,7 +25,6 @@ recorder that keeps a per-dataset list of failed partitions for the reports.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -54,6 +53,7 @@ from dagster import (
 
 from imaging_pipelines.backfill import run_partition
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
+from imaging_pipelines.io.storage import write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     from imaging_pipelines.catalog import DatasetConfig
@@ -81,18 +81,6 @@ def schedule_state_path(root, dataset_id: str):
     return root / dataset_id / SCHEDULE_STATE_FILE
 
 
-def _write_text(path, text: str) -> None:
-    """Write a small file; local files atomically (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if "://" not in str(path):
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, str(path))
-    else:
-        path.write_text(text)
-
-
 def load_schedule_state(root, dataset_id: str) -> dict:
     """The schedule's scan cache (path hashes -> size:mtime and owner); {} when missing or unreadable."""
     path = schedule_state_path(root, dataset_id)
@@ -103,7 +91,7 @@ def load_schedule_state(root, dataset_id: str) -> dict:
 
 
 def save_schedule_state(root, dataset_id: str, state: dict) -> None:
-    _write_text(schedule_state_path(root, dataset_id), json.dumps(state, sort_keys=True))
+    write_text_atomic(schedule_state_path(root, dataset_id), json.dumps(state, sort_keys=True))
 
 
 def launched_run_keys(instance, run_keys: list[str], chunk: int = 400) -> set[str]:

@@ -12,7 +12,6 @@ import json
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     DataVersion,
     DefaultSensorStatus,
@@ -37,7 +36,7 @@ from imaging_pipelines.dagster_layer.medical import (
 from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
 from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
-from imaging_pipelines.dagster_layer.segmentation_assets import GPU_POOL, _checks, _fail
+from imaging_pipelines.dagster_layer.segmentation_assets import GPU_POOL, _checks, _fail, _key
 from imaging_pipelines.errors import ImagingInputError
 from imaging_pipelines.stages.raster_tiles import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
 
@@ -52,10 +51,6 @@ _DESCRIPTIONS = {
     TILE_SEGMENTATION: "Per-tile land-cover classes from the 2D U-Net (sliding window with overlap over the tile "
                        "window) and the Otsu-on-index baseline, with IoU against the reference when labelled.",
 }
-
-
-def _key(dataset: DatasetConfig, name: str) -> AssetKey:
-    return AssetKey([dataset.id, name])
 
 
 def _tile_metadata(result) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,27 @@ def is_local(path: UPath) -> bool:
 
 def local_path(path: UPath) -> Path:
     return Path(path.path if hasattr(path, "path") else str(path))
+
+
+def write_text_atomic(path: UPath | str, text: str) -> str:
+    """Write a small text file so that readers see the old file or the whole new one, never a part: locally a
+    temporary sibling then ``os.replace``; on object stores one PUT (which replaces an object whole)."""
+    path = UPath(str(path))
+    if is_local(path):
+        target = local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
 
 
 def recover_interrupted(final: UPath) -> None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import functools
-import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from upath import UPath
 
-from imaging_pipelines.io.storage import is_local, local_path
+from imaging_pipelines.io.storage import write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS = "reports"
@@ -108,25 +106,6 @@ def report_path(root: UPath | str, dataset_id: str, name: str) -> UPath:
     return UPath(str(root)) / dataset_id / REPORTS / f"{name}.html"
 
 
-def write_atomic(path: UPath, text: str) -> str:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    if is_local(path):
-        target = local_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return str(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")  # object stores replace an object in one PUT
-    return str(path)
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version, plus the git commit (``+g<sha>``) when the code runs from a git checkout."""
@@ -157,7 +136,7 @@ def write_report(path: UPath, template: str, title: str, sections: list[Section]
         qc = next((s for s in sections if s.id == "qc"), None)
         if qc is not None:
             qc.text += [f"report: {w}" for w in warnings]
-    written = write_atomic(path, render(template, title, sections, **context))
+    written = write_text_atomic(path, render(template, title, sections, **context))
     figures = [f for s in sections for f in s.figures]
     return ReportOutcome(written, preview_png(figures[0].png) if figures else b"", [s.id for s in sections],
                          list(warnings), len(figures), summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ class StageResult:
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     runtime_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific figures for the asset metadata
+
+
+def stable_fraction(seed: int, key: str) -> float:
+    """A number in [0, 1) fixed by ``seed`` and ``key`` (SHA-256): assigns partitions to train / test splits
+    so that adding partitions never moves existing ones."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 2**32
 
 
 def stage_store(root: UPath | str, dataset_id: str, stage: str, partition: str) -> UPath:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 from upath import UPath
 
+from imaging_pipelines.io.storage import write_text_atomic
+
 
 def model_folder(root: UPath | str, dataset_id: str, asset: str) -> UPath:
     return UPath(str(root)) / dataset_id / asset
@@ -35,7 +37,7 @@ def publish_model(folder: UPath, file_name: str, save: Callable[[Path], Any]) ->
 
 def write_pointer(folder: UPath, info: dict[str, Any]) -> None:
     """Make ``info`` (must hold ``version`` and ``file``) the current model of ``folder``."""
-    (folder / "current.json").write_text(json.dumps(info, sort_keys=True))
+    write_text_atomic(folder / "current.json", json.dumps(info, sort_keys=True))
 
 
 def read_pointer(folder: UPath, what: str) -> dict[str, Any]:

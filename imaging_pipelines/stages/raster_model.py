@@ -20,14 +20,14 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.stages import model_store
-from imaging_pipelines.stages.common import stage_store
+from imaging_pipelines.stages.common import stable_fraction, stage_store
 from imaging_pipelines.stages.raster_tiles import PREPARED, TILE_MODEL
 
 
 def tile_split(dataset, partition: str) -> str:
     """``"test"``, ``"validation"`` or ``"train"`` for a tile key (stable; new tiles never move others)."""
     t = dataset.remote_sensing.segmentation.training
-    u = int(hashlib.sha256(f"{t.seed}:{partition}".encode()).hexdigest()[:8], 16) / 2**32
+    u = stable_fraction(t.seed, partition)
     return "test" if u < t.test_fraction else "validation" if u < t.test_fraction + t.validation_fraction else "train"
 
 

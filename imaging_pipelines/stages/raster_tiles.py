@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import math
 import time
-import uuid
 from functools import lru_cache
 
 import numpy as np
 from upath import UPath
 
 from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.io.storage import write_text_atomic
 from imaging_pipelines.stages.common import CheckOutcome, StageResult, stage_store
 
 TILES = "scene_tiles"
@@ -100,10 +100,7 @@ def scene_shifts(dataset, source, grid, root: UPath | str) -> dict[str, list[flo
     stack = [read_acquisition_window(source, a, cfg, grid, window)[0] for a in source.acquisitions]
     records = analysis_ready_tile(stack, [a.date for a in source.acquisitions], cfg).shifts[1:]
     shifts = {r["date"]: [r["dy_px"], r["dx_px"]] for r in records if math.isfinite(r["dy_px"])}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f"{cache.name}.{uuid.uuid4().hex[:8]}.partial")
-    partial.write_text(json.dumps(shifts))
-    partial.rename(cache)
+    write_text_atomic(cache, json.dumps(shifts))
     return shifts
 
 

@@ -8,14 +8,13 @@ world LPS mm) onto the segmented image's grid and reduced to the catalog's class
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store
-from imaging_pipelines.stages.common import INGESTED, PREPROCESSED, image_modality, stage_store
+from imaging_pipelines.stages.common import INGESTED, PREPROCESSED, image_modality, stable_fraction, stage_store
 from imaging_pipelines.volume import Volume
 
 SEGMENTED = "segmentation"
@@ -39,8 +38,7 @@ def partition_split(dataset, partition: str) -> str:
     """``"test"`` for the partitions held out of training (a stable hash of the partition key and the
     training seed below ``test_fraction``), else ``"train"``; new patients never move existing ones."""
     cfg = dataset.segmentation.training
-    digest = hashlib.sha256(f"{cfg.seed}:{partition}".encode()).hexdigest()
-    return "test" if int(digest[:8], 16) / 2**32 < cfg.test_fraction else "train"
+    return "test" if stable_fraction(cfg.seed, partition) < cfg.test_fraction else "train"
 
 
 def class_map(label: Volume, values: list[int]) -> Volume:
