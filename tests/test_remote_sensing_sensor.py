@@ -82,3 +82,13 @@ def test_identity_tile_chain_gives_back_the_scene_bit_for_bit(rs_root, shared_da
             assert (out.crs, out.transform, out.nodata, out.shape) == (src.crs, src.transform, src.nodata, src.shape)
             np.testing.assert_array_equal(out.read(), src.read())
     assert validate_cog(cog)[0]
+
+
+def test_model_beats_baseline_rule():
+    from imaging_pipelines.stages.raster_mosaic import model_beats_baseline
+
+    # a class absent from reference and prediction of the test tiles (empty union) is a win, not a loss
+    assert model_beats_baseline({"baseline_otsu": {"built": 0.0, "water": 0.85}, "unet2d": {"built": None, "water": 0.99}})
+    assert not model_beats_baseline({"baseline_otsu": {"water": 0.9}, "unet2d": {"water": 0.8}})
+    assert not model_beats_baseline({"baseline_otsu": {"water": 0.9}, "unet2d": {"water": 0.9}})  # a tie is no win
+    assert not model_beats_baseline({})  # nothing held out: nothing shown

@@ -24,6 +24,9 @@ from imaging_pipelines.stages.raster_model import tile_split
 from imaging_pipelines.stages.raster_tiles import PREPARED, SCENE_OUTPUTS, TILE_SEGMENTATION, scene_tiles, scenes
 
 
+BASELINE = "baseline_otsu"  # method name of the classical baseline in the evaluation tables
+
+
 @dataclass
 class SceneOutcome:
     scene: str
@@ -109,7 +112,7 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
             method = layers["attrs"].get("figures", {}).get("method", "model")
             for pool, s in ((pooled, split), (pooled, "all"), (scene_pool, "all")):
                 pool.add(s, method, labels.array[0, rows, cols], ref, valid, seg.classes)
-                pool.add(s, "baseline_otsu", layers["baseline"][rows, cols], ref, valid, seg.classes)
+                pool.add(s, BASELINE, layers["baseline"][rows, cols], ref, valid, seg.classes)
     scene_composite = stitch(composites, grid.height, grid.width, blend="feather")
     scene_classes = stitch(classes, grid.height, grid.width, blend="core")
     if len(probabilities) == len(tiles):  # every tile from the model: feather-blend the softmax, then argmax
@@ -141,6 +144,17 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
             outcome.files[name] = _publish(local / name, folder / name)
     log(f"scene {source.scene}: {len(tiles)} tile(s) stitched, areas {outcome.areas_ha} ha")
     return outcome
+
+
+def model_beats_baseline(test: dict) -> bool:
+    """True when the model's IoU (``test[method][class]``, pooled over the test tiles) beats the baseline's
+    for every class. An IoU of None is an empty union (the class in neither reference nor prediction): a
+    perfect 1.0, which counts as a win even when the baseline is perfect too."""
+    model = next((m for m in test if m != BASELINE), None)
+    if model is None or not test.get(BASELINE):
+        return False
+    iou = {m: {c: 1.0 if v is None else v for c, v in test[m].items()} for m in (model, BASELINE)}
+    return all(iou[model].get(c, 1.0) == 1.0 or iou[model].get(c, 1.0) > iou[BASELINE][c] for c in iou[BASELINE])
 
 
 def build_scene_outputs(dataset, root: UPath | str, log=print) -> MosaicOutcome:
