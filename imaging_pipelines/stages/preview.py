@@ -18,13 +18,14 @@ LABEL_PREFERENCE = ("segmentation", "reference", "brain_mask", "foreground")
 
 
 def _medical_preview(path: UPath) -> bytes | None:
-    from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store
+    from imaging_pipelines.io.ome_zarr import read_labels, read_volume_image, store_attributes, open_volume_store
     from imaging_pipelines.report.figures import slice_montage
 
-    images = read_volume_store(path)
-    if not images:
+    names = store_attributes(path).get("images") or []
+    if not names:
         return None
-    name, volume = next(iter(images.items()))
+    name = names[0]  # only the first image is read: the thumbnail shows one
+    volume = read_volume_image(open_volume_store(path)[name])
     array = np.asarray(volume.array, np.float32)
     if array.ndim == 4:  # (t, z, y, x): the first time point
         array = array[0]
