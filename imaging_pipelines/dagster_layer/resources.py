@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import ConfigurableResource
 from upath import UPath
 
@@ -9,12 +11,16 @@ from imaging_pipelines.io.storage import storage_root
 
 
 class ImagingStorage(ConfigurableResource):
-    """Where Zarr stores are written: a local folder or any fsspec URI (``s3://bucket/prefix``)."""
+    """Where Zarr stores are written: a local folder or any fsspec URI (``s3://bucket/prefix``).
+
+    ``storage_options`` go to the fsspec filesystem (for S3: ``endpoint_url``, ``key``, ``secret``,
+    ``client_kwargs``...); credentials are better left to the usual environment (``AWS_*``)."""
 
     root: str = ""
+    storage_options: dict[str, Any] = {}
 
     def root_path(self) -> UPath:
-        return storage_root(self.root or None)
+        return storage_root(self.root or None, self.storage_options or None)
 
 
 class TorchDevice(ConfigurableResource):

@@ -18,7 +18,7 @@ from ome_zarr.writer import write_multiscales_metadata
 from upath import UPath
 from zarr.codecs import BloscCodec
 
-from imaging_pipelines.io.storage import atomic_store, recover_interrupted, zarr_store
+from imaging_pipelines.io.storage import atomic_store, readable_store, zarr_store
 from imaging_pipelines.volume import Volume
 
 ATTR_KEY = "imaging_pipelines"
@@ -178,8 +178,8 @@ def write_volume_store(
 
 
 def open_volume_store(path: UPath) -> zarr.Group:
-    recover_interrupted(path)
-    return zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
+    """The root group of the published store at ``path`` (see :func:`readable_store`)."""
+    return zarr.open_group(zarr_store(readable_store(path), read_only=True), mode="r", zarr_format=3)
 
 
 def read_volume_store(path: UPath, level: int = 0) -> dict[str, Volume]:

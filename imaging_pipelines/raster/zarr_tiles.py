@@ -27,7 +27,7 @@ from upath import UPath
 from zarr.codecs import BloscCodec
 
 from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.io.storage import atomic_store, recover_interrupted, zarr_store
+from imaging_pipelines.io.storage import as_upath, atomic_store, readable_store, zarr_store
 from imaging_pipelines.raster.raster import PixelWindow, Raster
 from imaging_pipelines.raster.tiling import Tile
 
@@ -125,17 +125,16 @@ def write_tile_zarr(
     )
     for name in layers or {}:
         ds[name].encoding.update(_FillValue=None, compressors=(BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),))
-    final = UPath(os.fspath(path))
+    final = as_upath(path)
     with atomic_store(final) as staging:
         ds.to_zarr(zarr_store(staging), mode="w", zarr_format=3, consolidated=False)
     return final
 
 
 def _open(path: str | os.PathLike) -> xr.Dataset:
-    final = UPath(os.fspath(path))
-    recover_interrupted(final)
+    final = as_upath(path)
     try:
-        return xr.open_zarr(zarr_store(final, read_only=True), consolidated=False, mask_and_scale=False)
+        return xr.open_zarr(zarr_store(readable_store(final), read_only=True), consolidated=False, mask_and_scale=False)
     except Exception as exc:  # zarr/xarray raise many types for missing or broken stores
         raise ImagingInputError(path, f"not a raster tile store: {exc}") from exc
 

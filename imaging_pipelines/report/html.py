@@ -17,7 +17,7 @@ from typing import Any
 
 from upath import UPath
 
-from imaging_pipelines.io.storage import write_text_atomic
+from imaging_pipelines.io.storage import as_upath, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS = "reports"
@@ -103,7 +103,7 @@ def render(template: str, title: str, sections: list[Section], **context: Any) -
 
 def report_path(root: UPath | str, dataset_id: str, name: str) -> UPath:
     """``<root>/<dataset>/reports/<name>.html``."""
-    return UPath(str(root)) / dataset_id / REPORTS / f"{name}.html"
+    return as_upath(root) / dataset_id / REPORTS / f"{name}.html"
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,11 +15,11 @@ from typing import Any, Callable, Iterator
 
 from upath import UPath
 
-from imaging_pipelines.io.storage import write_text_atomic
+from imaging_pipelines.io.storage import as_upath, write_text_atomic
 
 
 def model_folder(root: UPath | str, dataset_id: str, asset: str) -> UPath:
-    return UPath(str(root)) / dataset_id / asset
+    return as_upath(root) / dataset_id / asset
 
 
 def publish_model(folder: UPath, file_name: str, save: Callable[[Path], Any]) -> UPath:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages.segmentation_data import labelled_cohort
 
 
@@ -28,7 +29,7 @@ def run_nnunet_for_dataset(dataset, root: UPath | str, device: str = "auto", log
     tests = [(f"{c.partition}_{c.name}".replace("_", "-"), c.image) for c in labelled_cohort(dataset, root, split="test")]
     labels = {"background": 0, **{name: i + 1 for i, name in enumerate(cfg.classes)}}
     modality = cfg.modalities[0].upper() if cfg.modalities else "MR"
-    base = UPath(str(root))
+    base = as_upath(root)
     tmp = None
     if base.protocol not in ("", "file", "local"):
         tmp = tempfile.TemporaryDirectory()

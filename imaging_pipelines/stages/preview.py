@@ -13,6 +13,8 @@ import logging
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.io.storage import as_upath, readable_store
+
 log = logging.getLogger("imaging_pipelines")
 LABEL_PREFERENCE = ("segmentation", "reference", "brain_mask", "foreground")
 
@@ -51,7 +53,7 @@ def store_preview(store_path: str, max_width: int = 256) -> bytes | None:
     """A PNG thumbnail (<= ``max_width`` px wide) of a stage store, or None."""
     from imaging_pipelines.report.figures import preview_png
 
-    path = UPath(store_path)
+    path = readable_store(as_upath(store_path))
     try:
         raster = '"spatial_ref"' in (path / "zarr.json").read_text()  # CF tile stores name their grid mapping
         png = _raster_preview(path) if raster else _medical_preview(path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages import model_store
 from imaging_pipelines.stages.common import stable_fraction, stage_store
 from imaging_pipelines.stages.raster_tiles import PREPARED, TILE_MODEL
@@ -65,7 +66,7 @@ def labelled_tiles(dataset, root: UPath | str, partitions: list[str], split: str
 
 
 def prepared_partitions(dataset, root: UPath | str) -> list[str]:
-    folder = UPath(str(root)) / dataset.id / PREPARED
+    folder = as_upath(root) / dataset.id / PREPARED
     return sorted(p.name[: -len(".zarr")] for p in folder.iterdir() if p.name.endswith(".zarr")) if folder.exists() else []
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages.common import stage_store
 from imaging_pipelines.stages.raster_model import tile_split
 from imaging_pipelines.stages.raster_tiles import PREPARED, SCENE_OUTPUTS, TILE_SEGMENTATION, scene_tiles, scenes
-
 
 BASELINE = "baseline_otsu"  # method name of the classical baseline in the evaluation tables
 
@@ -120,7 +120,7 @@ def _scene_outputs(dataset, root, source, pooled: _Pooled, log) -> SceneOutcome:
         values = np.asarray(class_values, np.uint8)[blended.argmax(axis=0)]
         values[~np.isfinite(scene_composite.array).all(axis=0)] = 0
         scene_classes = scene_classes.with_array(values[np.newaxis])
-    folder = UPath(str(root)) / dataset.id / SCENE_OUTPUTS / source.scene
+    folder = as_upath(root) / dataset.id / SCENE_OUTPUTS / source.scene
     outcome = SceneOutcome(source.scene, True, cloud_fraction=round(cloud / valid_px, 4),
                            nodata_fraction=round(nodata / valid_px, 4))
     with tempfile.TemporaryDirectory() as tmp:

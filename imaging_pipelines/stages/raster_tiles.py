@@ -19,7 +19,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.io.storage import write_text_atomic
+from imaging_pipelines.io.storage import as_upath, write_text_atomic
 from imaging_pipelines.stages.common import CheckOutcome, StageResult, stage_store
 
 TILES = "scene_tiles"
@@ -92,7 +92,7 @@ def scene_shifts(dataset, source, grid, root: UPath | str) -> dict[str, list[flo
     cfg = dataset.remote_sensing
     if not cfg.coregister or len(source.acquisitions) < 2:
         return {}
-    cache = UPath(str(root)) / dataset.id / TILES / "_scene_shifts" / f"{source.scene}-{scene_fingerprint(source)}.json"
+    cache = as_upath(root) / dataset.id / TILES / "_scene_shifts" / f"{source.scene}-{scene_fingerprint(source)}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     h, w = min(grid.height, SHIFT_WINDOW_PX), min(grid.width, SHIFT_WINDOW_PX)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_volume_store
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages import model_store
 from imaging_pipelines.stages.common import PREPROCESSED, image_modality
 
@@ -41,7 +42,7 @@ def training_images(dataset, root: UPath | str):
 
     atlas, _ = available_atlases()[dataset.registration.atlas].load()
     modalities = {m.upper() for m in dataset.registration.modalities}
-    folder = UPath(str(root)) / dataset.id / PREPROCESSED
+    folder = as_upath(root) / dataset.id / PREPROCESSED
     stores = sorted(p for p in folder.iterdir() if p.name.endswith(".zarr")) if folder.exists() else []
     aligned, names = [], []
     for store in stores:

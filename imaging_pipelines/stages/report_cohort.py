@@ -14,6 +14,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_labels, store_attributes
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, Link, ReportOutcome, Section, code_version, report_path, write_report
 from imaging_pipelines.stages.common import INGESTED, stage_store
@@ -23,7 +24,7 @@ from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTED
 
 
 def _stored(root: UPath | str, dataset_id: str, stage: str, suffix: str) -> list[str]:
-    folder = UPath(str(root)) / dataset_id / stage
+    folder = as_upath(root) / dataset_id / stage
     if not folder.exists():
         return []
     return sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix) and ".staging-" not in p.name)
@@ -52,7 +53,7 @@ def _medical_sections(dataset, ds_id: str, root, summary: dict) -> list[Section]
             for name, ml in totals.items():
                 row[f"{name} (mL)"] = ml
                 volumes.setdefault(name, []).append(ml)
-        evaluation = UPath(str(root)) / ds_id / EVALUATED / f"{partition}.json"
+        evaluation = as_upath(root) / ds_id / EVALUATED / f"{partition}.json"
         if evaluation.exists():
             scores = json.loads(evaluation.read_text())
             for method in sorted({r["method"] for r in scores}):
@@ -79,7 +80,7 @@ def _medical_sections(dataset, ds_id: str, root, summary: dict) -> list[Section]
 
 
 def _scene_sections(ds_id: str, root, summary: dict) -> list[Section]:
-    folder = UPath(str(root)) / ds_id / SCENE_OUTPUTS
+    folder = as_upath(root) / ds_id / SCENE_OUTPUTS
     names = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
     rows, areas, over_time = [], {}, {}
     for scene in names:
@@ -110,7 +111,7 @@ def _scene_sections(ds_id: str, root, summary: dict) -> list[Section]:
 def cohort_report(dataset, root: UPath | str, failures: list[dict] | None = None, run_id: str | None = None) -> ReportOutcome:
     """Build and atomically write ``reports/index.html`` for the dataset (medical or remote sensing)."""
     ds_id = str(getattr(dataset, "id", dataset))
-    domain = getattr(dataset, "domain", None) or ("remote_sensing" if (UPath(str(root)) / ds_id / SCENE_OUTPUTS).exists() else "medical")
+    domain = getattr(dataset, "domain", None) or ("remote_sensing" if (as_upath(root) / ds_id / SCENE_OUTPUTS).exists() else "medical")
     summary: dict = {"domain": domain}
     sections = _scene_sections(ds_id, root, summary) if domain == "remote_sensing" else _medical_sections(dataset, ds_id, root, summary)
     failed = Section("failed", "Failed runs")

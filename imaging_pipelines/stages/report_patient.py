@@ -16,6 +16,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store, store_attributes
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, ReportOutcome, Section, code_version, report_path, write_report
 from imaging_pipelines.stages.common import INGESTED, PREPROCESSED, REGISTERED, stage_store
@@ -175,7 +176,7 @@ def report_patient(dataset, partition: str, root: UPath | str, run_id: str | Non
         summary["volumes_ml"] = totals
         sections.append(section)
 
-    evaluation = UPath(str(root)) / ds_id / EVALUATED / f"{partition}.json"
+    evaluation = as_upath(root) / ds_id / EVALUATED / f"{partition}.json"
     if evaluation.exists():
         rows = json.loads(evaluation.read_text())
         section = Section("evaluation", "Evaluation against the reference",

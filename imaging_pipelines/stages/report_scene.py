@@ -13,6 +13,7 @@ import json
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, ReportOutcome, Section, code_version, report_path, write_report
 from imaging_pipelines.stages.common import stage_store
@@ -22,12 +23,12 @@ CLASS_COLOURS = {"water": "#1f78ff", "built": "#e6194b", "vegetation": "#3cb44b"
 
 
 def scene_folder(root: UPath | str, dataset_id: str, scene: str) -> UPath:
-    return UPath(str(root)) / dataset_id / SCENE_OUTPUTS / scene
+    return as_upath(root) / dataset_id / SCENE_OUTPUTS / scene
 
 
 def scene_tile_keys(root: UPath | str, dataset_id: str, scene: str, stage: str) -> list[str]:
     """Partition keys ``<scene>__r<row>_c<col>`` of the scene's stored tiles of ``stage``."""
-    folder = UPath(str(root)) / dataset_id / stage
+    folder = as_upath(root) / dataset_id / stage
     if not folder.exists():
         return []
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.startswith(f"{scene}__") and p.name.endswith(".zarr"))

@@ -20,6 +20,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_volume_store, write_volume_store
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages.common import INGESTED, CheckOutcome, StageResult, stage_store
 from imaging_pipelines.stages.segmentation_data import SEGMENTED, SegmentationInput, segmentation_inputs
 from imaging_pipelines.volume import Volume
@@ -145,7 +146,7 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
         notes.append(f"{case.name}: no ingested image of that name; masks kept in the store only")
         return []
     mask = prediction if prediction.same_geometry(source) else resample_like(prediction, source, interpolator="nearest")
-    folder = UPath(str(root)) / dataset.id / MASKS / partition
+    folder = as_upath(root) / dataset.id / MASKS / partition
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory() as tmp:

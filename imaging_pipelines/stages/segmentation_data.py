@@ -14,6 +14,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.stages.common import INGESTED, PREPROCESSED, image_modality, stable_fraction, stage_store
 from imaging_pipelines.volume import Volume
 
@@ -93,7 +94,7 @@ def segmentation_inputs(dataset, root: UPath | str, partition: str) -> tuple[lis
 
 
 def stored_partitions(dataset, root: UPath | str, stage: str) -> list[str]:
-    folder = UPath(str(root)) / dataset.id / stage
+    folder = as_upath(root) / dataset.id / stage
     if not folder.exists():
         return []
     return sorted(p.name[: -len(".zarr")] for p in folder.iterdir() if p.name.endswith(".zarr"))

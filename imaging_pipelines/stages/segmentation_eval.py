@@ -16,6 +16,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.io.ome_zarr import read_labels, store_attributes
+from imaging_pipelines.io.storage import as_upath
 from imaging_pipelines.segment.evaluate import segmentation_metrics
 from imaging_pipelines.stages.common import CheckOutcome, StageResult, stage_store
 from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTED, partition_split
@@ -24,7 +25,7 @@ METRICS = ("dice", "iou", "hd95_mm", "volume_pred_ml", "volume_ref_ml", "volume_
 
 
 def evaluation_file(root: UPath | str, dataset_id: str, partition: str) -> UPath:
-    return UPath(str(root)) / dataset_id / EVALUATED / f"{partition}.json"
+    return as_upath(root) / dataset_id / EVALUATED / f"{partition}.json"
 
 
 def evaluate_partition(dataset, partition: str, root: UPath | str) -> StageResult:
@@ -62,7 +63,7 @@ def _finite(value: float) -> float | None:
 def cohort_evaluation(dataset, root: UPath | str) -> tuple[list[dict], int]:
     """Rows ``{method, class, split, n, dice_mean, dice_median, hd95_median_mm, abs_volume_difference_ml_mean}``
     for split ``test`` and ``all``, plus the number of evaluated partitions."""
-    folder = UPath(str(root)) / dataset.id / EVALUATED
+    folder = as_upath(root) / dataset.id / EVALUATED
     files = sorted(p for p in folder.iterdir() if p.name.endswith(".json")) if folder.exists() else []
     rows = [r for f in files for r in json.loads(f.read_text())]
     summary = []
