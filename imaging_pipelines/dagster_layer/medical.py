@@ -319,7 +319,8 @@ def _patient_digest(state: dict[str, list[str]], patient: str) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:12]
 
 
-def build_medical_chain(dataset: DatasetConfig) -> DatasetChain:
+def build_medical_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) -> DatasetChain:
+    """``gpu_tags``: op tags of the steps in the ``gpu`` pool (the deployment's ``gpu_steps``)."""
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__patients")
     assets = [build_ingestion_asset(dataset, partitions), build_stage_asset(dataset, partitions, PREPROCESSED)]
     if dataset.registration.method == "learned" and dataset.registration.target == "atlas":
@@ -327,7 +328,7 @@ def build_medical_chain(dataset: DatasetConfig) -> DatasetChain:
         assets.append(build_stage_asset(dataset, partitions, REGISTERED, extra_deps=(MODEL_ASSET,)))
     elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
-    assets += build_segmentation_assets(dataset, partitions)
+    assets += build_segmentation_assets(dataset, partitions, gpu_tags=gpu_tags)
     assets += build_report_assets(dataset, partitions, assets)
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",

@@ -61,7 +61,7 @@ def _tile_metadata(result) -> dict:
 
 
 def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str, deps: list[str],
-                     checks: list[str], uses_device: bool = False) -> AssetsDefinition:
+                     checks: list[str], uses_device: bool = False, gpu_tags: dict | None = None) -> AssetsDefinition:
     from imaging_pipelines.stages.raster_prep import prepare_tile
     from imaging_pipelines.stages.raster_segment import segment_tile
     from imaging_pipelines.stages.raster_tiles import ingest_tile
@@ -72,6 +72,7 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
     @asset(key=key, deps=[_key(dataset, d) for d in deps], partitions_def=partitions, group_name=dataset.id,
            kinds={"geotiff", "zarr"} if name == TILES else {"zarr"}, description=_DESCRIPTIONS[name],
            check_specs=_checks(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None,
+           op_tags=gpu_tags if uses_device else None,
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY)
     def tile_asset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice) -> MaterializeResult:
         partition = context.partition_key
@@ -90,12 +91,12 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
     return tile_asset
 
 
-def build_tile_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
+def build_tile_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     key = _key(dataset, TILE_MODEL)
     training = dataset.remote_sensing.segmentation.training
 
     @asset(key=key, deps=[_key(dataset, PREPARED)], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
-           check_specs=_checks(key, "validation_iou_above_threshold"),
+           op_tags=gpu_tags, check_specs=_checks(key, "validation_iou_above_threshold"),
            description="MONAI 2D U-Net trained on the cores of the labelled analysis-ready tiles of the train split "
                        "(Dice + cross-entropy with inverse-frequency class weights, random patches, flips and "
                        "rotations); versioned by a hash of code, training tiles and parameters.")
@@ -202,7 +203,8 @@ def build_scene_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefi
     return scene_sensor
 
 
-def build_remote_sensing_chain(dataset: DatasetConfig) -> DatasetChain:
+def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) -> DatasetChain:
+    """``gpu_tags``: op tags of the steps in the ``gpu`` pool (the deployment's ``gpu_steps``)."""
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__tiles")
     seg = dataset.remote_sensing.segmentation
     assets = [build_tile_asset(dataset, partitions, TILES, [], ["tile_has_valid_pixels"]),
@@ -211,12 +213,13 @@ def build_remote_sensing_chain(dataset: DatasetConfig) -> DatasetChain:
     if seg.method != "none":
         deps = [PREPARED]
         if seg.method == "unet":
-            assets.append(build_tile_model_asset(dataset))
+            assets.append(build_tile_model_asset(dataset, gpu_tags))
             deps.append(TILE_MODEL)
             other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[_key(dataset, TILE_MODEL)],
                                                description=f"Train (or reuse) the land-cover model of {dataset.id}."))
         checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
-        assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True))
+        assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True,
+                                       gpu_tags=gpu_tags))
         assets.append(build_scene_outputs_asset(dataset))
         reports = build_report_assets(dataset, partitions, assets)
         assets += reports

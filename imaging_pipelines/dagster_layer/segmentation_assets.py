@@ -46,12 +46,12 @@ def _fail(context, partition: str | None, exc: Exception):
     return Failure(description=f"{where}{exc}", allow_retries=False)
 
 
-def build_segmentation_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
+def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     key = _key(dataset, SEGMENTATION_MODEL)
     cfg = dataset.segmentation
 
     @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
-           check_specs=_checks(key, "validation_dice_above_threshold"),
+           op_tags=gpu_tags, check_specs=_checks(key, "validation_dice_above_threshold"),
            description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
                        "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
                        "split); versioned by a hash of code, training data and parameters and retrained only when "
@@ -92,14 +92,15 @@ def build_segmentation_model_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return segmentation_model
 
 
-def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
+                             gpu_tags: dict | None = None) -> AssetsDefinition:
     from imaging_pipelines.dagster_layer.medical import rows_table, stage_metadata
 
     key = _key(dataset, SEGMENTED)
     deps = [_key(dataset, input_stage(dataset))] + ([_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
 
     @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
-           check_specs=_checks(key, "mask_not_empty_where_reference_is"),
+           op_tags=gpu_tags, check_specs=_checks(key, "mask_not_empty_where_reference_is"),
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            description="Masks of every selected image: Gaussian sliding-window inference of the current model "
                        "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
@@ -183,12 +184,12 @@ def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return segmentation_cohort_evaluation
 
 
-def build_nnunet_asset(dataset: DatasetConfig) -> AssetsDefinition:
+def build_nnunet_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     key = _key(dataset, NNUNET_DATASET)
     nn = dataset.segmentation.nnunet
 
     @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"nnunet"}, pool=GPU_POOL,
-           check_specs=_checks(key, "nnunet_dataset_integrity"),
+           op_tags=gpu_tags, check_specs=_checks(key, "nnunet_dataset_integrity"),
            description=f"The labelled training cohort in nnU-Net v2's raw format (imagesTr, labelsTr, dataset.json), "
                        f"checked by nnU-Net's own integrity verification; run level '{nn.run}' (export, plan: "
                        "fingerprint + plans + preprocessing, train: nnU-Net training and nnUNetPredictor inference).")
@@ -214,16 +215,18 @@ def build_nnunet_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return nnunet_dataset
 
 
-def build_segmentation_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> list[AssetsDefinition]:
-    """The segmentation chain's assets for ``dataset`` (none when its segmentation method is ``none``)."""
+def build_segmentation_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
+                              gpu_tags: dict | None = None) -> list[AssetsDefinition]:
+    """The segmentation chain's assets for ``dataset`` (none when its segmentation method is ``none``);
+    ``gpu_tags``: op tags of its ``gpu``-pool steps (model, segmentation, nnU-Net)."""
     cfg = dataset.segmentation
     if cfg.method == "none":
         return []
-    assets = [build_segmentation_asset(dataset, partitions)]
+    assets = [build_segmentation_asset(dataset, partitions, gpu_tags)]
     if cfg.uses_model:
-        assets.insert(0, build_segmentation_model_asset(dataset))
+        assets.insert(0, build_segmentation_model_asset(dataset, gpu_tags))
     if cfg.labels.source != "none":
         assets += [build_evaluation_asset(dataset, partitions), build_cohort_evaluation_asset(dataset)]
     if cfg.nnunet.enabled:
-        assets.append(build_nnunet_asset(dataset))
+        assets.append(build_nnunet_asset(dataset, gpu_tags))
     return assets
