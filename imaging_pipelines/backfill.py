@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 TERMINAL_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 FINISHED_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 PARTITION_TAG = "dagster/partition"
+DATASET_TAG = "imaging_pipelines/dataset"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
@@ -136,6 +137,8 @@ def launch_backfill(client: DagsterGraphQL, target: BackfillTarget) -> str:
         "assetSelection": [{"path": p} for p in target.assets],
         "title": f"imaging-pipelines backfill {target.dataset}",
         "description": f"{len(target.partitions)} partition(s) x {len(target.assets)} asset(s)",
+        # its runs carry the dataset, for the per-dataset run limit of deploy/dagster.yaml
+        "tags": [{"key": DATASET_TAG, "value": target.dataset}],
     }
     answer = client(_LAUNCH, {"params": params})["launchPartitionBackfill"]
     if answer["__typename"] != "LaunchBackfillSuccess":

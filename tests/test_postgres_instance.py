@@ -133,6 +133,8 @@ def test_backfill_on_the_postgres_instance_runs_through_the_queue(postgres_serve
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
         assert len(runs) == len(keys) and all(r.status == DagsterRunStatus.SUCCESS for r in runs), runs
+        # the tag the per-dataset run limit of deploy/dagster.yaml counts
+        assert all(r.tags.get("imaging_pipelines/dataset") == "test_ds" for r in runs), [r.tags for r in runs]
         for run in runs:  # every run went through the queue: enqueued, then launched by the daemon's dequeue loop
             kinds = [e.dagster_event.event_type for e in instance.all_logs(run.run_id) if e.dagster_event]
             assert kinds.index(DagsterEventType.RUN_ENQUEUED) < kinds.index(DagsterEventType.RUN_STARTING) \
