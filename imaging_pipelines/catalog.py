@@ -3,7 +3,9 @@
 A relative ``inbox`` resolves against the catalog file's folder. Local inboxes must lie inside one of the
 configured data roots (``IMAGING_PIPELINES_DATA_ROOTS``, ``os.pathsep``-separated; default: the project
 folder that holds ``data_catalog/``), so a catalog entry cannot point the pipeline at arbitrary files.
-Remote inboxes (``s3://...`` and other fsspec URIs) are accepted as given.
+Remote inboxes (``s3://...`` and other fsspec URIs) are accepted as given, except URIs that reach the local
+file system (``file://``, ``local://``, also inside a ``::`` chain), whose path must lie in a data root too.
+Catalog files must be UTF-8 YAML of at most :data:`MAX_CATALOG_FILE_BYTES`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CATALOG_DIR = PROJECT_ROOT / "data_catalog"
 
 _ID = re.compile(r"^[a-z][a-z0-9_]{1,48}$")
+MAX_CATALOG_FILE_BYTES = 1 << 20  # a dataset entry is a few KiB; anything larger is not a catalog file
+_LOCAL_PROTOCOLS = ("file", "local")
 
 
 class SeriesSelection(BaseModel):
@@ -157,6 +161,15 @@ class DatasetConfig(BaseModel):
             raise ValueError("must match [a-z][a-z0-9_]{1,48} (it becomes a Dagster asset key prefix)")
         return value
 
+    @field_validator("inbox")
+    @classmethod
+    def _usable_inbox(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a folder or URI")
+        if "\0" in value:
+            raise ValueError("contains a NUL character")
+        return value
+
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, value: list[str]) -> list[str]:
@@ -212,6 +225,28 @@ def _is_within(path: Path, roots: list[Path]) -> bool:
     return any(path == r or r in path.parents for r in roots)
 
 
+def local_path_of_uri(uri: str) -> str | None:
+    """The local path an fsspec URI reaches (``file:///x``, ``local:///x``, ``simplecache::file:///x``), else None."""
+    for part in uri.split("::"):
+        scheme, sep, rest = part.partition("://")
+        if sep and scheme.strip().lower() in _LOCAL_PROTOCOLS:
+            return rest or "/"
+    return None
+
+
+def _inbox_error(file: Path, inbox: str, data_roots: list[Path]) -> tuple[str | None, str | None]:
+    """(resolved local inbox or None for a remote URI, problem or None)."""
+    local = local_path_of_uri(inbox) if "://" in inbox else inbox
+    if local is None:
+        return None, None
+    path = Path(local).expanduser()
+    path = (path if path.is_absolute() else file.parent / path).resolve()
+    if not _is_within(path, data_roots):
+        roots = ", ".join(str(r) for r in data_roots)
+        return str(path), f"{path} escapes the configured data roots ({roots})"
+    return str(path), None
+
+
 def catalog_files(location: str | Path | None = None) -> list[Path]:
     """The ``*.yaml`` / ``*.yml`` files of a catalog folder (or the single file given)."""
     loc = Path(location or os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG_DIR)
@@ -229,22 +264,35 @@ def _pydantic_errors(file: Path, exc: ValidationError) -> list[tuple[str, str, s
 def load_dataset_file(file: Path, data_roots: list[Path]) -> tuple[DatasetConfig | None, list[tuple[str, str, str]]]:
     """Parse one catalog file; returns (config or None, errors as (file, field, message))."""
     try:
-        raw = yaml.safe_load(file.read_text())
+        if file.stat().st_size > MAX_CATALOG_FILE_BYTES:
+            return None, [(str(file), "-", f"larger than {MAX_CATALOG_FILE_BYTES} bytes: not a catalog file")]
+        raw = yaml.safe_load(file.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return None, [(str(file), "-", f"cannot read file: {exc.strerror or exc}")]
+    except UnicodeDecodeError as exc:
+        return None, [(str(file), "-", f"not UTF-8 text (byte {exc.start})")]
     except yaml.YAMLError as exc:
         return None, [(str(file), "-", f"not valid YAML: {exc}")]
+    except RecursionError:
+        return None, [(str(file), "-", "not valid YAML: nested too deeply")]
     if not isinstance(raw, dict):
         return None, [(str(file), "-", "must be a mapping of fields (id, domain, inbox, ...)")]
+    bad_keys = [k for k in raw if not isinstance(k, str)]
+    if bad_keys:
+        return None, [(str(file), str(k), "field names must be strings") for k in bad_keys]
+    if "source_file" in raw:
+        return None, [(str(file), "source_file", "Extra inputs are not permitted (set by the catalog loader)")]
     try:
         cfg = DatasetConfig(**raw, source_file=str(file))
     except ValidationError as exc:
         return None, _pydantic_errors(file, exc)
-    if not cfg.is_remote_inbox:
-        inbox = Path(cfg.inbox).expanduser()
-        inbox = (inbox if inbox.is_absolute() else file.parent / inbox).resolve()
-        if not _is_within(inbox, data_roots):
-            roots = ", ".join(str(r) for r in data_roots)
-            return None, [(str(file), "inbox", f"{inbox} escapes the configured data roots ({roots})")]
-        cfg = cfg.model_copy(update={"inbox": str(inbox)})
+    except RecursionError:
+        return None, [(str(file), "-", "values nested too deeply")]
+    local, problem = _inbox_error(file, cfg.inbox, data_roots)
+    if problem:
+        return None, [(str(file), "inbox", problem)]
+    if local is not None and not cfg.is_remote_inbox:
+        cfg = cfg.model_copy(update={"inbox": local})
     return cfg, []
 
 

@@ -83,7 +83,7 @@ def test_unreadable_and_oversized_files_raise_clear_errors(tmp_path):
     hdr.set_data_dtype(np.uint8)
     with open(tmp_path / "huge.nii", "wb") as fh:
         fh.write(hdr.binaryblock + b"\0" * 4)
-    with pytest.raises(ImagingInputError, match="huge.nii: header declares .* voxels"):
+    with pytest.raises(ImagingInputError, match="huge.nii: header claims .* voxels"):
         read_image_file(tmp_path / "huge.nii")
 
 

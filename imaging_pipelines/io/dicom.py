@@ -108,12 +108,15 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
         path = os.fspath(p)
         try:
             ds = dicom_header.read_file(path)
+            dicom_header.convert_elements(ds)  # malformed values fail here, attributed to this file
         except NotDicom:
             result.skipped.append(FileNote(path, "skipped: not a DICOM file"))
             continue
         except OSError as exc:
             result.errors.append(FileNote(path, f"cannot read file: {exc.strerror or exc}"))
             continue
+        except MemoryError:  # not a property of the file: let the caller see it
+            raise
         except Exception as exc:
             result.errors.append(FileNote(path, f"unreadable DICOM file: {redact_quoted(exc)}"))
             continue
@@ -129,9 +132,12 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             result.errors.append(FileNote(path, str(exc)))
             series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: {exc}")
             continue
+        except MemoryError:
+            raise
         except Exception as exc:
             result.errors.append(FileNote(path, f"invalid image header: {redact_quoted(exc)}"))
-            series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: invalid image header: {exc}")
+            series_problems.setdefault(key, []).append(
+                f"{os.path.basename(path)}: invalid image header: {redact_quoted(exc)}")
             continue
         header.dataset = None  # from here on only the slice records (and their pixel sources) are needed
         dicom_header.slim_source(records)
@@ -192,7 +198,15 @@ def _build_series(members: list[tuple[FileHeader, list[SliceRecord]]], problems:
     n_orient = len({s[0][0].split_key[0] for s in stacks})
     out: list[LoadedSeries] = []
     for (records, _), label in zip(stacks, labels):
-        loaded = _build_stack(records, label, len(stacks), n_orient, problems, errors, header0)
+        try:
+            loaded = _build_stack(records, label, len(stacks), n_orient, problems, errors, header0)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a header that passed the per-file checks but cannot form an image
+            files = list(dict.fromkeys(r.path for r in records))
+            problem = f"cannot assemble an image from {len(files)} file(s): {type(exc).__name__}: {redact_quoted(exc)}"
+            errors.extend(FileNote(f, problem) for f in files)
+            continue
         if loaded is not None:
             out.append(loaded)
     for r in all_records:

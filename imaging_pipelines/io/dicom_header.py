@@ -5,6 +5,8 @@ Geometry conventions: see :mod:`imaging_pipelines.io.dicom_slices` (LPS mm, DICO
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_da
 from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+MAX_POSITION_MM = 1e6  # |ImagePositionPatient| beyond 1 km is a corrupt header, not a patient
 
 
 class NotDicom(Exception):
@@ -59,9 +62,38 @@ READ_TAGS = [
 ]
 
 
+class SizeCappedFile:
+    """A binary file whose ``read(n)`` never requests more than the bytes left in it.
+
+    A corrupt element length (up to 4 GiB) would otherwise make the read allocate that many bytes up front.
+    """
+
+    def __init__(self, fp):
+        self._fp = fp
+        self._size = os.fstat(fp.fileno()).st_size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(max(0, min(n, self._size - self._fp.tell())))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+    def __enter__(self) -> SizeCappedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fp.close()
+
+
+def _open_capped(path: str) -> SizeCappedFile:
+    return SizeCappedFile(open(path, "rb"))
+
+
 def read_file(path: str) -> Any:
     """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
-    with open(path, "rb") as fp:
+    with _open_capped(path) as fp:
         head = fp.read(132)
         fp.seek(0)
         if len(head) == 132 and head[128:132] == b"DICM":
@@ -74,6 +106,16 @@ def read_file(path: str) -> Any:
         if not _UID_RE.match(sop):
             raise NotDicom()
         return ds
+
+
+def convert_elements(ds) -> None:
+    """Decode every parsed top-level element now (pydicom decodes lazily), so a malformed value raises here."""
+    for _ in ds:
+        pass
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for _ in meta:
+            pass
 
 
 def sop_class(ds) -> str:
@@ -119,17 +161,60 @@ def classify(ds) -> None:
 
 # --------------------------------------------------------------------------- values
 def _float(v: Any, default: float | None = None) -> float | None:
+    """``float(v)``; ``default`` when absent, unparseable or not finite."""
     try:
-        return float(v) if v is not None and v != "" else default
-    except (TypeError, ValueError):
+        x = float(v) if v is not None and v != "" else default
+    except (TypeError, ValueError, OverflowError):
         return default
+    return x if x is None or math.isfinite(x) else default
 
 
 def _int(v: Any) -> int | None:
     try:
         return int(v) if v is not None and v != "" else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _scaling(v: Any, name: str, default: float) -> float:
+    """RescaleSlope / RescaleIntercept: ``default`` when absent or unparseable; ValueError when NaN/infinite."""
+    try:
+        x = float(v) if v is not None and v != "" else None
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if x is None:
+        return default
+    if not math.isfinite(x):
+        raise ValueError(f"{name} is not a finite number")
+    return x
+
+
+def _positive(v: Any) -> float | None:
+    """A positive finite length in mm, else None (SliceThickness, SpacingBetweenSlices)."""
+    x = _float(v)
+    return x if x is not None and x > 0 else None
+
+
+def _vector(values: Any, n: int, name: str, limit: float = MAX_POSITION_MM) -> np.ndarray:
+    """The first ``n`` numbers of a multi-valued element; ValueError when fewer, non-numeric or not finite."""
+    try:
+        v = np.asarray([float(x) for x in values], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} holds non-numeric values") from None
+    if v.size < n:
+        raise ValueError(f"{name} must have {n} values, got {v.size}")
+    v = v[:n]
+    if not np.all(np.isfinite(v)) or np.any(np.abs(v) > limit):
+        raise ValueError(f"{name} holds non-finite or out-of-range values")
+    return v
+
+
+def _pixel_spacing(values: Any) -> tuple[float, float]:
+    """(between rows, between columns) in mm: two positive finite numbers, else ValueError."""
+    ps = _vector(values, 2, "PixelSpacing")
+    if np.any(ps <= 0):
+        raise ValueError("PixelSpacing must be positive")
+    return float(ps[0]), float(ps[1])
 
 
 def dicom_time_seconds(v: Any) -> float:
@@ -204,12 +289,11 @@ def records_for(path: str, ds) -> list[SliceRecord]:
         raise SkipFile("skipped: image without patient geometry (no ImagePositionPatient/ImageOrientationPatient)")
     rows, cols = int(ds.Rows), int(ds.Columns)
     row, col, normal = unit_cosines(ds.ImageOrientationPatient)
-    ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
-    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
-    ps = (float(ps[0]), float(ps[1]))
-    slope = _float(ds.get("RescaleSlope"), 1.0) or 1.0
-    intercept = _float(ds.get("RescaleIntercept"), 0.0) or 0.0
-    nominal = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness"))
+    ipp = _vector(ds.ImagePositionPatient, 3, "ImagePositionPatient")
+    ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
+    slope = _scaling(ds.get("RescaleSlope"), "RescaleSlope", 1.0) or 1.0
+    intercept = _scaling(ds.get("RescaleIntercept"), "RescaleIntercept", 0.0)
+    nominal = _positive(ds.get("SpacingBetweenSlices")) or _positive(ds.get("SliceThickness"))
     instance = _int(ds.get("InstanceNumber")) or 0
     acq = _int(ds.get("AcquisitionNumber"))
     time_key = (acq or 0, _int(ds.get("TemporalPositionIdentifier")) or 0,
@@ -224,6 +308,8 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     if mosaic is not None and n_frames(ds) == 1:
         n_tiles, csa_normal = mosaic
         tr, tc = tile_shape(rows, cols, n_tiles)
+        if tr < 1 or tc < 1:
+            raise PixelDecodeError(f"mosaic header claims {n_tiles} tiles in a {rows}x{cols} image")
         first = mosaic_first_tile_position(ipp, row, col, ps, rows, cols, tr, tc)
         slice_normal = csa_normal if csa_normal is not None else normal
         dz = nominal or 1.0
@@ -314,8 +400,8 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
         if v["position"] is None or v["orientation"] is None:
             raise SkipFile(f"skipped: frame {f + 1} has no PlanePositionSequence/PlaneOrientationSequence")
         vectors = unit_cosines(v["orientation"])
-        ps = v["pixel_spacing"] or [1.0, 1.0]
-        nominal = _float(v["spacing_between_slices"]) or _float(v["slice_thickness"])
+        ps = _pixel_spacing(v["pixel_spacing"] or [1.0, 1.0])
+        nominal = _positive(v["spacing_between_slices"]) or _positive(v["slice_thickness"])
         echo = _float(v["echo_time"])
         stack_id = str(v["stack_id"]) if v["stack_id"] not in (None, "") else None
         image_type = _image_type(v["image_type"])
@@ -325,8 +411,9 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
         labels = {"echo": f"TE {echo:g} ms" if echo is not None else "TE ?", "stack": f"stack {stack_id}",
                   "image type": "\\".join(image_type)}
         records.append(_record(
-            source, f, None, 0, rows, cols, vectors, [float(x) for x in v["position"]], ps,
-            _float(v["slope"], 1.0) or 1.0, _float(v["intercept"], 0.0) or 0.0, time_key, acq,
+            source, f, None, 0, rows, cols, vectors, _vector(v["position"], 3, "ImagePositionPatient"), ps,
+            _scaling(v["slope"], "RescaleSlope", 1.0) or 1.0, _scaling(v["intercept"], "RescaleIntercept", 0.0),
+            time_key, acq,
             (echo, stack_id, image_type), labels, nominal, multiframe=True,
         ))
     return records
@@ -335,7 +422,7 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
 def read_patient_id(path: str) -> str | None:
     """PatientID from a header-only read; None if the file is not DICOM."""
     try:
-        with open(path, "rb") as fp:
+        with _open_capped(path) as fp:
             head = fp.read(132)
             fp.seek(0)
             force = not (len(head) == 132 and head[128:132] == b"DICM")
@@ -351,7 +438,7 @@ def read_patient_id(path: str) -> str | None:
 def is_dicom_file(path: str) -> bool:
     """DICM magic at offset 128, or (no preamble) a parseable dataset with a valid SOPClassUID."""
     try:
-        with open(path, "rb") as fp:
+        with _open_capped(path) as fp:
             head = fp.read(132)
             if len(head) == 132 and head[128:132] == b"DICM":
                 return True

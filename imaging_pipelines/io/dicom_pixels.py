@@ -15,6 +15,8 @@ import numpy as np
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from imaging_pipelines.limits import claimed_size_problem
+
 NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}
 
 
@@ -34,10 +36,34 @@ def n_frames(ds) -> int:
         return 1
 
 
+def samples_per_pixel(ds) -> int:
+    return int(ds.get("SamplesPerPixel", 1) or 1)
+
+
+def claimed_pixels_problem(ds) -> str | None:
+    """Why the pixel array the header claims must not be allocated (too large, empty, or more frames than the
+    encapsulated data can hold), or None. Sizes in pixels and bytes; nothing is decoded."""
+    rows, cols, nf, spp = int(ds.Rows), int(ds.Columns), n_frames(ds), samples_per_pixel(ds)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    dims = (nf, rows, cols) if spp == 1 else (nf, rows, cols, spp)
+    what = "pixels (frames x rows x columns)" if spp == 1 else "pixels (frames x rows x columns x samples)"
+    problem = claimed_size_problem(dims, max(1, (bits + 7) // 8), what=what)
+    if problem or transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN:
+        return problem
+    items = len(ds.PixelData) // 8  # every compressed frame needs at least one 8-byte item header
+    if nf > items:
+        return f"header claims {nf} frames but the encapsulated pixel data can hold at most {items}"
+    return None
+
+
 def check_pixel_data(ds) -> None:
-    """Cheap completeness check without decoding: raises PixelDecodeError for missing/truncated native data."""
+    """Cheap completeness check without decoding: raises PixelDecodeError for missing/truncated native data
+    and for headers that claim an oversized or empty pixel array (see :mod:`imaging_pipelines.limits`)."""
     if "PixelData" not in ds:
         raise PixelDecodeError("no pixel data (file truncated or PixelData element missing)")
+    problem = claimed_pixels_problem(ds)
+    if problem:
+        raise PixelDecodeError(problem)
     if transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN:
         expected = _native_nbytes(ds)
         got = len(ds.PixelData)
@@ -71,8 +97,11 @@ def decode_frames(ds) -> np.ndarray:
         return arr
     try:
         arr = pixel_array(ds)  # not ds.pixel_array: that would also cache a decoded copy on the dataset
-    except Exception as exc:  # pydicom raises many types for undecodable data
-        raise PixelDecodeError(f"cannot decode pixel data ({transfer_syntax(ds) or 'unknown transfer syntax'}): {exc}") from exc
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # decoders raise many types; Rust plugins' PanicException is a BaseException
+        raise PixelDecodeError(f"cannot decode pixel data ({transfer_syntax(ds) or 'unknown transfer syntax'}): "
+                               f"{type(exc).__name__}: {exc}") from exc
     arr = np.asarray(arr)
     if arr.size != rows * cols * nf:
         raise PixelDecodeError(f"decoded {arr.size} pixels, expected {rows}x{cols}x{nf}")
@@ -100,6 +129,9 @@ def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Excep
     else:
         for i in compressed:
             one(i)
+    for exc in errors.values():
+        if isinstance(exc, MemoryError):  # an allocation failure is not a property of one file
+            raise exc
     return errors
 
 

@@ -96,9 +96,14 @@ def orientation_label(normal: np.ndarray) -> str:
 
 def unit_cosines(iop: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row cosine, column cosine and their cross product (normal) from a 6-value ImageOrientationPatient."""
-    v = np.asarray([float(x) for x in iop], dtype=float)
+    try:
+        v = np.asarray([float(x) for x in iop], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("ImageOrientationPatient holds non-numeric values") from None
     if v.shape != (6,):
         raise ValueError(f"ImageOrientationPatient must have 6 values, got {len(v)}")
+    if not np.all(np.isfinite(v)) or np.any(np.abs(v) > 1e6):
+        raise ValueError("ImageOrientationPatient holds non-finite or out-of-range values")
     row, col = v[:3], v[3:]
     nr, nc = np.linalg.norm(row), np.linalg.norm(col)
     if nr < 1e-6 or nc < 1e-6:

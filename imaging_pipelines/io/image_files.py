@@ -5,16 +5,21 @@ NIfTI affines are RAS; `Volume` is LPS: the conversion lives in `Volume.from_nif
 
 from __future__ import annotations
 
+import math
+import re
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.io.itk_headers import check_itk_header
+from imaging_pipelines.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
+from imaging_pipelines.limits import MAX_VOXELS, check_claimed_size
 from imaging_pipelines.registry import FORMAT_SUFFIXES
 from imaging_pipelines.volume import Volume
 
-MAX_VOXELS = 2**31  # refuse headers that claim more voxels than this, before allocating
+__all__ = ["MAX_VOXELS", "image_file_format", "read_image_file", "read_nifti", "read_sitk_file", "write_nifti"]
 
 
 def image_file_format(path: str | PathLike) -> str | None:
@@ -26,12 +31,12 @@ def image_file_format(path: str | PathLike) -> str | None:
     return None
 
 
-def _check_size(path: str | PathLike, shape: tuple[int, ...]) -> None:
-    n = int(np.prod([int(s) for s in shape], dtype=np.float64))
-    if n <= 0:
-        raise ImagingInputError(path, f"header declares an empty image of shape {tuple(shape)}")
-    if n > MAX_VOXELS:
-        raise ImagingInputError(path, f"header declares {n} voxels (shape {tuple(shape)}), more than the {MAX_VOXELS} allowed")
+def _check_size(path: str | PathLike, shape: tuple[int, ...], itemsize: int = 1,
+                available_bytes: int | None = None, stored_bytes: int | None = None) -> None:
+    """Refuse (ImagingInputError) an image whose header claims an empty, oversized or truncated array."""
+    if len(shape) == 0:
+        raise ImagingInputError(path, "header claims an image without dimensions")
+    check_claimed_size(path, shape, itemsize, available_bytes=available_bytes, stored_bytes=stored_bytes)
 
 
 def _finite_warnings(path: str | PathLike, array: np.ndarray) -> tuple[str, ...]:
@@ -54,19 +59,16 @@ def read_nifti(path: str | PathLike) -> Volume:
     import nibabel as nib
 
     try:
+        check_nifti_extensions(path)
         img = nib.load(str(path))
-        _check_size(path, img.shape)
+        itemsize, available = nifti_claim(path, img)
+        _check_size(path, img.shape, itemsize, available, stored_nbytes(img))
         data = np.asanyarray(img.dataobj)
-    except ImagingInputError:
+    except (ImagingInputError, MemoryError):
         raise
     except Exception as exc:  # nibabel raises many types for broken files
         raise ImagingInputError(path, f"cannot read NIfTI file: {type(exc).__name__}: {exc}") from None
-    time_step = None
-    if data.ndim == 4:
-        zooms = img.header.get_zooms()
-        t_unit = img.header.get_xyzt_units()[1]
-        scale = {"msec": 1e-3, "usec": 1e-6}.get(t_unit, 1.0)
-        time_step = float(zooms[3]) * scale if len(zooms) > 3 and zooms[3] > 0 else None
+    time_step = _nifti_time_step(img) if data.ndim == 4 else None
     try:
         volume = Volume.from_nifti(data, img.affine, time_step=time_step)
     except ValueError as exc:
@@ -74,23 +76,48 @@ def read_nifti(path: str | PathLike) -> Volume:
     return _with_warnings(volume, _finite_warnings(path, volume.array))
 
 
+def _nifti_time_step(img) -> float | None:
+    """Interval between volumes (s) from pixdim[4] and the time unit; None when absent or unusable."""
+    zooms = img.header.get_zooms()
+    try:
+        t_unit = img.header.get_xyzt_units()[1]
+    except (KeyError, ValueError):  # an unknown unit code: the interval cannot be interpreted
+        return None
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(t_unit, 1.0)
+    step = float(zooms[3]) * scale if len(zooms) > 3 else 0.0
+    return step if math.isfinite(step) and step > 0 else None
+
+
 def read_sitk_file(path: str | PathLike) -> Volume:
     """Read NRRD or MetaImage (.nrrd, .nhdr, .mha, .mhd) with SimpleITK."""
     import SimpleITK as sitk
 
     try:
+        check_itk_header(path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        _check_size(path, reader.GetSize())
+        _check_size(path, reader.GetSize(), _sitk_itemsize(reader))
         image = reader.Execute()
         volume = Volume.from_sitk(image)
-    except ImagingInputError:
+    except (ImagingInputError, MemoryError):
         raise
     except Exception as exc:
         msg = str(exc).strip().splitlines()
         raise ImagingInputError(path, f"cannot read image: {msg[-1] if msg else type(exc).__name__}") from None
     return _with_warnings(volume, _finite_warnings(path, volume.array))
+
+
+def _sitk_itemsize(reader) -> int:
+    """Bytes per pixel (all components) of the image a SimpleITK reader would allocate."""
+    import SimpleITK as sitk
+
+    kind = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    bits = re.search(r"(\d+)-bit", kind)
+    per_component = int(bits.group(1)) // 8 if bits else 8
+    if kind.startswith("complex"):
+        per_component *= 2
+    return per_component * max(1, int(reader.GetNumberOfComponents()))
 
 
 def _with_warnings(volume: Volume, warnings: tuple[str, ...]) -> Volume:

@@ -9,6 +9,7 @@ whose nodata is NaN reports ``nodata=nan``.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,7 +20,11 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.limits import claimed_size_problem
 from imaging_pipelines.raster.raster import PixelWindow, Raster, is_rotated, window_transform
+
+
+MAX_BANDS = 2000  # more bands than any real sensor (hyperspectral cubes have a few hundred); GDAL is slow beyond
 
 
 def _is_local(path: str) -> bool:
@@ -35,6 +40,63 @@ def _gdal_message(exc: BaseException) -> str:
     """GDAL's own reason (rasterio chains it as the cause of a generic 'Read failed' error)."""
     cause = exc.__cause__ or exc.__context__
     return str(cause) if cause is not None and str(cause) else str(exc)
+
+
+def _numpy_dtype_ok(name: str) -> bool:
+    """Whether numpy has the band type GDAL reports (not e.g. GDAL's complex_int16)."""
+    try:
+        np.dtype(name)
+    except TypeError:
+        return False
+    return True
+
+
+def _nbits(ds) -> int:
+    """Bits per stored sample (GDAL's NBITS, else the dtype's size)."""
+    try:
+        return int(ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS", 0)) or np.dtype(ds.dtypes[0]).itemsize * 8
+    except (TypeError, ValueError, RasterioError):
+        return np.dtype(ds.dtypes[0]).itemsize * 8
+
+
+def _uncompressed_size_problem(path: str, ds) -> str | None:
+    """For a local uncompressed GeoTIFF: why its header cannot be right (more pixel bytes than the file holds)."""
+    if not _is_local(path) or ds.driver != "GTiff":
+        return None
+    try:
+        if ds.compression is not None:
+            return None
+    except (ValueError, RasterioError):  # a compression code rasterio does not know
+        return None
+    nbits = _nbits(ds)
+    stored = math.floor(ds.width * ds.height * ds.count * nbits / 8)  # bytes, at least
+    size = os.path.getsize(path)
+    if stored <= size:
+        return None
+    return (f"header claims {ds.count} x {ds.height} x {ds.width} pixels (bands x rows x columns) of {nbits} "
+            f"bit(s) = {stored} bytes uncompressed, but the file holds {size} bytes: truncated file or corrupt header")
+
+
+def _block_problem(ds) -> str | None:
+    """Why GDAL must not allocate one block (tile or strip) of this file: one block claims far more pixels than
+    the whole image, or more bytes than allowed (GDAL allocates a whole block to read any part of it)."""
+    try:
+        shapes = ds.block_shapes
+        interleave = (ds.interleaving.value if ds.interleaving is not None else "BAND").upper()
+    except (ValueError, RasterioError):
+        return None
+    itemsize = max(np.dtype(d).itemsize for d in ds.dtypes)
+    per_block = ds.count if interleave == "PIXEL" else 1
+    image = ds.width * ds.height * ds.count * itemsize
+    for bh, bw in set(shapes):
+        nbytes = bh * bw * itemsize * per_block
+        if nbytes > max(4 * image, 64 * 2**20):
+            return (f"header claims blocks (tiles/strips) of {bh} x {bw} pixels ({nbytes} bytes) for a "
+                    f"{ds.height} x {ds.width} image: corrupt tile or strip tags")
+        problem = claimed_size_problem((bh, bw), itemsize * per_block, what="pixels per block")
+        if problem:
+            return problem
+    return None
 
 
 def _resolve_bands(path: str, names: list[str], bands: Sequence[int | str] | None) -> list[int]:
@@ -86,7 +148,19 @@ class RasterReader:
         if ds.count == 0:
             ds.close()
             raise ImagingInputError(self.path, "the file has no raster bands")
+        if ds.count > MAX_BANDS:
+            ds.close()
+            raise ImagingInputError(self.path, f"header claims {ds.count} bands, more than the {MAX_BANDS} supported "
+                                               "(corrupt SamplesPerPixel?)")
+        unsupported = sorted({d for d in ds.dtypes if not _numpy_dtype_ok(d)})
+        if unsupported:
+            ds.close()
+            raise ImagingInputError(self.path, f"unsupported pixel type(s) {unsupported}")
         self.band_names = _band_names(ds)
+        problem = _uncompressed_size_problem(self.path, ds) or _block_problem(ds)
+        if problem:
+            ds.close()
+            raise ImagingInputError(self.path, problem)
 
     def __enter__(self) -> RasterReader:
         return self
@@ -111,6 +185,12 @@ class RasterReader:
                 raise ImagingInputError(self.path, f"window {tuple(win)} outside the {self.height}x{self.width} raster")
             rio_window = win.to_rasterio()
             transform = window_transform(transform, win.row_off, win.col_off)
+        height, width = (win.height, win.width) if window is not None else (self.height, self.width)
+        itemsize = max(np.dtype(self._ds.dtypes[i - 1]).itemsize for i in indexes)
+        problem = claimed_size_problem((len(indexes), height, width), itemsize,
+                                       what="pixels (bands x rows x columns)")
+        if problem:
+            raise ImagingInputError(self.path, problem)
         try:
             array = self._ds.read(indexes, window=rio_window)
         except RasterioError as exc:
