@@ -181,6 +181,7 @@ def mni_trained(shared_data):
     return atlas, mask, model
 
 
+@pytest.mark.slow  # ~4 min of CPU training; the learned chain through Dagster runs by default (test_learned_pipeline)
 def test_learned_registration_recovers_a_known_deformation_of_mni152(mni_trained):
     atlas, mask, model = mni_trained
     moving, moving_mask = _deform(atlas, mask, seed=100, amplitude_mm=AMPLITUDE_MM)  # held out

@@ -71,6 +71,7 @@ def test_save_load_roundtrip_identical_predictions(tmp_path):
     assert set(np.unique(a.array)) <= {0, BRAIN_LESION}
 
 
+@pytest.mark.slow  # ~2 min; held-out Dice of the trained model is also checked through Dagster (test_segmentation_pipeline)
 def test_lesion_dice_on_held_out_phantoms():
     train = [_case(s) for s in TRAIN_SEEDS]
     t0 = time.perf_counter()

@@ -186,7 +186,7 @@ def test_evaluation_rows_per_patient(chain):
 
 
 def test_no_planted_phi_in_segmentation_outputs(chain):
-    from tests.test_phi import phi_needles
+    from tests.test_phi import phi_leaks, phi_needles
 
     needles = phi_needles(chain["manifest"])
     storage = chain["root"] / "storage"
@@ -194,5 +194,5 @@ def test_no_planted_phi_in_segmentation_outputs(chain):
     for pattern in ("zarr.json", "*.json", "*.seg.dcm"):
         for path in storage.rglob(pattern):
             texts[str(path)] = path.read_bytes().decode("latin-1")
-    leaks = {(where, n) for where, text in texts.items() for n in needles if n in text.upper()}
+    leaks = phi_leaks(needles, texts)
     assert not leaks, f"PHI leaked: {sorted(leaks)[:10]}"
