@@ -23,16 +23,20 @@ class LocalS3:
         """Environment for a process (a Dagster step, a killed writer) to reach this server."""
         return {**S3_ENV, "AWS_ENDPOINT_URL": self.endpoint_url}
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys of the objects under ``prefix`` (no bodies: cheap enough to poll)."""
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint_url)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
     def objects(self, prefix: str) -> dict[str, bytes]:
         """Every object under ``prefix`` with its bytes."""
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=self.endpoint_url)
-        out = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                out[item["Key"]] = s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-        return out
+        return {key: s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() for key in self.keys(prefix)}
 
 
 @contextmanager

@@ -123,8 +123,7 @@ def test_sigkill_during_s3_write_keeps_previous_store_then_rerun_succeeds(worksp
         write_subject(workspace / "inbox", (96, 512, 512), seed=2)
 
         def writing_new_version() -> bool:
-            keys = s3.objects(prefix).keys()
-            return any("/c/" in k and f"/{good}/" not in k for k in keys)
+            return any("/c/" in k and f"/{good}/" not in k for k in s3.keys(prefix))
 
         proc = run_in_subprocess(str(home), partition, env=s3.env())
         kill_when(proc, writing_new_version)
