@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install browser-deps postgres-deps demo test test-all ui bench fuzz load validate clean
+.PHONY: install browser-deps postgres-deps demo test test-all ui bench fuzz load validate schema clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,18 +45,22 @@ test-all: install browser-deps postgres-deps ## run every test, slow ones includ
 	$(BIN)/python -m pytest -m ""
 
 ui: install ## the Dagster UI on http://127.0.0.1:3000 over the instance the demo wrote to
-	$(BIN)/python -c "from imaging_pipelines.dagster_layer.demo_run import ensure_dagster_home; ensure_dagster_home()"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/python -c "from imaging_pipelines.dagster_layer.local_runs import ensure_dagster_home; ensure_dagster_home()"
+	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 fuzz: install ## 10,200 mutated DICOM / NIfTI / GeoTIFF inputs through the readers (crash, hang and memory checks)
 	$(BIN)/python bench/fuzz_readers.py --inputs 10200 --workers 2
 
-load: install ## load test: 500 synthetic partitions backfilled (multiprocess), then 50 on a local Dask cluster
+load: install ## load test: 500 synthetic partitions backfilled (default deployment: steps in the run's process), then 50 on a local Dask cluster
 	$(BIN)/python bench/load_backfill.py --partitions 500
 	$(BIN)/python bench/load_backfill.py --partitions 50 --executor dask
 
-validate: install ## validate the data catalog
+validate: install ## validate the data catalog (and load it as dg components)
 	$(BIN)/imaging-pipelines catalog validate
+	$(BIN)/dg check defs
+
+schema: install ## regenerate data_catalog/dataset.schema.json (the JSON schema of a catalog file)
+	$(BIN)/imaging-pipelines catalog schema --output data_catalog/dataset.schema.json
 
 bench: install ## DICOM conversion benchmark against dcm2niix and SimpleITK
 	$(BIN)/python bench/bench_dicom_convert.py

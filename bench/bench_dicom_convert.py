@@ -36,11 +36,11 @@ t0 = time.perf_counter()
 """
 _CHILD_PROJECT = _CHILD_PREAMBLE + """
 try:
-    from imaging_pipelines.io.dicom import read_dicom_folder
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
 except Exception as exc:
-    print(f"IMPORT-FAILED: imaging_pipelines.io.dicom: {exc!r}", file=sys.stderr)
+    print(f"IMPORT-FAILED: imaging_pipelines.medical.io.dicom: {exc!r}", file=sys.stderr)
     sys.exit(3)
-from imaging_pipelines.io.image_files import write_nifti
+from imaging_pipelines.medical.io.image_files import write_nifti
 t1 = time.perf_counter(); rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 res = read_dicom_folder(sys.argv[1])
 t2 = time.perf_counter()
@@ -238,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write all figures to this JSON file")
     args = ap.parse_args(argv)
 
-    probe = subprocess.run([sys.executable, "-c", "import imaging_pipelines.io.dicom as m; m.read_dicom_folder"],
+    probe = subprocess.run([sys.executable, "-c", "import imaging_pipelines.medical.io.dicom as m; m.read_dicom_folder"],
                            capture_output=True, text=True, cwd=REPO)
     if probe.returncode != 0:
-        print("ERROR: cannot import imaging_pipelines.io.dicom.read_dicom_folder with "
+        print("ERROR: cannot import imaging_pipelines.medical.io.dicom.read_dicom_folder with "
               f"{sys.executable}; the project reader is required.\n{probe.stderr.strip()[-800:]}", file=sys.stderr)
         return 2
     dcm2niix = find_dcm2niix()

@@ -7,7 +7,7 @@ to fixed; the deformed brain mask is warped back onto the fixed grid (nearest ne
 the template mask (Dice). Prints Dice before/after, folding fraction, NCC after and runtime per pair.
 
 Methods: bspline, demons (SimpleITK), elastix (when itk-elastix is installed) and learned (when
-``imaging_pipelines.register.learned`` provides ``train_voxelmorph``/``register_learned``; the network is
+``imaging_pipelines.medical.register.learned`` provides ``train_voxelmorph``/``register_learned``; the network is
 trained on the moving images of the benchmark itself, so it measures fitting, not generalisation; its
 training time is printed separately).
 
@@ -32,11 +32,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from imaging_pipelines.io.image_files import read_image_file  # noqa: E402
-from imaging_pipelines.register import api, warp  # noqa: E402
-from imaging_pipelines.register.metrics import dice  # noqa: E402
-from imaging_pipelines.register.synthetic import downsample_isotropic, smooth_random_field  # noqa: E402
-from imaging_pipelines.volume import Volume  # noqa: E402
+from imaging_pipelines.medical.io.image_files import read_image_file  # noqa: E402
+from imaging_pipelines.medical.register import api, warp  # noqa: E402
+from imaging_pipelines.medical.register.metrics import dice  # noqa: E402
+from imaging_pipelines.medical.register.synthetic import downsample_isotropic, smooth_random_field  # noqa: E402
+from imaging_pipelines.core.volume import Volume  # noqa: E402
 
 MNI_T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_MASK = "medical/mni152/mni152_brain_mask_t1gt0.2.nii.gz"
@@ -80,7 +80,7 @@ def main() -> int:
         register = None
         if method == "learned":
             try:
-                learned = importlib.import_module("imaging_pipelines.register.learned")
+                learned = importlib.import_module("imaging_pipelines.medical.register.learned")
                 started = time.perf_counter()
                 # trained on other deformations than the evaluated pairs (seeds 1000+), masks as weak supervision
                 _, _, training = make_pairs(args.data, args.spacing, args.learned_pairs, args.max_mm, args.control_mm,
@@ -97,7 +97,7 @@ def main() -> int:
                 notes.append(f"learned: skipped ({type(exc).__name__}: {exc})")
                 continue
         elif method == "elastix":
-            from imaging_pipelines.register.elastix import available
+            from imaging_pipelines.medical.register.elastix import available
 
             if not available():
                 notes.append("elastix: skipped (itk-elastix not installed)")

@@ -57,7 +57,7 @@ TRAIN_ITERATIONS = 6
 
 def train_model(image, mask):
     """A DynUNet for 1 mm / 96^3 trained a few iterations on the brain mask; returns (model, s per iteration)."""
-    from imaging_pipelines.segment.unet_train import train_segmentation
+    from imaging_pipelines.medical.segment.unet_train import train_segmentation
 
     model, report = train_segmentation([image], [mask], n_classes=2, patch_size=PATCH, epochs=1,
                                        iterations_per_epoch=TRAIN_ITERATIONS, batch_size=SW_BATCH, optimizer="adam",
@@ -68,7 +68,7 @@ def train_model(image, mask):
 def bare_inference(model, image) -> float:
     from monai.inferers import sliding_window_inference
 
-    from imaging_pipelines.segment.unet import normalize_intensity
+    from imaging_pipelines.medical.segment.unet import normalize_intensity
 
     net = model.network.eval()
     x = torch.from_numpy(normalize_intensity(image.array, model.normalization))[None, None]
@@ -86,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     if not T1.is_file():
         print(f"MNI152 not found at {T1} (set IMAGING_SHARED_DATA)", file=sys.stderr)
         return 2
-    from imaging_pipelines.catalog import load_catalog
-    from imaging_pipelines.io.image_files import read_nifti
-    from imaging_pipelines.io.ome_zarr import write_volume_store
-    from imaging_pipelines.io.storage import partition_store_path, storage_root
-    from imaging_pipelines.stages import model_store
-    from imaging_pipelines.stages.segmentation import segment_partition
-    from imaging_pipelines.stages.segmentation_data import SEGMENTATION_MODEL
+    from imaging_pipelines.config.catalog import load_catalog
+    from imaging_pipelines.medical.io.image_files import read_nifti
+    from imaging_pipelines.medical.io.ome_zarr import write_volume_store
+    from imaging_pipelines.core.storage import partition_store_path, storage_root
+    from imaging_pipelines.models import store as model_store
+    from imaging_pipelines.medical.stages.segmentation import segment_partition
+    from imaging_pipelines.medical.stages.segmentation_data import SEGMENTATION_MODEL
 
     torch.manual_seed(0)
     image = read_nifti(T1)

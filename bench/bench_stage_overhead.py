@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if not T1.is_file():
         print(f"MNI152 not found at {T1} (set IMAGING_SHARED_DATA)", file=sys.stderr)
         return 2
-    from imaging_pipelines.io.ome_zarr import read_volume_store, write_volume_store
-    from imaging_pipelines.io.storage import partition_store_path, storage_root
-    from imaging_pipelines.volume import Volume
+    from imaging_pipelines.medical.io.ome_zarr import read_volume_store, write_volume_store
+    from imaging_pipelines.core.storage import partition_store_path, storage_root
+    from imaging_pipelines.core.volume import Volume
 
     t1 = sitk.ReadImage(str(T1), sitk.sitkFloat32)
     moving = moved_t1(t1)

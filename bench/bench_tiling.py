@@ -1,4 +1,4 @@
-"""Tiling + spectral-index throughput of imaging_pipelines.raster vs a plain windowed rasterio loop.
+"""Tiling + spectral-index throughput of imaging_pipelines.remote_sensing vs a plain windowed rasterio loop.
 
 Both sides compute an index ``(A - B) / (A + B)`` as float32 with NaN where either band is nodata (0)
 or the sum is 0, over the same scene, and write a tiled float32 GeoTIFF; NDVI (A = NIR, B = Red) is the
@@ -25,7 +25,7 @@ pixels / wall time, median and best of ``--repeats`` interleaved runs) and the r
 Extra rows (not in the headline ratio): in-memory ``stitch`` + ``write_geotiff``, 32 px overlap,
 ``map_tiles(workers=N)`` (tiles on a thread pool), each tile stored to and read back from Zarr
 (what the materialised per-tile pipeline adds), and the NDVI output converted to a Cloud-Optimized
-GeoTIFF with :func:`imaging_pipelines.raster.cog.geotiff_to_cog` (deflate, overviews), checked with
+GeoTIFF with :func:`imaging_pipelines.remote_sensing.cog.geotiff_to_cog` (deflate, overviews), checked with
 ``validate_cog`` and compared pixel for pixel.
 
     .venv/bin/python bench/bench_tiling.py [--size 4096] [--tile 512] [--repeats 7] [--workers 2]
@@ -44,7 +44,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from imaging_pipelines.raster import (
+from imaging_pipelines.remote_sensing import (
     Raster, geotiff_to_cog, map_tiles, ndvi, ndwi, read_raster, read_tile_zarr, stitch, stitch_to_geotiff,
     validate_cog, write_geotiff, write_tile_zarr,
 )

@@ -26,9 +26,9 @@ CASE = SHARED / "medical" / "brain_tumour_mr"
 
 
 def current_demo_model() -> Path | None:
-    from imaging_pipelines.io.storage import storage_root
-    from imaging_pipelines.stages import model_store
-    from imaging_pipelines.stages.segmentation_data import SEGMENTATION_MODEL
+    from imaging_pipelines.core.storage import storage_root
+    from imaging_pipelines.models import store as model_store
+    from imaging_pipelines.medical.stages.segmentation_data import SEGMENTATION_MODEL
 
     folder = model_store.model_folder(storage_root(), "demo_cohort", SEGMENTATION_MODEL)
     try:
@@ -42,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="a segmentation model file (default: the demo's current model)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
-    from imaging_pipelines.io.image_files import read_image_file
-    from imaging_pipelines.preprocess.recipe import apply_recipe, recipe_by_name
-    from imaging_pipelines.preprocess.resample import resample_like
-    from imaging_pipelines.segment.baselines import BASELINES, run_baseline
-    from imaging_pipelines.segment.evaluate import segmentation_metrics
-    from imaging_pipelines.segment.postprocess import postprocess_labels
-    from imaging_pipelines.segment.unet import SegmentationModel, predict
+    from imaging_pipelines.medical.io.image_files import read_image_file
+    from imaging_pipelines.config.recipes import recipe_by_name
+    from imaging_pipelines.medical.preprocess.recipe import apply_recipe
+    from imaging_pipelines.medical.preprocess.resample import resample_like
+    from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
+    from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
+    from imaging_pipelines.medical.segment.postprocess import postprocess_labels
+    from imaging_pipelines.medical.segment.unet import SegmentationModel, predict
 
     model_file = args.model or current_demo_model()
     if model_file is None or not model_file.is_file():

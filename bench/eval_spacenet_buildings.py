@@ -2,13 +2,13 @@
 
 Data: ``../shared/data/remote_sensing/spacenet_atlanta/sample_geotiff.tif`` (900x900 px, 1 band uint16,
 0.5 m, EPSG:32616, nodata 0) and ``geotiff_labels.geojson`` (43 building footprints) burned onto the image
-grid with :func:`imaging_pipelines.raster.labels.rasterize_labels` (pixel centre inside polygon).
+grid with :func:`imaging_pipelines.remote_sensing.labels.rasterize_labels` (pixel centre inside polygon).
 
 Split by columns (no pixel is both trained on and scored): the left 70% (cols 0..629) is the training
 side, of which cols 0..539 are cut into three 300-row training tiles and cols 540..629 are the validation
 strip (best-validation weights kept); the right 30% (cols 630..899) is the held-out test region. The
 single band is clipped to the training side's 0.5..99.5 percentiles (bright outliers) before the U-Net's
-own z-score. Baseline: :func:`imaging_pipelines.raster.baseline.otsu_baseline` with the brightness band
+own z-score. Baseline: :func:`imaging_pipelines.remote_sensing.baseline.otsu_baseline` with the brightness band
 (Otsu threshold computed on the test region itself, brighter = building); the inverted rule (darker =
 building) is printed too for reference. Prints building IoU, areas (ha) and polygon counts on the test region.
 CPU only, about 1.5-2.5 minutes on 2 cores (seeded: the same figures on every run):
@@ -45,13 +45,13 @@ def main() -> int:
 
     import torch
 
-    from imaging_pipelines.raster.baseline import otsu_baseline
-    from imaging_pipelines.raster.config import RasterTrainingConfig
-    from imaging_pipelines.raster.io import read_raster
-    from imaging_pipelines.raster.labels import rasterize_labels
-    from imaging_pipelines.raster.raster import Raster
-    from imaging_pipelines.raster.unet2d import predict_unet2d, train_unet2d
-    from imaging_pipelines.raster.vectorize import class_areas_ha, class_iou, class_polygons
+    from imaging_pipelines.remote_sensing.baseline import otsu_baseline
+    from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
+    from imaging_pipelines.remote_sensing.io import read_raster
+    from imaging_pipelines.remote_sensing.labels import rasterize_labels
+    from imaging_pipelines.core.raster import Raster
+    from imaging_pipelines.remote_sensing.unet2d import predict_unet2d, train_unet2d
+    from imaging_pipelines.remote_sensing.vectorize import class_areas_ha, class_iou, class_polygons
 
     torch.set_num_threads(args.threads)
     image_path, labels_path = CHIP / "sample_geotiff.tif", CHIP / "geotiff_labels.geojson"

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from imaging_pipelines.fuzz.harness import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MEMORY_LIMIT, run_campaign
-from imaging_pipelines.fuzz.seeds import EXTRA_KINDS, KINDS, build_corpus, default_shared_root, load_corpus
-from imaging_pipelines.limits import MAX_IMAGE_BYTES_ENV
+from imaging_pipelines.tools.fuzz.harness import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MEMORY_LIMIT, run_campaign
+from imaging_pipelines.tools.fuzz.seeds import EXTRA_KINDS, KINDS, build_corpus, default_shared_root, load_corpus
+from imaging_pipelines.core.limits import MAX_IMAGE_BYTES_ENV
 
 MIB = 2**20
 
@@ -89,7 +89,7 @@ def _progress(every_s: float = 10.0):
 
 def run_one(corpus: Path, spec: str, seed: int, max_image_bytes: int) -> int:
     """Replay one input in this process; prints the mutation and the outcome."""
-    from imaging_pipelines.fuzz.targets import make_case, timed_run
+    from imaging_pipelines.tools.fuzz.targets import make_case, timed_run
 
     kind, _, number = spec.partition(":")
     os.environ[MAX_IMAGE_BYTES_ENV] = str(max_image_bytes)
@@ -109,9 +109,9 @@ def instrument_readers() -> None:
     import atheris
 
     with atheris.instrument_imports(include=["imaging_pipelines", "pydicom", "nibabel", "affine"]):
-        import imaging_pipelines.io.dicom  # noqa: F401
-        import imaging_pipelines.io.image_files  # noqa: F401
-        import imaging_pipelines.raster.io  # noqa: F401  (imported for its instrumentation)
+        import imaging_pipelines.medical.io.dicom  # noqa: F401
+        import imaging_pipelines.medical.io.image_files  # noqa: F401
+        import imaging_pipelines.remote_sensing.io  # noqa: F401  (imported for its instrumentation)
 
 
 def run_atheris(corpus: Path, kind: str, libfuzzer_args: list[str], max_image_bytes: int, findings: Path) -> int:
@@ -124,7 +124,7 @@ def run_atheris(corpus: Path, kind: str, libfuzzer_args: list[str], max_image_by
 
     import atheris
 
-    from imaging_pipelines.fuzz.targets import CLEAN_ERROR, LOADED, call_reader, judge
+    from imaging_pipelines.tools.fuzz.targets import CLEAN_ERROR, LOADED, call_reader, judge
 
     os.environ[MAX_IMAGE_BYTES_ENV] = str(max_image_bytes)
 

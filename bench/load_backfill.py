@@ -6,18 +6,23 @@ What it does, in a scratch folder (``--workdir``, default a temporary one):
    per partition) and tiles of one synthetic Landsat-like scene (64 px tiles), ``--tile-share`` of them tiles;
 2. registers them: the datasets' inbox sensors add the dynamic partitions to a SQLite Dagster instance;
 3. backfills every partition, one Dagster run per partition (what the project's backfill policy asks for):
-   ``--run-workers`` processes each launch runs one after the other with ``dagster.execute_job``, and every
-   run executes its steps with the executor of a deployment file, as a user would configure it:
-   ``multiprocess`` (forkserver start method, the definitions preloaded), ``dask`` (a LocalCluster of
-   ``--dask-workers`` processes started here) or, for comparison, ``in_process``. Medical runs: ingestion then preprocessing (recipe demo_mr:
-   N4, reorientation, resampling, z-score, denoising). Tile runs: tile ingestion then analysis-ready tile;
+   ``--run-workers`` long-lived processes each open the instance once and launch runs one after the other
+   with ``dagster.execute_job``. ``--executor default`` (the default) sets no deployment file, so the runs
+   use the project's default deployment (every step in the run's process); ``multiprocess`` (forkserver
+   start method, the definitions preloaded), ``dask`` (a LocalCluster of ``--dask-workers`` processes
+   started here) and ``in_process`` write the deployment file a user would. The instance is the project's
+   local SQLite one (``dev_instance_yaml``: one consolidated event-log database). Medical runs: ingestion
+   then preprocessing (recipe demo_mr: N4, reorientation, resampling, z-score, denoising). Tile runs: tile
+   ingestion then analysis-ready tile;
 4. checks that every partition has a materialisation of every asset (else it is *lost*) and prints
    partitions per minute, failed and lost counts, peak memory (RSS of this process and all its children,
    sampled every 0.25 s), and how a partition's wall time splits into imaging code (the ``runtime_s`` the
    stages report), the rest of its steps (Dagster step set-up, metadata, previews, checks) and the run's
    orchestration (run creation, step process start, event log writes).
 
-    python bench/load_backfill.py --partitions 500                      # multiprocess executor
+    python bench/load_backfill.py --partitions 500                      # default deployment (in_process)
+    python bench/load_backfill.py --partitions 2000 --max-minutes 15
+    python bench/load_backfill.py --partitions 100 --executor multiprocess
     python bench/load_backfill.py --partitions 50 --executor dask
     python bench/load_backfill.py --partitions 20 --json out.json       # a quick look
 
@@ -68,7 +73,7 @@ def write_volumes(inbox: Path, n: int, seed: int = 0) -> None:
 
 def write_scene(inbox: Path, n_tiles: int) -> None:
     """One single-date synthetic Landsat-like scene cut into about ``n_tiles`` tiles of 64 px."""
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
 
     side = max(1, math.ceil(math.sqrt(n_tiles)))
     write_demo_scenes(inbox, n_scenes=1, size=side * TILE_PX, n_dates=1, seed=0)
@@ -91,7 +96,10 @@ def write_catalog(folder: Path, with_tiles: bool) -> Path:
     return catalog
 
 
-def write_deployment(folder: Path, executor: str, address: str | None) -> Path:
+def write_deployment(folder: Path, executor: str, address: str | None) -> Path | None:
+    """The deployment file for ``executor``; None for ``default`` (no file: the project's default deployment)."""
+    if executor == "default":
+        return None
     path = folder / f"deployment-{executor}.yaml"
     if executor == "in_process":
         path.write_text("executor:\n  kind: in_process\n")
@@ -132,33 +140,41 @@ class PeakMemory(threading.Thread):
 
 # --- runs -------------------------------------------------------------------------------------------------
 _JOBS: dict = {}
+_INSTANCE: list = []  # the run worker's one DagsterInstance
 
 
 def _worker_init() -> None:
-    """Import the project once per run worker and build the reconstructable per-partition jobs."""
-    from imaging_pipelines.catalog import load_catalog
-    from imaging_pipelines.dagster_layer.executors import reconstructable_job
+    """Once per run worker (a long-lived process): import the project, build the reconstructable
+    per-partition jobs and open the Dagster instance that all of this worker's runs record in."""
+    from dagster import DagsterInstance
+
+    from imaging_pipelines.config.catalog import load_catalog
+    from imaging_pipelines.dagster_layer.reconstructable import reconstructable_job
 
     for dataset in load_catalog():
         job = "patient_job" if dataset.domain == "medical" else "tile_job"
         _JOBS[dataset.id] = reconstructable_job(f"{dataset.id}__{job}")
+    if not _INSTANCE:
+        from imaging_pipelines.dagster_layer.local_runs import hold_sqlite_databases
+
+        _INSTANCE.append(DagsterInstance.get())
+        hold_sqlite_databases(_INSTANCE[0])  # as the headless run pool's workers do
 
 
 def run_partition(dataset: str, partition: str) -> dict:
     """One Dagster run of the dataset's per-partition job for ``partition`` (in a run worker process)."""
-    from dagster import AssetKey, DagsterInstance, execute_job
+    from dagster import AssetKey, execute_job
 
-    from imaging_pipelines.dagster_layer.demo_run import QUIET_CONSOLE
+    from imaging_pipelines.dagster_layer.local_runs import QUIET_CONSOLE
 
-    if dataset not in _JOBS:
+    if dataset not in _JOBS or not _INSTANCE:
         _worker_init()
     start = time.perf_counter()
-    with DagsterInstance.get() as instance:
-        with execute_job(_JOBS[dataset], instance, run_config=QUIET_CONSOLE, raise_on_error=False,
-                         tags={"dagster/partition": partition},
-                         asset_selection=[AssetKey([dataset, a]) for a in ASSETS[dataset]]) as result:
-            return {"dataset": dataset, "partition": partition, "run_id": result.run_id, "success": result.success,
-                    "wall_s": time.perf_counter() - start}
+    with execute_job(_JOBS[dataset], _INSTANCE[0], run_config=QUIET_CONSOLE, raise_on_error=False,
+                     tags={"dagster/partition": partition},
+                     asset_selection=[AssetKey([dataset, a]) for a in ASSETS[dataset]]) as result:
+        return {"dataset": dataset, "partition": partition, "run_id": result.run_id, "success": result.success,
+                "wall_s": time.perf_counter() - start}
 
 
 def step_and_imaging_seconds(instance, run_id: str) -> tuple[float, float]:
@@ -181,6 +197,14 @@ def step_and_imaging_seconds(instance, run_id: str) -> tuple[float, float]:
     return steps, imaging
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def materialised(instance, dataset: str, asset: str) -> set[str]:
     from dagster import AssetKey
 
@@ -191,7 +215,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=int, default=500, help="partitions to register and backfill (default 500)")
     parser.add_argument("--tile-share", type=float, default=0.2, help="share of the partitions that are scene tiles (default 0.2)")
-    parser.add_argument("--executor", choices=["multiprocess", "dask", "in_process"], default="multiprocess")
+    parser.add_argument("--executor", choices=["default", "multiprocess", "dask", "in_process"], default="default",
+                        help="default (the default): no deployment file, the project's default deployment")
     parser.add_argument("--run-workers", type=int, default=2, help="runs in flight at once (default 2)")
     parser.add_argument("--dask-workers", type=int, default=2, help="dask: LocalCluster worker processes (default 2)")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="stop launching runs after this long (default 60)")
@@ -210,7 +235,9 @@ def main() -> int:
         write_scene(work / "scenes", n_tiles)
     home = work / "dagster_home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from imaging_pipelines.dagster_layer.local_runs import dev_instance_yaml
+
+    (home / "dagster.yaml").write_text(dev_instance_yaml(home))
     os.environ.setdefault("IMAGING_PIPELINES_PSEUDONYM_KEY", os.urandom(16).hex())  # synthetic data: any key
     os.environ.update({
         "DAGSTER_HOME": str(home), "IMAGING_PIPELINES_DATA_ROOTS": str(work),
@@ -224,11 +251,15 @@ def main() -> int:
 
         cluster = LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None)
-    os.environ["IMAGING_PIPELINES_DEPLOYMENT"] = str(write_deployment(work, args.executor, cluster and cluster.scheduler_address))
+    deployment = write_deployment(work, args.executor, cluster and cluster.scheduler_address)
+    if deployment is None:
+        os.environ.pop("IMAGING_PIPELINES_DEPLOYMENT", None)
+    else:
+        os.environ["IMAGING_PIPELINES_DEPLOYMENT"] = str(deployment)
 
     from dagster import DagsterInstance
 
-    from imaging_pipelines.dagster_layer.demo_run import run_sensor_once
+    from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
     from imaging_pipelines.dagster_layer.factory import build_definitions
 
     memory = PeakMemory()
@@ -244,6 +275,7 @@ def main() -> int:
     print(f"registered {len(todo)} partitions in {register_s:.1f} s; backfilling with the {args.executor} executor, "
           f"{args.run_workers} runs at a time", flush=True)
 
+    load_before, cpu_before = os.getloadavg(), cpu_seconds()
     results, deadline = [], time.perf_counter() + args.max_minutes * 60
     t1 = time.perf_counter()
     with ProcessPoolExecutor(args.run_workers, initializer=_worker_init) as pool:
@@ -256,13 +288,15 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - a run worker that died is a failed partition
                 d, p = pending[future]
                 results.append({"dataset": d, "partition": p, "run_id": None, "success": False, "error": repr(exc)})
+            done_runs = len(results)  # runs cancelled by --max-minutes are not counted
             if n % 25 == 0 or n == len(todo):
-                rate = n / (time.perf_counter() - t1) * 60
-                print(f"  {n}/{len(todo)} runs done ({rate:.1f} partitions/min)", flush=True)
+                rate = done_runs / (time.perf_counter() - t1) * 60
+                print(f"  {done_runs}/{len(todo)} runs done ({rate:.1f} partitions/min)", flush=True)
             if time.perf_counter() > deadline:
                 for f in pending:
                     f.cancel()
     backfill_s = time.perf_counter() - t1
+    backfill_cpu_s = cpu_seconds() - cpu_before  # the run workers have exited (joined): their CPU is counted
     peak = memory.stop()
     if cluster is not None:
         cluster.close()
@@ -288,6 +322,12 @@ def main() -> int:
         "per_partition_s": {k: round(v, 3) for k, v in per_partition.items()},
         "orchestration_share": round(1 - per_partition["imaging_s"] / per_partition["wall_s"], 3),
         "cores": os.cpu_count(),
+        # CPU seconds (user + system, this process and the run workers) per partition run, and the rate the
+        # cores would give if they did nothing else: less sensitive to other load than the wall-clock rate
+        "cpu_s_per_partition": round(backfill_cpu_s / max(1, len(ran)), 3),
+        "cpu_bound_partitions_per_min": round((os.cpu_count() or 1) * 60 * len(ran) / max(backfill_cpu_s, 1e-9), 1),
+        # 1-minute load average when the backfill started and ended (the machine may be shared)
+        "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(figures, indent=2))
     pp = per_partition

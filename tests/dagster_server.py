@@ -1,4 +1,4 @@
-"""Start and stop a real Dagster server (``dagster dev`` or ``dagster-webserver``) for tests."""
+"""Start and stop a real Dagster server (``dg dev``, ``dagster dev`` or ``dagster-webserver``) for tests."""
 
 from __future__ import annotations
 
@@ -23,15 +23,23 @@ def free_port() -> int:
 
 
 def start_server(command: str, port: int, log: Path, timeout_s: float = 180) -> subprocess.Popen:
-    """Run ``dagster dev`` (``command="dev"``) or ``dagster-webserver`` (``"webserver"``) on ``workspace.yaml``
-    at 127.0.0.1:``port`` with the current environment, output into ``log``; return once ``/server_info``
-    answers. SIGINT is reset to its default in the child (a background ``dagster dev`` ignores it
-    otherwise) and the server gets its own process group, so :func:`stop_server` ends all of it."""
-    args = [str(BIN / "dagster"), "dev"] if command == "dev" else [str(BIN / "dagster-webserver")]
+    """Run ``dg dev`` (``command="dg"``: the dg project of ``pyproject.toml``, its YAML pre-check included),
+    ``dagster dev`` (``"dev"``) or ``dagster-webserver`` (``"webserver"``) on ``workspace.yaml`` at
+    127.0.0.1:``port`` with the current environment (this checkout first on ``PYTHONPATH``), output into
+    ``log``; return once ``/server_info`` answers. SIGINT is reset to its default in the child (a background
+    ``dagster dev`` ignores it, and copies that to SIGTERM) and the server gets its own process group, so
+    :func:`stop_server` ends all of it."""
+    if command == "dg":
+        args = [str(BIN / "dg"), "dev"]
+    else:
+        args = [str(BIN / "dagster"), "dev"] if command == "dev" else [str(BIN / "dagster-webserver")]
+        args += ["-w", str(REPO / "workspace.yaml")]
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*args, "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [*args, "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=True,
         )
     deadline = time.monotonic() + timeout_s

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from dagster import DagsterEventType, EventRecordsFilter
 
-from imaging_pipelines.dagster_layer.demo_run import materialise_partitions, run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.demo.dicom_writer import PatientIdentity, write_dicom_series
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.dicom_writer import PatientIdentity, write_dicom_series
+from imaging_pipelines.core.volume import Volume
 
 
 def run_pipeline(instance, dataset_id: str = "test_ds"):

@@ -1,4 +1,4 @@
-"""Headers that claim huge images are refused before any pixel memory is allocated (imaging_pipelines.limits)."""
+"""Headers that claim huge images are refused before any pixel memory is allocated (imaging_pipelines.core.limits)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from dicom_factory import write_series
 from pydicom.uid import RLELossless
 from rasterio.transform import from_origin
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.fuzz.mutations import dicom_set_elements, nifti_set_field, tiff_set_tag
-from imaging_pipelines.io.dicom import read_dicom_folder
-from imaging_pipelines.io.dicom_header import SizeCappedFile
-from imaging_pipelines.io.image_files import read_image_file
-from imaging_pipelines.limits import MAX_IMAGE_BYTES_ENV, check_claimed_size, max_image_bytes
-from imaging_pipelines.raster.io import read_raster
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.tools.fuzz.mutations import dicom_set_elements, nifti_set_field, tiff_set_tag
+from imaging_pipelines.medical.io.dicom import read_dicom_folder
+from imaging_pipelines.medical.io.dicom_header import SizeCappedFile
+from imaging_pipelines.medical.io.image_files import read_image_file
+from imaging_pipelines.core.limits import MAX_IMAGE_BYTES_ENV, check_claimed_size, max_image_bytes
+from imaging_pipelines.remote_sensing.io import read_raster
 
 FAST_S = 0.5  # seconds a refusal may take
 SMALL_PEAK = 8 * 2**20  # bytes of Python/numpy allocations a refusal may make

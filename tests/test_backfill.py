@@ -12,11 +12,11 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from imaging_pipelines.dagster_layer.demo_run import run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.operations import read_failures
-from imaging_pipelines.io.storage import storage_root
-from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.core.storage import storage_root
+from imaging_pipelines.core.privacy import pseudonymise
 from tests.conftest import REPO
 from tests.pipeline_helpers import write_patient
 from tests.dagster_server import free_port, start_server, stop_server

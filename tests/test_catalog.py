@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from imaging_pipelines.catalog import load_catalog
+from imaging_pipelines.config.catalog import load_catalog
 from imaging_pipelines.cli import app
-from imaging_pipelines.errors import CatalogError
+from imaging_pipelines.core.errors import CatalogError
 from tests.conftest import REPO, write_catalog
 
 

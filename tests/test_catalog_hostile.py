@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from imaging_pipelines.catalog import load_catalog
-from imaging_pipelines.errors import CatalogError
+from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.core.errors import CatalogError
 from tests.conftest import write_catalog
 
 

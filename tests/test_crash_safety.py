@@ -17,10 +17,10 @@ import nibabel as nib
 import numpy as np
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
 
-from imaging_pipelines.dagster_layer.demo_run import run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.io.ome_zarr import read_volume_store
-from imaging_pipelines.io.storage import MANIFEST, partition_store_path, published_version, storage_root
+from imaging_pipelines.medical.io.ome_zarr import read_volume_store
+from imaging_pipelines.core.storage import MANIFEST, partition_store_path, published_version, storage_root
 from tests.s3_server import local_s3
 
 DS = "test_ds"

@@ -10,17 +10,17 @@ import numpy as np
 import pydicom
 import pytest
 
-from imaging_pipelines.demo import (
+from imaging_pipelines.tools.demo import (
     PatientIdentity,
     brain_like_phantom,
     ct_like_phantom,
     generate_demo_cohort,
     write_dicom_series,
 )
-from imaging_pipelines.demo.cohort import CohortManifest, SeriesRecord
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.cohort import CohortManifest, SeriesRecord
+from imaging_pipelines.core.volume import Volume
 
-HAS_READER = importlib.util.find_spec("imaging_pipelines.io.dicom") is not None
+HAS_READER = importlib.util.find_spec("imaging_pipelines.medical.io.dicom") is not None
 
 PATIENT = PatientIdentity(
     patient_name="TEST^PERSON", patient_id="PID-99999", birth_date="19700101", sex="O",
@@ -162,9 +162,9 @@ def test_write_dicom_series_extra_tags_and_4d(tmp_path: Path) -> None:
                            series_number=1, series_description="x")
 
 
-@pytest.mark.skipif(not HAS_READER, reason="imaging_pipelines.io.dicom not available yet")
+@pytest.mark.skipif(not HAS_READER, reason="imaging_pipelines.medical.io.dicom not available yet")
 def test_read_dicom_folder_matches_phantom(cohort: CohortManifest) -> None:
-    from imaging_pipelines.io.dicom import read_dicom_folder
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
 
     for p in cohort.dicom_patients:
         result = read_dicom_folder(p.folder)

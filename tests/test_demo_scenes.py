@@ -12,8 +12,8 @@ import rasterio
 from skimage.filters import threshold_otsu
 from skimage.registration import phase_cross_correlation
 
-from imaging_pipelines.catalog import load_catalog
-from imaging_pipelines.demo.scenes import BAND_FILES, BANDS, QA_CLEAR, demo_scene, write_demo_scenes
+from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.tools.demo.scenes import BAND_FILES, BANDS, QA_CLEAR, demo_scene, write_demo_scenes
 from tests.conftest import REPO
 
 SIZE = 320

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from dicom_factory import make_voxels, write_basic_text_sr, write_series
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.io.dicom import is_dicom_file, read_dicom_folder, read_patient_id
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.medical.io.dicom import is_dicom_file, read_dicom_folder, read_patient_id
 
 
 def test_truncated_file_goes_to_errors_and_series_still_loads(tmp_path):
@@ -127,7 +127,7 @@ def test_duplicate_positions_not_4d_warn(tmp_path):
 
 
 def test_missing_file_path_reported(tmp_path):
-    from imaging_pipelines.io.dicom import read_dicom_files
+    from imaging_pipelines.medical.io.dicom import read_dicom_files
 
     result = read_dicom_files([tmp_path / "nope.dcm"])
     assert result.series == [] and len(result.errors) == 1 and "cannot read file" in result.errors[0].message

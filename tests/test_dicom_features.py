@@ -7,7 +7,7 @@ import pytest
 from dicom_factory import make_voxels, slice_positions, write_enhanced_mr, write_series
 from pydicom.uid import RLELossless, generate_uid
 
-from imaging_pipelines.io.dicom import read_dicom_folder
+from imaging_pipelines.medical.io.dicom import read_dicom_folder
 
 
 def _only(result):

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from imaging_pipelines.io.dicom import read_dicom_folder
+from imaging_pipelines.medical.io.dicom import read_dicom_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMAGING_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -101,7 +101,7 @@ def test_pydicom_testdata_ct_small():
         pytest.skip(f"pydicom test file not available: {exc}")
     if path is None:
         pytest.skip("CT_small.dcm not available (pydicom test data)")
-    from imaging_pipelines.io.dicom import read_dicom_files
+    from imaging_pipelines.medical.io.dicom import read_dicom_files
 
     result = read_dicom_files([path])
     assert len(result.series) == 1

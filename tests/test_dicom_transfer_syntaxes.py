@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from imaging_pipelines.io.dicom import read_dicom_files
+from imaging_pipelines.medical.io.dicom import read_dicom_files
 
 MR_SMALL_VARIANTS = [
     "MR_small_RLE.dcm",  # RLE Lossless

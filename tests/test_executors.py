@@ -14,24 +14,24 @@ from types import SimpleNamespace
 import pytest
 from dagster import AssetKey, DagsterEventType, execute_job, instance_for_test, validate_run_config
 
-from imaging_pipelines.catalog import DEFAULT_CATALOG_DIR
-from imaging_pipelines.dagster_layer.demo_run import QUIET_CONSOLE, run_sensor_once
+from imaging_pipelines.config.paths import DEFAULT_CATALOG_DIR
+from imaging_pipelines.dagster_layer.local_runs import QUIET_CONSOLE, run_sensor_once
 from imaging_pipelines.dagster_layer.executors import (
     K8S_CONFIG_TAG,
     executor_for,
     executor_run_config,
     gpu_op_tags,
-    reconstructable_job,
 )
+from imaging_pipelines.dagster_layer.reconstructable import reconstructable_job
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.deployment import (
+from imaging_pipelines.config.deployment import (
     DEPLOYMENT_ENV,
     DeploymentError,
     default_max_concurrent,
     load_deployment,
 )
-from imaging_pipelines.io.storage import partition_store_path, storage_root
-from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.core.storage import partition_store_path, storage_root
+from imaging_pipelines.core.privacy import pseudonymise
 from tests.pipeline_helpers import write_patient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +63,8 @@ def test_example_deployments_load(path):
 def test_deployment_selected_by_environment(tmp_path, monkeypatch):
     monkeypatch.delenv(DEPLOYMENT_ENV, raising=False)
     default = load_deployment()
-    assert default.executor.kind == "multiprocess" and default.storage.root is None and not gpu_op_tags(default)
-    assert executor_run_config(default)[1] == {"max_concurrent": default_max_concurrent()}
+    assert default.executor.kind == "in_process" and default.storage.root is None and not gpu_op_tags(default)
+    assert executor_run_config(default)[1] == {}
     path = write_deployment(tmp_path, """\
         executor: {kind: in_process}
         storage: {root: memory://stores, storage_options: {skip_instance_cache: true}}
@@ -112,12 +112,14 @@ def test_missing_deployment_file_is_named(tmp_path):
 # --- definitions without a deployment ---------------------------------------------------------------------
 
 
-def test_definitions_without_deployment_use_multiprocess(monkeypatch):
+def test_definitions_without_deployment_run_steps_in_process(tmp_path, monkeypatch):
     monkeypatch.delenv(DEPLOYMENT_ENV, raising=False)
     defs = build_definitions(DEFAULT_CATALOG_DIR)
     job = defs.resolve_job_def("demo_cohort__patient_job")
-    assert job.executor_def.name == "multiprocess"
-    (resolved,) = validate_run_config(job)["execution"].values()
+    assert job.executor_def.name == "in_process"
+    # the multiprocess executor (no longer the default) still defaults to default_max_concurrent() steps
+    multiprocess = build_definitions(DEFAULT_CATALOG_DIR, deployment=str(write_deployment(tmp_path, "executor: {kind: multiprocess}\n")))
+    (resolved,) = validate_run_config(multiprocess.resolve_job_def("demo_cohort__patient_job"))["execution"].values()
     assert resolved["max_concurrent"] == default_max_concurrent()
     for assets_def in defs.resolve_asset_graph().assets_defs:
         if assets_def.is_executable:

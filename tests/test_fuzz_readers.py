@@ -1,7 +1,7 @@
 """Hostile input for the DICOM, NIfTI and GeoTIFF readers: every input loads or raises ImagingInputError.
 
 Property tests (hypothesis, derandomized) mutate generated seed files in this process; a short campaign of
-the subprocess harness (imaging_pipelines.fuzz) also watches for crashes and hangs. The full run of
+the subprocess harness (imaging_pipelines.tools.fuzz) also watches for crashes and hangs. The full run of
 >= 10,000 inputs is ``bench/fuzz_readers.py``.
 """
 
@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.fuzz import mutations as mut
-from imaging_pipelines.fuzz.harness import run_campaign
-from imaging_pipelines.fuzz.seeds import EXTRA_KINDS, KINDS, build_corpus, default_shared_root, load_corpus
-from imaging_pipelines.fuzz.targets import CLEAN_ERROR, CRASH, HANG, LOADED, OTHER_EXCEPTION, call_reader, judge
-from imaging_pipelines.limits import MAX_IMAGE_BYTES_ENV
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.tools.fuzz import mutations as mut
+from imaging_pipelines.tools.fuzz.harness import run_campaign
+from imaging_pipelines.tools.fuzz.seeds import EXTRA_KINDS, KINDS, build_corpus, default_shared_root, load_corpus
+from imaging_pipelines.tools.fuzz.targets import CLEAN_ERROR, CRASH, HANG, LOADED, OTHER_EXCEPTION, call_reader, judge
+from imaging_pipelines.core.limits import MAX_IMAGE_BYTES_ENV
 
 READ_LIMIT_S = 5.0  # one read of a small mutated file; far above the usual few milliseconds
 PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -190,7 +190,7 @@ def test_harness_reports_crashes_hangs_and_foreign_exceptions(tmp_path):
 
 
 def test_mutations_are_deterministic(seeds):
-    from imaging_pipelines.fuzz.targets import make_case
+    from imaging_pipelines.tools.fuzz.targets import make_case
 
     for kind in KINDS:
         assert make_case(seeds, kind, 11, 3) == make_case(seeds, kind, 11, 3)
@@ -231,7 +231,7 @@ def test_nifti_regression_unknown_time_unit_loads_without_time_step(seeds, tmp_p
     seed = next(s for s in seeds["nifti"] if s.name == "gen_4d_scaled")
     raw = mut.nifti_set_field(seed.files[0][1], "xyzt_units", 160)
     (tmp_path / "x.nii").write_bytes(raw)
-    from imaging_pipelines.io.image_files import read_image_file
+    from imaging_pipelines.medical.io.image_files import read_image_file
 
     assert read_image_file(tmp_path / "x.nii").time_step is None
 
@@ -259,7 +259,7 @@ def test_detached_headers_cannot_name_data_files_outside_their_folder(tmp_path, 
     import numpy as np
     import SimpleITK as sitk
 
-    from imaging_pipelines.io.image_files import read_image_file
+    from imaging_pipelines.medical.io.image_files import read_image_file
 
     path = tmp_path / "inbox" / name
     path.parent.mkdir()
@@ -275,8 +275,8 @@ METAIMAGE_HEADER = ("ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDat
                     "ElementDataFile = {data_file}\n")
 READ_EACH = """
 import sys
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.io.image_files import read_image_file
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.medical.io.image_files import read_image_file
 for path in sys.argv[1:]:
     try:
         read_image_file(path)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dagster import AssetKey, DagsterInstance
 
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.demo.atlas import write_demo_atlas
-from imaging_pipelines.io.ome_zarr import read_volume_store
-from imaging_pipelines.io.storage import partition_store_path, storage_root
-from imaging_pipelines.demo.dicom_writer import write_dicom_series
-from imaging_pipelines.demo.phantom import brain_like_phantom, centered_origin
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.atlas import write_demo_atlas
+from imaging_pipelines.medical.io.ome_zarr import read_volume_store
+from imaging_pipelines.core.storage import partition_store_path, storage_root
+from imaging_pipelines.tools.demo.dicom_writer import write_dicom_series
+from imaging_pipelines.tools.demo.phantom import brain_like_phantom, centered_origin
+from imaging_pipelines.core.volume import Volume
 from tests.pipeline_helpers import identity, run_pipeline
 
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imaging_pipelines.register.device import autocast_context, pick_device
-from imaging_pipelines.register.learned import (
+from imaging_pipelines.models.device import autocast_context, pick_device
+from imaging_pipelines.medical.register.learned import (
     LearnedModel, displacement_to_sitk_transform, register_learned, train_voxelmorph, warp_labels_learned,
     warp_volume,
 )
-from imaging_pipelines.register.learned_model import build_network, ddf_to_world_mm
-from imaging_pipelines.register.metrics import dice
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.medical.register.learned_model import build_network, ddf_to_world_mm
+from imaging_pipelines.medical.register.metrics import dice
+from imaging_pipelines.core.volume import Volume
 
 T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MASK = "medical/mni152/mni152_brain_mask_t1gt0.2.nii.gz"
@@ -129,7 +129,7 @@ def _downsampled_atlas(shared_data) -> tuple[Volume, Volume]:
     """MNI152 T1 and brain mask at SPACING_MM, cropped around the mask to a multiple of 8 voxels per side."""
     import SimpleITK as sitk
 
-    from imaging_pipelines.io.image_files import read_image_file
+    from imaging_pipelines.medical.io.image_files import read_image_file
 
     if not (shared_data / T1).is_file() or not (shared_data / MASK).is_file():
         pytest.skip(f"MNI152 files not found under {shared_data}")

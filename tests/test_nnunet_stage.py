@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (optional dependency)")
 
-from imaging_pipelines.demo.phantom import BRAIN_LESION, brain_like_phantom, centered_origin  # noqa: E402
-from imaging_pipelines.io.image_files import read_nifti  # noqa: E402
-from imaging_pipelines.stages.nnunet import RUN_LEVELS, run_nnunet_stage  # noqa: E402
-from imaging_pipelines.volume import Volume  # noqa: E402
+from imaging_pipelines.tools.demo.phantom import BRAIN_LESION, brain_like_phantom, centered_origin  # noqa: E402
+from imaging_pipelines.medical.io.image_files import read_nifti  # noqa: E402
+from imaging_pipelines.medical.stages.nnunet import RUN_LEVELS, run_nnunet_stage  # noqa: E402
+from imaging_pipelines.core.volume import Volume  # noqa: E402
 
 SHAPE = (16, 24, 20)
 SPACING = (7.5, 8.0, 10.0)
@@ -70,8 +70,8 @@ def test_non_finite_image_fails_verification(cases, tmp_path):
 def test_nnunet_verification_failure_is_reported(cases, tmp_path, monkeypatch):
     # a defect the export cannot produce (it refuses undeclared label values), slipped in after it: nnU-Net's
     # own check must fail, and its findings (printed by worker processes) must reach the outcome
-    import imaging_pipelines.stages.nnunet as nnunet_stage
-    from imaging_pipelines.io.image_files import write_nifti
+    import imaging_pipelines.medical.stages.nnunet as nnunet_stage
+    from imaging_pipelines.medical.io.image_files import write_nifti
 
     real_export = nnunet_stage.export_nnunet_dataset
 

@@ -19,7 +19,8 @@ from dagster import (
     instance_for_test,
 )
 
-from imaging_pipelines.catalog import DEFAULT_CATALOG_DIR, load_catalog
+from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.config.paths import DEFAULT_CATALOG_DIR
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.operations import (
     FAILURES_FILE,
@@ -28,9 +29,9 @@ from imaging_pipelines.dagster_layer.operations import (
     schedule_state_path,
 )
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from imaging_pipelines.errors import CatalogError
-from imaging_pipelines.io.storage import storage_root
-from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.core.errors import CatalogError
+from imaging_pipelines.core.storage import storage_root
+from imaging_pipelines.core.privacy import pseudonymise
 from tests.pipeline_helpers import write_patient
 from tests.test_remote_sensing_pipeline import catalog_entry
 
@@ -94,7 +95,7 @@ def test_medical_schedule_requests_new_and_changed_patients_only(workspace):
 def test_schedule_and_sensor_share_the_scan(workspace):
     from dagster import build_sensor_context
 
-    from imaging_pipelines.dagster_layer.medical import scan_patients
+    from imaging_pipelines.medical.inbox_scan import scan_patients
 
     write_patient(workspace / "inbox" / "case_a", "PID-A")
     dataset = load_catalog()[0]
@@ -103,13 +104,13 @@ def test_schedule_and_sensor_share_the_scan(workspace):
     assert scan_patients(dataset, scan.state).requests == []
     defs = build_definitions()
     with DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_sensor_def("test_ds__inbox_sensor")(build_sensor_context(instance=instance, definitions=defs))
+        result = defs.resolve_sensor_def("test_ds__inbox_sensor")(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
         assert json.loads(result.cursor) == scan.state
         assert [(r.partition_key, r.run_key) for r in result.run_requests] == [(k, f"{k}:{d}") for k, d in scan.requests]
 
 
 def test_remote_sensing_schedule_requests_changed_scenes_only(tmp_path, monkeypatch):
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
 
     monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
     monkeypatch.setenv("IMAGING_PIPELINES_STORAGE_ROOT", str(tmp_path / "storage"))

@@ -7,7 +7,7 @@ import re
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
-from imaging_pipelines.demo.cohort import generate_demo_cohort
+from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
 from tests.pipeline_helpers import run_pipeline
 
 DATA_URI = re.compile(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+")

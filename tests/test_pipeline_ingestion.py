@@ -8,9 +8,9 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.io.ome_zarr import read_volume_store
-from imaging_pipelines.io.storage import partition_store_path, storage_root
-from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.medical.io.ome_zarr import read_volume_store
+from imaging_pipelines.core.storage import partition_store_path, storage_root
+from imaging_pipelines.core.privacy import pseudonymise
 from tests.dicom_factory import write_basic_text_sr
 from tests.pipeline_helpers import materialization_metadata, run_pipeline, write_patient
 
@@ -35,17 +35,17 @@ def test_sensor_adds_partitions_and_requests_runs_once(workspace):
     defs = build_definitions()
     sensor = defs.resolve_sensor_def("test_ds__inbox_sensor")
     with DagsterInstance.ephemeral() as instance:
-        first = sensor(build_sensor_context(instance=instance, definitions=defs))
+        first = sensor(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
         keys = {pseudonymise("PID-A", "dicom-patient-id"), pseudonymise("PID-B", "dicom-patient-id")}
         assert {r.partition_key for r in first.run_requests} == keys
         assert set(first.dynamic_partitions_requests[0].partition_keys) == keys
         instance.add_dynamic_partitions("test_ds__patients", sorted(keys))
         # unchanged inbox: no new requests
-        again = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor))
+        again = sensor(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=first.cursor))
         assert not again.run_requests and not again.dynamic_partitions_requests
         # a new file for a known patient re-materialises that patient only
         write_patient(workspace / "inbox" / "case_a" / "second", "PID-A", series_number=2, seed=3)
-        third = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor))
+        third = sensor(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=again.cursor))
         assert [r.partition_key for r in third.run_requests] == [pseudonymise("PID-A", "dicom-patient-id")]
         assert not third.dynamic_partitions_requests
         assert "PID-A" not in third.cursor and "case_a" not in third.cursor

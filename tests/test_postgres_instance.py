@@ -25,10 +25,10 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
-from imaging_pipelines.backfill import DagsterGraphQL, wait_for_backfill
-from imaging_pipelines.dagster_layer.demo_run import run_sensor_once
+from imaging_pipelines.dagster_layer.backfill_client import DagsterGraphQL, wait_for_backfill
+from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.privacy import pseudonymise
+from imaging_pipelines.core.privacy import pseudonymise
 from tests.conftest import REPO
 from tests.dagster_server import free_port, start_server, stop_server
 from tests.pipeline_helpers import write_patient

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from imaging_pipelines.preprocess.averaging import align_to_first, average_acquisitions, combine, psnr
-from imaging_pipelines.preprocess.denoise import DENOISE_METHODS, denoise, denoise_array, estimate_noise_sigma
-from imaging_pipelines.preprocess.masks import otsu_foreground
-from imaging_pipelines.preprocess.n4 import coefficient_of_variation, n4_bias_correction
-from imaging_pipelines.preprocess.normalize import hu_window, percentile_clip, zscore
-from imaging_pipelines.preprocess.resample import (
+from imaging_pipelines.medical.preprocess.averaging import align_to_first, average_acquisitions, combine, psnr
+from imaging_pipelines.medical.preprocess.denoise import DENOISE_METHODS, denoise, denoise_array, estimate_noise_sigma
+from imaging_pipelines.medical.preprocess.masks import otsu_foreground
+from imaging_pipelines.medical.preprocess.n4 import coefficient_of_variation, n4_bias_correction
+from imaging_pipelines.medical.preprocess.normalize import hu_window, percentile_clip, zscore
+from imaging_pipelines.medical.preprocess.resample import (
     antialias_sigmas_mm,
     reorient,
     resample_like,
     resample_to_spacing,
 )
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.core.volume import Volume
 
 MNI_T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_MASK = "medical/mni152/mni152_brain_mask_t1gt0.2.nii.gz"
@@ -50,7 +50,7 @@ def sphere_phantom(shape=(48, 48, 48), spacing=(1.0, 1.0, 1.0), noise=0.0, seed=
 
 @pytest.fixture(scope="module")
 def mni(shared_data):
-    from imaging_pipelines.io.image_files import read_image_file
+    from imaging_pipelines.medical.io.image_files import read_image_file
 
     t1, mask = shared_data / MNI_T1, shared_data / MNI_MASK
     if not (t1.exists() and mask.exists()):
@@ -186,7 +186,7 @@ def test_antialias_reduces_aliasing_on_a_checkerboard():
 def test_reorient_ras_nifti_to_lps_keeps_world_positions(tmp_path):
     import nibabel as nib
 
-    from imaging_pipelines.io.image_files import read_image_file
+    from imaging_pipelines.medical.io.image_files import read_image_file
 
     rng = np.random.default_rng(3)
     data = rng.integers(0, 1000, size=(7, 9, 11)).astype(np.int16)  # NIfTI order [i, j, k]

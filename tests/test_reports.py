@@ -15,10 +15,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from imaging_pipelines.catalog import DEFAULT_CATALOG_DIR, load_catalog
-from imaging_pipelines.stages.report_cohort import cohort_report
-from imaging_pipelines.stages.report_patient import report_patient
-from imaging_pipelines.stages.report_scene import report_scene
+from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.config.paths import DEFAULT_CATALOG_DIR
+from imaging_pipelines.report.cohort import cohort_report
+from imaging_pipelines.report.patient import report_patient
+from imaging_pipelines.report.scene import report_scene
 from tests.conftest import write_catalog
 from tests.test_phi import phi_leaks, phi_needles
 
@@ -30,14 +31,14 @@ SEGMENTATION = {"method": "otsu", "modalities": ["MR"], "image_pattern": "t1w", 
 
 @pytest.fixture(scope="module")
 def medical(tmp_path_factory):
-    from imaging_pipelines.demo.atlas import write_demo_atlas
-    from imaging_pipelines.demo.cohort import generate_demo_cohort
-    from imaging_pipelines.inbox import scan_inbox
-    from imaging_pipelines.ingest import ingest_partition
-    from imaging_pipelines.stages.preprocessing import preprocess_partition
-    from imaging_pipelines.stages.registration import register_partition
-    from imaging_pipelines.stages.segmentation import segment_partition
-    from imaging_pipelines.stages.segmentation_eval import evaluate_partition
+    from imaging_pipelines.tools.demo.atlas import write_demo_atlas
+    from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
+    from imaging_pipelines.medical.inbox import scan_inbox
+    from imaging_pipelines.medical.ingest import ingest_partition
+    from imaging_pipelines.medical.stages.preprocessing import preprocess_partition
+    from imaging_pipelines.medical.stages.registration import register_partition
+    from imaging_pipelines.medical.stages.segmentation import segment_partition
+    from imaging_pipelines.medical.stages.segmentation_eval import evaluate_partition
 
     root = tmp_path_factory.mktemp("reports_med")
     mp = pytest.MonkeyPatch()
@@ -69,11 +70,11 @@ def medical(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from imaging_pipelines.demo.scenes import write_demo_scenes
-    from imaging_pipelines.stages.raster_mosaic import build_scene_outputs
-    from imaging_pipelines.stages.raster_prep import prepare_tile
-    from imaging_pipelines.stages.raster_segment import segment_tile
-    from imaging_pipelines.stages.raster_tiles import ingest_tile, scene_tiles, scenes
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
+    from imaging_pipelines.remote_sensing.stages.scene_mosaic import build_scene_outputs
+    from imaging_pipelines.remote_sensing.stages.tile_prepare import prepare_tile
+    from imaging_pipelines.remote_sensing.stages.tile_segment import segment_tile
+    from imaging_pipelines.remote_sensing.stages.tile_ingest import ingest_tile, scene_tiles, scenes
 
     root = tmp_path_factory.mktemp("reports_rs")
     mp = pytest.MonkeyPatch()

@@ -7,16 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from imaging_pipelines.demo.phantom import BRAIN_GM, BRAIN_LESION, brain_like_phantom
-from imaging_pipelines.segment.classical import (
+from imaging_pipelines.tools.demo.phantom import BRAIN_GM, BRAIN_LESION, brain_like_phantom
+from imaging_pipelines.medical.segment.classical import (
     connected_components,
     fast_marching_segmentation,
     lesion_baseline,
     threshold_segmentation,
     watershed_segmentation,
 )
-from imaging_pipelines.segment.evaluate import cohort_summary, segmentation_metrics
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.medical.segment.evaluate import cohort_summary, segmentation_metrics
+from imaging_pipelines.core.volume import Volume
 
 
 def sphere(shape_zyx, spacing_ijk, centre_ijk, radius_mm) -> np.ndarray:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import json
 
 import numpy as np
 import pytest
 
-from imaging_pipelines.demo.dicom_writer import PatientIdentity, write_dicom_series
-from imaging_pipelines.demo.phantom import BRAIN_LABELS, BRAIN_LESION, brain_like_phantom
-from imaging_pipelines.io.image_files import read_nifti, write_nifti
-from imaging_pipelines.segment.nnunet_export import export_nnunet_dataset
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.dicom_writer import PatientIdentity, write_dicom_series
+from imaging_pipelines.tools.demo.phantom import BRAIN_LABELS, BRAIN_LESION, brain_like_phantom
+from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti
+from imaging_pipelines.medical.segment.nnunet_export import export_nnunet_dataset
+from imaging_pipelines.core.volume import Volume
 
 SHAPE = (16, 24, 20)
 SPACING = (7.5, 8.0, 10.0)
@@ -22,7 +23,7 @@ def phantom_case(seed: int, direction: np.ndarray | None = None, origin=None) ->
     kwargs = dict(spacing=SPACING, seed=seed, direction=direction, origin=origin)
     image, labels = brain_like_phantom(SHAPE, **kwargs)
     if origin is None:
-        from imaging_pipelines.demo.phantom import centered_origin
+        from imaging_pipelines.tools.demo.phantom import centered_origin
 
         origin = centered_origin(SHAPE, SPACING, np.eye(3) if direction is None else direction)
     geometry = dict(spacing=SPACING, origin=tuple(origin), direction=np.eye(3) if direction is None else direction)
@@ -59,7 +60,16 @@ def verify_integrity():
     pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (optional dependency)")
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    return verify_dataset_integrity
+    def verify(*args, **kwargs):
+        """nnU-Net's check with SIGTERM at its default action: its pool ends workers with SIGTERM, and a handler
+        left by an earlier in-process Dagster run (or SIGTERM ignored by the job runner) hangs that shutdown."""
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            return verify_dataset_integrity(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return verify
 
 
 def test_export_layout_and_dataset_json(tmp_path):
@@ -163,8 +173,8 @@ def source_series(tmp_path, direction=None, origin=None, shuffle=True):
 def test_dicom_seg_round_trip(tmp_path, hd, direction):
     import pydicom
 
-    from imaging_pipelines.io.dicom import read_dicom_folder
-    from imaging_pipelines.segment.dicom_seg import read_dicom_seg_labels, write_dicom_seg
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
+    from imaging_pipelines.medical.segment.dicom_seg import read_dicom_seg_labels, write_dicom_seg
 
     image, labels, files = source_series(tmp_path, direction=direction)
     assert np.count_nonzero(labels.array == BRAIN_LESION) > 0
@@ -213,7 +223,7 @@ def test_dicom_seg_round_trip(tmp_path, hd, direction):
 def test_dicom_seg_lesion_only_and_no_extra_phi(tmp_path, hd):
     import pydicom
 
-    from imaging_pipelines.segment.dicom_seg import read_dicom_seg_labels, write_dicom_seg
+    from imaging_pipelines.medical.segment.dicom_seg import read_dicom_seg_labels, write_dicom_seg
 
     image, labels, files = source_series(tmp_path)
     lesion = labels.with_array((labels.array == BRAIN_LESION).astype(np.uint8) * BRAIN_LESION)
@@ -235,7 +245,7 @@ def test_dicom_seg_lesion_only_and_no_extra_phi(tmp_path, hd):
 
 
 def test_dicom_seg_refuses_labels_off_the_source_grid(tmp_path, hd):
-    from imaging_pipelines.segment.dicom_seg import write_dicom_seg
+    from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
 
     image, labels, files = source_series(tmp_path)
     shifted = Volume(array=labels.array, spacing=labels.spacing,

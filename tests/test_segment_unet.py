@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from imaging_pipelines.demo.phantom import BRAIN_LESION, brain_like_phantom
-from imaging_pipelines.segment.evaluate import segmentation_metrics
-from imaging_pipelines.segment.unet import SegmentationModel, plan_dynunet, predict
-from imaging_pipelines.segment.unet_train import train_segmentation
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.phantom import BRAIN_LESION, brain_like_phantom
+from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
+from imaging_pipelines.medical.segment.unet import SegmentationModel, plan_dynunet, predict
+from imaging_pipelines.medical.segment.unet_train import train_segmentation
+from imaging_pipelines.core.volume import Volume
 
 SPACING = (4.0, 4.0, 4.0)
 SHAPE = (32, 48, 48)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from imaging_pipelines.dagster_layer.demo_run import materialise_partitions, run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
-from imaging_pipelines.demo.cohort import generate_demo_cohort
-from imaging_pipelines.io.image_files import read_nifti
-from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store
-from imaging_pipelines.io.storage import partition_store_path, storage_root
+from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
+from imaging_pipelines.medical.io.image_files import read_nifti
+from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store
+from imaging_pipelines.core.storage import partition_store_path, storage_root
 from tests.conftest import write_catalog
 
 DS = "seg_ds"
@@ -145,7 +145,7 @@ def test_nifti_and_dicom_seg_reproduce_the_mask(chain):
     pytest.importorskip("highdicom")
     import pydicom
 
-    from imaging_pipelines.segment.dicom_seg import read_dicom_seg_labels
+    from imaging_pipelines.medical.segment.dicom_seg import read_dicom_seg_labels
 
     planted = chain["manifest"].planted_phi()
     masks = storage_root() / DS / "segmentation_masks"

@@ -6,21 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging_pipelines.catalog import load_catalog
-from imaging_pipelines.demo.phantom import BRAIN_LESION, brain_like_phantom
-from imaging_pipelines.errors import CatalogError, ImagingInputError
-from imaging_pipelines.inbox import diff_inbox, list_inbox_files, scan_inbox
-from imaging_pipelines.io.image_files import write_nifti
-from imaging_pipelines.ingest import ingest_patient_files
-from imaging_pipelines.catalog import SeriesSelection
-from imaging_pipelines.segment.baselines import BASELINES, run_baseline
-from imaging_pipelines.segment.evaluate import segmentation_metrics
-from imaging_pipelines.segment.postprocess import postprocess_labels
-from imaging_pipelines.stages.segmentation_data import partition_split
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.tools.demo.phantom import BRAIN_LESION, brain_like_phantom
+from imaging_pipelines.core.errors import CatalogError, ImagingInputError
+from imaging_pipelines.medical.inbox import diff_inbox, list_inbox_files, scan_inbox
+from imaging_pipelines.medical.io.image_files import write_nifti
+from imaging_pipelines.medical.ingest import ingest_patient_files
+from imaging_pipelines.config.catalog import SeriesSelection
+from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
+from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
+from imaging_pipelines.medical.segment.postprocess import postprocess_labels
+from imaging_pipelines.medical.stages.segmentation_data import partition_split
+from imaging_pipelines.core.volume import Volume
 from tests.conftest import write_catalog
 from tests.pipeline_helpers import identity
-from imaging_pipelines.demo.dicom_writer import write_dicom_series
+from imaging_pipelines.tools.demo.dicom_writer import write_dicom_series
 
 SUFFIXES = ("_label", "_seg")
 

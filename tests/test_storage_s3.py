@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from imaging_pipelines.dagster_layer.demo_run import materialise_partitions, run_sensor_once
+from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_sensor_once
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from imaging_pipelines.demo.cohort import generate_demo_cohort
-from imaging_pipelines.io.ome_zarr import read_labels, read_volume_store, write_volume_store
-from imaging_pipelines.io.storage import MANIFEST, atomic_store, partition_store_path, published_version
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
+from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store, write_volume_store
+from imaging_pipelines.core.storage import MANIFEST, atomic_store, partition_store_path, published_version
+from imaging_pipelines.core.volume import Volume
 from tests.conftest import write_catalog
 from tests.s3_server import local_s3
 

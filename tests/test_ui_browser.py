@@ -1,4 +1,4 @@
-"""The Dagster UI in a real browser: `dagster dev` over a persistent instance holding a small medical cohort
+"""The Dagster UI in a real browser: `dg dev` (the dg project: catalog components) over a persistent instance holding a small medical cohort
 and a small remote-sensing scene, driven by headless Chromium (tests/browser.py). The lineage graph of each
 dataset shows every asset of its chain, a partition page shows the materialisation metadata, and no planted
 PHI reaches any page or the server's log. Screenshots go to test-artifacts/ (ui_*.png).
@@ -89,7 +89,7 @@ def _materialise(root: Path) -> dict:
     """Both datasets through the real Dagster definitions into the persistent instance (DAGSTER_HOME)."""
     from dagster import AssetKey, DagsterInstance
 
-    from imaging_pipelines.dagster_layer.demo_run import materialise_partitions, run_job, run_sensor_once
+    from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_job, run_sensor_once
     from imaging_pipelines.dagster_layer.factory import build_definitions
     from imaging_pipelines.dagster_layer.scene_demo import run_tile_chain
 
@@ -139,8 +139,8 @@ def _materialise(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    from imaging_pipelines.demo.cohort import generate_demo_cohort
-    from imaging_pipelines.demo.scenes import write_demo_scenes
+    from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
+    from imaging_pipelines.tools.demo.scenes import write_demo_scenes
     from tests.browser import start_driver
     from tests.test_phi import phi_needles
     from tests.test_remote_sensing_pipeline import catalog_entry
@@ -172,11 +172,11 @@ def ui(tmp_path_factory):
 
         port = free_port()
         log = root / "dagster_dev.log"
-        proc = start_server("dev", port, log)
+        proc = start_server("dg", port, log)
         repos = graphql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
         names = [n["name"] for n in repos["repositoriesOrError"]["nodes"] if n["location"]["name"] == LOCATION]
         assert names, f"code location {LOCATION} not loaded: {repos}"
-        print(f"dagster dev up after {time.monotonic() - started:.0f} s")
+        print(f"dg dev up after {time.monotonic() - started:.0f} s")
         clear_artifacts("ui_")
         driver = start_driver()
         yield UI(base=f"http://127.0.0.1:{port}", port=port, driver=driver, root=root, storage=root / "storage",
@@ -286,7 +286,7 @@ def test_no_phi_in_pages_or_server_log(ui):
         ui.open(f"/runs/{ui.runs[patient]}", ["ingested_scans"])
     ui.open("/runs", [ui.runs[ui.partitions[MEDICAL][0]][:8]])
     haystacks = dict(ui.visited)
-    haystacks["dagster dev log"] = ui.log.read_text(errors="replace")
+    haystacks["dg dev log"] = ui.log.read_text(errors="replace")
     assert sum(len(t) for t in ui.visited.values()) > 2000, "the pages had almost no text"
     leaks = sorted(phi_leaks(ui.phi, haystacks))
     assert not leaks, f"planted PHI shown: {leaks}"

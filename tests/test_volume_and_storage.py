@@ -11,11 +11,11 @@ import SimpleITK as sitk
 import zarr
 from upath import UPath
 
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.io.image_files import read_image_file, write_nifti
-from imaging_pipelines.io.ome_zarr import pyramid_factors, read_volume_store, write_volume_store
-from imaging_pipelines.io.storage import atomic_store
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.medical.io.image_files import read_image_file, write_nifti
+from imaging_pipelines.medical.io.ome_zarr import pyramid_factors, read_volume_store, write_volume_store
+from imaging_pipelines.core.storage import atomic_store
+from imaging_pipelines.core.volume import Volume
 
 
 def oblique_volume(t: int | None = None) -> Volume:
@@ -150,8 +150,8 @@ def test_fsspec_storage_root_round_trip_and_replace():
 KILL_WRITER = """
 import sys, numpy as np
 from upath import UPath
-from imaging_pipelines.io.ome_zarr import write_volume_store
-from imaging_pipelines.volume import Volume
+from imaging_pipelines.medical.io.ome_zarr import write_volume_store
+from imaging_pipelines.core.volume import Volume
 big = Volume(np.random.default_rng(1).integers(0, 4000, (96, 512, 512)).astype(np.int16))
 write_volume_store(UPath(sys.argv[1]), {"a": big})  # ~1-2 s of chunk writes: killed part-way
 """
@@ -183,7 +183,7 @@ def test_sigkill_during_write_keeps_previous_store(tmp_path):
 
 
 def test_labels_and_extra_arrays_round_trip(tmp_path):
-    from imaging_pipelines.io.ome_zarr import read_array, read_labels, store_attributes
+    from imaging_pipelines.medical.io.ome_zarr import read_array, read_labels, store_attributes
 
     v = oblique_volume()
     mask = v.with_array((v.array > 500).astype(np.uint8) * 3)

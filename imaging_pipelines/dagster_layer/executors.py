@@ -1,9 +1,11 @@
-"""Executors and GPU-step tags from the deployment file (:mod:`imaging_pipelines.deployment`).
+"""Executors and GPU-step tags from the deployment file (:mod:`imaging_pipelines.config.deployment`).
 
-- ``multiprocess`` (default): Dagster's ``multiprocess_executor``, one process per step, at most
+- ``in_process`` (default): every step of a run in the run's own process, one after the other; runs are
+  the unit of parallelism (one run per partition, several at once), so a small partition pays no
+  step-process start.
+- ``multiprocess``: Dagster's ``multiprocess_executor``, one process per step, at most
   ``max_concurrent`` at once, started by ``spawn`` or by a ``forkserver`` that has already imported
   ``preload_modules`` (default ``imaging_pipelines.definitions``).
-- ``in_process``: every step in the run's own process (debugging).
 - ``dask``: dagster-dask's executor (its config, its worker code) against an existing scheduler or a
   LocalCluster per run, with three fixes (:func:`imaging_dask_executor`).
 - ``k8s``: ``dagster_k8s.k8s_job_executor``, one Kubernetes Job (pod) per step.
@@ -14,7 +16,7 @@ model classes, so a wrong key fails the code location's load with ``file: field:
 first run.
 
 Out-of-process executors reconstruct the job in every step process (or Dask worker). Runs launched from the
-UI do that through the code location (``imaging_pipelines.definitions``); :func:`reconstructable_job`
+UI do that through the code location (``imaging_pipelines.definitions``); :func:`imaging_pipelines.dagster_layer.reconstructable.reconstructable_job`
 gives the same for ``dagster.execute_job`` from Python (tests, scripts), with the catalog and deployment
 passed explicitly.
 """
@@ -26,10 +28,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dagster import ExecutorDefinition, JobDefinition, in_process_executor, multiprocess_executor
+from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 from dagster._config import validate_config
 
-from imaging_pipelines.deployment import DEFAULT_PRELOAD_MODULES, Deployment, DeploymentError, default_max_concurrent
+from imaging_pipelines.config.deployment import DEFAULT_PRELOAD_MODULES, Deployment, DeploymentError, default_max_concurrent
 
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
@@ -147,26 +149,6 @@ def gpu_op_tags(deployment: Deployment) -> dict[str, Any]:
     if gpu.dask_resources:
         tags[DASK_RESOURCES_TAG] = json.dumps(gpu.dask_resources)  # dagster-dask json.loads a string tag
     return tags
-
-
-def load_job(job_name: str, catalog: str | None = None, deployment: str | None = None,
-             storage_root: str | None = None) -> JobDefinition:
-    """Build the definitions and return one job (what every step process of :func:`reconstructable_job` runs)."""
-    from imaging_pipelines.dagster_layer.factory import build_definitions
-
-    return build_definitions(catalog, storage_root, deployment=deployment).resolve_job_def(job_name)
-
-
-def reconstructable_job(job_name: str, catalog: str | None = None, deployment: str | None = None,
-                        storage_root: str | None = None) -> ReconstructableJob:
-    """A job that ``dagster.execute_job`` can run with an out-of-process executor (multiprocess, Dask):
-    every step process rebuilds it with :func:`load_job` and these (JSON) arguments. Whatever is not given
-    comes from the environment of those processes (``IMAGING_PIPELINES_CATALOG``, ``..._DEPLOYMENT``,
-    ``..._STORAGE_ROOT``, ``..._DATA_ROOTS``), so set it before workers start."""
-    from dagster._core.definitions.reconstruct import build_reconstructable_job
-
-    kwargs = {"catalog": catalog, "deployment": deployment, "storage_root": storage_root}
-    return build_reconstructable_job(__name__, "load_job", (job_name,), {k: str(v) for k, v in kwargs.items() if v})
 
 
 # --- Dask -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Operations around the dataset chains: inbox schedules, backfill and retry policies, and the run-failure
+"""Operations around the dataset chains: inbox schedules and the run-failure
 recorder that keeps a per-dataset list of failed partitions for the reports.
 
 - ``<id>__inbox_schedule``: the inbox sensor's scan on a cron (catalog ``schedule:`` block). New partitions
@@ -9,12 +9,9 @@ recorder that keeps a per-dataset list of failed partitions for the reports.
   whoever launched it. The scan state (hashes of inbox-relative paths with size and mtime, never the
   paths) is cached in ``<storage root>/<id>/_inbox_schedule_state.json`` so unchanged files are not read
   again; losing it costs a rescan, never a duplicate run, and a dry-run evaluation (UI *Test schedule*)
-  launches nothing and so suppresses nothing.
-- Policies of the per-partition assets: ``BackfillPolicy.multi_run(1)`` (the asset bodies read
-  ``context.partition_key``, which a run over a range of partitions does not have) and a ``RetryPolicy``
-  for transient errors: bad input raises ``Failure(allow_retries=False)``, which Dagster fails at once
-  without consulting the retry policy; any other exception (I/O hiccup, out of memory, a flaky remote
-  store) is retried twice with exponential backoff and jitter.
+  launches nothing and so suppresses nothing. Beside it, the scan writes the inbox index
+  (``<storage root>/<id>/_inbox_index/``, :mod:`imaging_pipelines.medical.inbox_index`) from which each
+  partition's run reads its own files.
 - ``run_failure_recorder`` / ``run_success_recorder``: each failed run of this code location is appended
   as a JSON line to ``<storage root>/<dataset>/_failures.jsonl`` (dataset, partition, failed steps and
   assets, error message); a later successful run of a partition that has an open failure appends a
@@ -25,19 +22,13 @@ recorder that keeps a per-dataset list of failed partitions for the reports.
 from __future__ import annotations
 
 import json
-import warnings
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from dagster import (
-    Backoff,
-    BackfillPolicy,
-    BetaWarning,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    DagsterEventType,
     DagsterRunStatus,
-    Jitter,
-    RetryPolicy,
     RunFailureSensorContext,
     RunRequest,
     RunsFilter,
@@ -51,22 +42,12 @@ from dagster import (
     schedule,
 )
 
-from imaging_pipelines.backfill import run_partition
+from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.core.storage import as_upath, write_text_atomic
+from imaging_pipelines.dagster_layer.asset_helpers import DatasetChain
+from imaging_pipelines.dagster_layer.backfill_client import run_partition
+from imaging_pipelines.dagster_layer.inbox_sensors import inbox_scanner, log_scan_messages
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from imaging_pipelines.io.storage import write_text_atomic
-
-if TYPE_CHECKING:  # pragma: no cover
-    from imaging_pipelines.catalog import DatasetConfig
-    from imaging_pipelines.dagster_layer.medical import DatasetChain
-
-# backfill_policy is a beta parameter of @asset; we rely on its documented multi_run semantics only.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=BetaWarning)
-
-# One partition per run: the asset bodies use context.partition_key (a multi-partition run would give them
-# a partition key range instead). A backfill of N partitions is N runs, each retried / re-executed alone.
-PARTITION_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
-# Transient errors only: Failure(allow_retries=False) (bad input) bypasses it. Delays ~10 s and ~30 s (+-10 s).
-TRANSIENT_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 SCHEDULE_STATE_FILE = "_inbox_schedule_state.json"
 FAILURES_FILE = "_failures.jsonl"
@@ -103,19 +84,12 @@ def launched_run_keys(instance, run_keys: list[str], chunk: int = 400) -> set[st
     return found
 
 
-def scan_function(dataset: DatasetConfig):
-    from imaging_pipelines.dagster_layer.medical import scan_patients
-    from imaging_pipelines.dagster_layer.remote_sensing import scan_scenes
-
-    return scan_patients if dataset.domain == "medical" else scan_scenes
-
-
 def build_inbox_schedule(dataset: DatasetConfig, chain: DatasetChain) -> ScheduleDefinition:
     """``<id>__inbox_schedule``: scan the inbox on the catalog's cron, add new partitions, run the new or
     changed ones through the per-partition job (``<id>__patient_job`` / ``<id>__tile_job``)."""
     cfg = dataset.schedule
     partitions = chain.partitions
-    scan = scan_function(dataset)
+    scan = inbox_scanner(dataset)
 
     @schedule(
         name=f"{dataset.id}__inbox_schedule",
@@ -129,9 +103,7 @@ def build_inbox_schedule(dataset: DatasetConfig, chain: DatasetChain) -> Schedul
     )
     def inbox_schedule(context: ScheduleEvaluationContext, storage: ImagingStorage):
         root = storage.root_path()
-        result = scan(dataset, load_schedule_state(root, dataset.id))
-        from imaging_pipelines.dagster_layer.medical import log_scan_messages
-
+        result = scan(dataset, load_schedule_state(root, dataset.id), root)
         log_scan_messages(context.log, result)
         existing = set(context.instance.get_dynamic_partitions(partitions.name))
         new_keys = [k for k in result.keys if k not in existing]
@@ -181,9 +153,7 @@ def read_failures(root, dataset_id: str) -> list[dict]:
     ``time``, ``status`` (``failed``), ``dataset``, ``partition``, ``run_id``, ``job``, ``backfill_id``,
     ``assets`` (the run's asset selection), ``failed_steps``, ``failed_assets`` (asset names without the
     dataset prefix), ``asset`` (those names joined by ", "), ``error``."""
-    from upath import UPath
-
-    path = failures_path(UPath(root) if not hasattr(root, "joinpath") else root, dataset_id)
+    path = failures_path(as_upath(root), dataset_id)
     if not path.exists():
         return []
     latest: dict[str, dict] = {}
@@ -227,7 +197,7 @@ def failure_record(run, failure_event, step_failures, dataset_id: str) -> dict:
         if error is not None:
             errors.append(f"{event.step_key}: {error.message.strip()}")
     if not errors:
-        errors.append((failure_event.message or "run failed").strip())
+        errors.append((getattr(failure_event, "message", None) or "run failed").strip())
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "status": "failed",
@@ -298,3 +268,23 @@ def build_failure_sensors(datasets: list[DatasetConfig]) -> list[SensorDefinitio
             context.log.info(f"cleared failure of {record['dataset']} {record['partition'] or record['job']}")
 
     return [run_failure_recorder, run_success_recorder]
+
+
+def record_run_outcome(root, instance, run_id: str, dataset_ids: set[str]) -> dict | None:
+    """Record a finished run like the run-status sensors do (a failure, or the success that clears one),
+    for runs executed without a daemon (``imaging-pipelines run``), so the cohort report lists them."""
+    run = instance.get_run_by_id(run_id) if run_id else None
+    if run is None:
+        return None
+    if run.status != DagsterRunStatus.FAILURE:
+        return record_succeeded_run(root, run, dataset_ids) if run.status == DagsterRunStatus.SUCCESS else None
+    dataset_id = run_dataset(run, dataset_ids)
+    if dataset_id is None:
+        return None
+    events = [r.dagster_event for r in instance.all_logs(run_id, of_type={DagsterEventType.STEP_FAILURE,
+                                                                          DagsterEventType.RUN_FAILURE})]
+    steps = [e for e in events if e.event_type == DagsterEventType.STEP_FAILURE]
+    failure = next((e for e in events if e.event_type == DagsterEventType.RUN_FAILURE), None)
+    record = failure_record(run, failure, steps, dataset_id)
+    _append_record(root, dataset_id, record)
+    return record

@@ -7,38 +7,32 @@ only), so no step loads every partition into memory.
 """
 
 
-import json
 
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetsDefinition,
-    DataVersion,
-    DefaultSensorStatus,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
-    SensorDefinition,
-    SensorEvaluationContext,
     asset,
     define_asset_job,
-    sensor,
 )
 
-from imaging_pipelines.catalog import DatasetConfig
-from imaging_pipelines.dagster_layer.medical import (
-    DatasetChain,
-    InboxScan,
-    inbox_sensor_result,
-    rows_table,
-    stage_metadata,
+from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.core.asset_names import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
+from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
+from imaging_pipelines.dagster_layer.asset_helpers import (
+    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_specs, input_failure,
 )
-from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
+from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
+from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
+from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
-from imaging_pipelines.dagster_layer.segmentation_assets import GPU_POOL, _checks, _fail, _key
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.stages.raster_tiles import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.models.outcome import MetricCheck
+from imaging_pipelines.remote_sensing.stages.tile_model import TileModelTask
 
 SCENE_CHECKS = ("cogs_valid", "model_beats_baseline_on_test_tiles")  # the second only with a trained model
 _DESCRIPTIONS = {
@@ -53,25 +47,18 @@ _DESCRIPTIONS = {
 }
 
 
-def _tile_metadata(result) -> dict:
-    meta = stage_metadata(result)
-    for name, value in result.extra.items():
-        meta[name] = MetadataValue.json(value) if isinstance(value, (dict, list)) else value
-    return meta
-
-
 def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, name: str, deps: list[str],
                      checks: list[str], uses_device: bool = False, gpu_tags: dict | None = None) -> AssetsDefinition:
-    from imaging_pipelines.stages.raster_prep import prepare_tile
-    from imaging_pipelines.stages.raster_segment import segment_tile
-    from imaging_pipelines.stages.raster_tiles import ingest_tile
+    from imaging_pipelines.remote_sensing.stages.tile_prepare import prepare_tile
+    from imaging_pipelines.remote_sensing.stages.tile_segment import segment_tile
+    from imaging_pipelines.remote_sensing.stages.tile_ingest import ingest_tile
 
     run_stage = {TILES: ingest_tile, PREPARED: prepare_tile, TILE_SEGMENTATION: segment_tile}[name]
-    key = _key(dataset, name)
+    key = asset_key(dataset, name)
 
-    @asset(key=key, deps=[_key(dataset, d) for d in deps], partitions_def=partitions, group_name=dataset.id,
+    @asset(key=key, deps=[asset_key(dataset, d) for d in deps], partitions_def=partitions, group_name=dataset.id,
            kinds={"geotiff", "zarr"} if name == TILES else {"zarr"}, description=_DESCRIPTIONS[name],
-           check_specs=_checks(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None,
+           check_specs=check_specs(key, *checks), metadata={"dataset": dataset.id}, pool=GPU_POOL if uses_device else None,
            op_tags=gpu_tags if uses_device else None,
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY)
     def tile_asset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice) -> MaterializeResult:
@@ -80,11 +67,11 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
             extra = {"device": torch_device.device} if uses_device else {}
             result = run_stage(dataset, partition, storage.root_path(), **extra)
         except (ImagingInputError, FileNotFoundError, ValueError) as exc:
-            raise _fail(context, partition, exc) from None
+            raise input_failure(context, partition, exc) from None
         for note in result.notes:
             context.log.info(f"tile {partition}: {note}")
         return MaterializeResult(
-            metadata=_tile_metadata(result),
+            metadata=stage_metadata(result),
             check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description, metadata=c.metadata)
                            for n, c in result.checks.items()])
 
@@ -92,53 +79,27 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
 
 
 def build_tile_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
-    key = _key(dataset, TILE_MODEL)
     training = dataset.remote_sensing.segmentation.training
-
-    @asset(key=key, deps=[_key(dataset, PREPARED)], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
-           op_tags=gpu_tags, check_specs=_checks(key, "validation_iou_above_threshold"),
-           description="MONAI 2D U-Net trained on the cores of the labelled analysis-ready tiles of the train split "
-                       "(Dice + cross-entropy with inverse-frequency class weights, random patches, flips and "
-                       "rotations); versioned by a hash of code, training tiles and parameters.")
-    def land_cover_model(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
-        from imaging_pipelines.register.device import pick_device
-        from imaging_pipelines.stages.raster_model import train_tile_model
-
-        try:
-            outcome = train_tile_model(dataset, storage.root_path(), str(pick_device(torch_device.device)),
-                                       log=context.log.info)
-        except ValueError as exc:
-            raise _fail(context, None, exc) from None
-        report = outcome.report
-        ious = {k: v for k, v in (report.get("validation_iou") or {}).items() if v is not None}
-        mean_iou = round(sum(ious.values()) / len(ious), 4) if ious else None
-        return MaterializeResult(
-            metadata={"model_version": outcome.version, "trained_now": outcome.trained,
-                      "validation_iou": MetadataValue.json(report.get("validation_iou")),
-                      "mean_validation_iou": mean_iou, "training_tiles": len(report.get("training_tiles", [])),
-                      "validation_tiles": len(report.get("validation_tiles", [])),
-                      "training_curve": MetadataValue.json(report.get("curve")),
-                      "model_path": MetadataValue.path(outcome.path), "runtime_s": round(outcome.runtime_s, 2)},
-            data_version=DataVersion(outcome.version),
-            check_results=[AssetCheckResult(
-                check_name="validation_iou_above_threshold",
-                passed=mean_iou is None or mean_iou >= training.min_validation_iou,
-                description=f"mean foreground validation IoU >= {training.min_validation_iou}",
-                metadata={"mean_validation_iou": mean_iou if mean_iou is not None else -1.0})])
-
-    return land_cover_model
+    return build_model_asset(
+        dataset, TileModelTask(dataset), deps=[PREPARED], gpu_tags=gpu_tags,
+        check=MetricCheck("validation_iou_above_threshold", "mean_validation_iou", training.min_validation_iou,
+                          missing_passes=True),  # no validation tile: nothing to measure
+        description="MONAI 2D U-Net trained on the cores of the labelled analysis-ready tiles of the train split "
+                    "(Dice + cross-entropy with inverse-frequency class weights, random patches, flips and "
+                    "rotations); versioned by a hash of code, training tiles and parameters.")
 
 
 def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
-    key = _key(dataset, SCENE_OUTPUTS)
+    key = asset_key(dataset, SCENE_OUTPUTS)
 
-    @asset(key=key, deps=[_key(dataset, TILE_SEGMENTATION)], group_name=dataset.id, kinds={"geotiff", "geojson"},
-           check_specs=_checks(key, *SCENE_CHECKS[:1 + (dataset.remote_sensing.segmentation.method == "unet")]),
+    @asset(key=key, deps=[asset_key(dataset, TILE_SEGMENTATION)], group_name=dataset.id, kinds={"geotiff", "geojson"},
+           automation_condition=COHORT_AUTOMATION,
+           check_specs=check_specs(key, *SCENE_CHECKS[:1 + (dataset.remote_sensing.segmentation.method == "unet")]),
            description="Per scene: classes and analysis-ready composite stitched into Cloud-Optimized GeoTIFFs, class "
                        "polygons (GeoJSON, scene CRS), class areas in hectares; IoU of model and baseline pooled over "
                        "the held-out test tiles.")
     def scene_outputs(context: AssetExecutionContext, storage: ImagingStorage):
-        from imaging_pipelines.stages.raster_mosaic import build_scene_outputs, model_beats_baseline
+        from imaging_pipelines.remote_sensing.stages.scene_mosaic import build_scene_outputs, model_beats_baseline
 
         outcome = build_scene_outputs(dataset, storage.root_path(), log=context.log.info)
         done = [s for s in outcome.scenes if s.complete]
@@ -164,45 +125,6 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
     return scene_outputs
 
 
-def scan_scenes(dataset: DatasetConfig, previous_state: dict | None) -> InboxScan:
-    """Scan a remote-sensing dataset's inbox: the tile keys of every readable scene, and every tile of each
-    scene whose fingerprint (files, sizes, mtimes) differs from ``previous_state`` (scene -> fingerprint).
-    A scene whose tiling fails still gets one partition (``<scene>__r0_c0``) whose run fails with the reason."""
-    from imaging_pipelines.raster.scenes import scene_fingerprint
-    from imaging_pipelines.raster.tiling import partition_key
-    from imaging_pipelines.stages.raster_tiles import scene_tiles, scenes
-
-    previous = previous_state or {}
-    scan = InboxScan(keys=[], requests=[], state={})
-    for name, source in sorted(scenes(dataset).items()):
-        scan.warnings += [f"scene {name}: {problem}" for problem in source.problems]
-        if not source.acquisitions:
-            continue
-        scan.state[name] = fingerprint = scene_fingerprint(source)
-        try:
-            scene_keys = [t.key(name) for t in scene_tiles(dataset, source)[1]]
-        except ImagingInputError as exc:  # one partition whose run fails with the message, visible in the UI
-            scan.errors.append(f"scene {name}: {exc}")
-            scene_keys = [partition_key(name, 0, 0)]
-        scan.keys += scene_keys
-        scan.digests.update((k, fingerprint) for k in scene_keys)
-        if previous.get(name) != fingerprint:
-            scan.requests += [(k, fingerprint) for k in scene_keys]
-    return scan
-
-
-def build_scene_sensor(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition, job) -> SensorDefinition:
-    @sensor(name=f"{dataset.id}__inbox_sensor", job=job, minimum_interval_seconds=dataset.sensor.interval_seconds,
-            default_status=DefaultSensorStatus.RUNNING if dataset.sensor.running_by_default else DefaultSensorStatus.STOPPED,
-            description=f"Watches {dataset.id}'s inbox; adds the tiles of new scenes as partitions and reruns every tile "
-                        "of a scene whose files changed.")
-    def scene_sensor(context: SensorEvaluationContext):
-        scan = scan_scenes(dataset, json.loads(context.cursor) if context.cursor else {})
-        return inbox_sensor_result(context, scan, partitions, "no new or changed scenes")
-
-    return scene_sensor
-
-
 def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) -> DatasetChain:
     """``gpu_tags``: op tags of the steps in the ``gpu`` pool (the deployment's ``gpu_steps``)."""
     partitions = DynamicPartitionsDefinition(name=f"{dataset.id}__tiles")
@@ -215,7 +137,7 @@ def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = N
         if seg.method == "unet":
             assets.append(build_tile_model_asset(dataset, gpu_tags))
             deps.append(TILE_MODEL)
-            other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[_key(dataset, TILE_MODEL)],
+            other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[asset_key(dataset, TILE_MODEL)],
                                                description=f"Train (or reuse) the land-cover model of {dataset.id}."))
         checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
         assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True,
@@ -224,11 +146,11 @@ def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = N
         reports = build_report_assets(dataset, partitions, assets)
         assets += reports
         other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job",
-                                           selection=[_key(dataset, SCENE_OUTPUTS), *(a.key for a in reports)],
+                                           selection=[asset_key(dataset, SCENE_OUTPUTS), *(a.key for a in reports)],
                                            description=f"Stitch, vectorise and measure every complete scene of {dataset.id}, "
                                                        "then write the scene reports and the summary page."))
     job = define_asset_job(name=f"{dataset.id}__tile_job", partitions_def=partitions,
                            selection=[a.key for a in assets if a.partitions_def is not None],
                            description=f"Every per-tile stage of {dataset.id} for one tile; trained models are used "
                                        "as they are, never retrained here.")
-    return DatasetChain(partitions, assets, job, build_scene_sensor(dataset, partitions, job), other_jobs)
+    return DatasetChain(partitions, assets, job, build_inbox_sensor(dataset, partitions, job), other_jobs)

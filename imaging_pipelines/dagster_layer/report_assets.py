@@ -17,46 +17,35 @@ from dagster import (
     asset,
 )
 
-from imaging_pipelines.catalog import DatasetConfig
+from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.core.asset_names import (
+    COHORT_EVALUATION, COHORT_REPORT, PATIENT_REPORT, SCENE_OUTPUTS, SCENE_REPORTS,
+)
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from imaging_pipelines.dagster_layer.segmentation_assets import _fail, _key
-from imaging_pipelines.errors import ImagingInputError
+from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
+from imaging_pipelines.dagster_layer.asset_helpers import (
+    PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, input_failure,
+)
+from imaging_pipelines.dagster_layer.metadata import report_metadata
+from imaging_pipelines.dagster_layer.operations import read_failures
+from imaging_pipelines.core.errors import ImagingInputError
 
-PATIENT_REPORT = "patient_report"
-SCENE_REPORTS = "scene_report"
-COHORT_REPORT = "cohort_report"
-
-
-def report_metadata(outcome) -> dict:
-    from imaging_pipelines.stages.preview import preview_markdown
-
-    meta = {"preview": MetadataValue.md(preview_markdown(outcome.preview_png, "report preview")),
-            "report_path": MetadataValue.path(outcome.path), "sections": MetadataValue.text(", ".join(outcome.sections)),
-            "figures": outcome.figures, "report_warnings": len(outcome.warnings)}
-    for name, value in outcome.summary.items():
-        if isinstance(value, (int, float, str, bool)) and value is not None:
-            meta[name] = value
-        elif isinstance(value, (dict, list)):
-            meta[name] = MetadataValue.json(value)
-    return meta
 
 
 def build_patient_report_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
                                upstream: list[AssetKey]) -> AssetsDefinition:
-    from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
-
-    @asset(key=_key(dataset, PATIENT_REPORT), deps=upstream, partitions_def=partitions, group_name=dataset.id,
+    @asset(key=asset_key(dataset, PATIENT_REPORT), deps=upstream, partitions_def=partitions, group_name=dataset.id,
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            kinds={"html"}, description="One self-contained HTML page per patient: slice montages with the segmentation "
                                        "overlaid, registration checkerboard, preprocessing before/after, QC warnings, "
                                        "volumes (mL), evaluation and provenance (no identifying values).")
     def patient_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.stages.report_patient import report_patient
+        from imaging_pipelines.report.patient import report_patient
 
         try:
             outcome = report_patient(dataset, context.partition_key, storage.root_path(), run_id=context.run_id)
         except (ImagingInputError, FileNotFoundError) as exc:
-            raise _fail(context, context.partition_key, exc) from None
+            raise input_failure(context, context.partition_key, exc) from None
         for warning in outcome.warnings:
             context.log.warning(f"partition {context.partition_key}: report: {warning}")
         return MaterializeResult(metadata=report_metadata(outcome))
@@ -65,13 +54,13 @@ def build_patient_report_asset(dataset: DatasetConfig, partitions: DynamicPartit
 
 
 def build_scene_reports_asset(dataset: DatasetConfig) -> AssetsDefinition:
-    @asset(key=_key(dataset, SCENE_REPORTS), deps=[AssetKey([dataset.id, "scene_outputs"])], group_name=dataset.id,
+    @asset(key=asset_key(dataset, SCENE_REPORTS), deps=[asset_key(dataset, SCENE_OUTPUTS)], group_name=dataset.id,
+           automation_condition=COHORT_AUTOMATION,
            kinds={"html"}, description="One self-contained HTML page per complete scene: composite map with the classes "
                                        "overlaid, class areas (ha), cloud and nodata fractions, IoU against the "
                                        "reference, provenance.")
     def scene_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.stages.raster_tiles import SCENE_OUTPUTS
-        from imaging_pipelines.stages.report_scene import report_scene
+        from imaging_pipelines.report.scene import report_scene
 
         folder = storage.root_path() / dataset.id / SCENE_OUTPUTS
         scenes = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
@@ -84,12 +73,12 @@ def build_scene_reports_asset(dataset: DatasetConfig) -> AssetsDefinition:
 
 
 def build_cohort_report_asset(dataset: DatasetConfig, upstream: list[AssetKey]) -> AssetsDefinition:
-    @asset(key=_key(dataset, COHORT_REPORT), deps=upstream, group_name=dataset.id, kinds={"html"},
+    @asset(key=asset_key(dataset, COHORT_REPORT), deps=upstream, group_name=dataset.id, kinds={"html"},
+           automation_condition=COHORT_AUTOMATION,
            description="The dataset's summary page: tables and plots over every patient or scene, the failed "
                        "partitions with their errors (from the run-failure sensor) and links to every report.")
     def cohort_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.dagster_layer.operations import read_failures
-        from imaging_pipelines.stages.report_cohort import cohort_report as write_cohort_report
+        from imaging_pipelines.report.cohort import cohort_report as write_cohort_report
 
         failures = read_failures(storage.root_path(), dataset.id)
         outcome = write_cohort_report(dataset, storage.root_path(), failures=failures, run_id=context.run_id)
@@ -106,12 +95,12 @@ def build_report_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDef
     keys = [a.key for a in assets]
     if dataset.domain == "medical":
         per_patient = [a.key for a in assets if a.partitions_def is not None]
-        summaries = [k for k in keys if a_is(k, "segmentation_cohort_evaluation")]
+        summaries = [k for k in keys if a_is(k, COHORT_EVALUATION)]
         return [build_patient_report_asset(dataset, partitions, per_patient),
-                build_cohort_report_asset(dataset, [_key(dataset, PATIENT_REPORT), *summaries])]
-    if not any(a_is(k, "scene_outputs") for k in keys):
+                build_cohort_report_asset(dataset, [asset_key(dataset, PATIENT_REPORT), *summaries])]
+    if not any(a_is(k, SCENE_OUTPUTS) for k in keys):
         return []
-    return [build_scene_reports_asset(dataset), build_cohort_report_asset(dataset, [_key(dataset, SCENE_REPORTS)])]
+    return [build_scene_reports_asset(dataset), build_cohort_report_asset(dataset, [asset_key(dataset, SCENE_REPORTS)])]
 
 
 def a_is(key: AssetKey, name: str) -> bool:

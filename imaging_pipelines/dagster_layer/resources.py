@@ -7,7 +7,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from upath import UPath
 
-from imaging_pipelines.io.storage import storage_root
+from imaging_pipelines.core.storage import storage_root
 
 
 class ImagingStorage(ConfigurableResource):

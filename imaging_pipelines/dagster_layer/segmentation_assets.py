@@ -9,110 +9,61 @@ ones as ``deps`` only and read the stores themselves, so no step loads every par
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
-    DataVersion,
     DynamicPartitionsDefinition,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from imaging_pipelines.catalog import DatasetConfig
-from imaging_pipelines.dagster_layer.operations import PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY
+from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.core.asset_names import (
+    COHORT_EVALUATION, EVALUATED, NNUNET_DATASET, SEGMENTATION_MODEL, SEGMENTED,
+)
+from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
+from imaging_pipelines.dagster_layer.asset_helpers import (
+    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, check_specs, input_failure,
+)
+from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
-from imaging_pipelines.errors import ImagingInputError
-from imaging_pipelines.stages.segmentation_data import EVALUATED, SEGMENTATION_MODEL, SEGMENTED, input_stage
-
-COHORT_EVALUATION = "segmentation_cohort_evaluation"
-NNUNET_DATASET = "nnunet_dataset"
-GPU_POOL = "gpu"
-
-
-def _key(dataset: DatasetConfig, name: str) -> AssetKey:
-    return AssetKey([dataset.id, name])
-
-
-def _checks(key: AssetKey, *names: str) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(n, asset=key, description=n.replace("_", " ")) for n in names]
-
-
-def _fail(context, partition: str | None, exc: Exception):
-    where = f"partition {partition}: " if partition else ""
-    context.log.error(f"{where}{exc}")
-    return Failure(description=f"{where}{exc}", allow_retries=False)
-
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.dagster_layer.model_assets import build_model_asset
+from imaging_pipelines.medical.stages.segmentation_data import input_stage
+from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
+from imaging_pipelines.models.outcome import MetricCheck
 
 def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
-    key = _key(dataset, SEGMENTATION_MODEL)
     cfg = dataset.segmentation
-
-    @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"pytorch"}, pool=GPU_POOL,
-           op_tags=gpu_tags, check_specs=_checks(key, "validation_dice_above_threshold"),
-           description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
-                       "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
-                       "split); versioned by a hash of code, training data and parameters and retrained only when "
-                       "that version changes.")
-    def segmentation_model(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
-        from imaging_pipelines.stages.segmentation_model import train_segmentation_model
-
-        try:
-            outcome = train_segmentation_model(dataset, storage.root_path(), torch_device.device, log=context.log.info)
-        except ValueError as exc:
-            raise _fail(context, None, exc) from None
-        report = outcome.report
-        dice = report.get("best_val_dice")
-        passed = dice is not None and dice == dice and dice >= cfg.training.min_validation_dice
-        context.log.info(f"segmentation model {outcome.version}: {'trained' if outcome.trained else 'reused'}")
-        curve = [{"epoch": r["epoch"], "train_loss": round(r["train_loss"], 5),
-                  "val_dice": {k: round(v, 4) for k, v in r["val_dice"].items()}} for r in report.get("curve", [])]
-        return MaterializeResult(
-            metadata={
-                "model_version": outcome.version,
-                "trained_now": outcome.trained,
-                "best_validation_dice": dice,
-                "best_epoch": report.get("best_epoch"),
-                "seconds_per_epoch": report.get("seconds_per_epoch"),
-                "training_images": report.get("n_train"),
-                "validation_images": report.get("n_val"),
-                "training_curve": MetadataValue.json(curve),
-                "model_path": MetadataValue.path(outcome.path),
-                "runtime_s": round(outcome.runtime_s, 2),
-            },
-            data_version=DataVersion(outcome.version),
-            check_results=[AssetCheckResult(
-                check_name="validation_dice_above_threshold", passed=passed,
-                description=f"best validation Dice {dice} vs threshold {cfg.training.min_validation_dice}",
-                metadata={"threshold": cfg.training.min_validation_dice})],
-        )
-
-    return segmentation_model
+    return build_model_asset(
+        dataset, SegmentationModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags,
+        check=MetricCheck("validation_dice_above_threshold", "best_validation_dice", cfg.training.min_validation_dice),
+        description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
+                    "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
+                    "split); versioned by a hash of code, training data and parameters and retrained only when "
+                    "that version changes.")
 
 
 def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
                              gpu_tags: dict | None = None) -> AssetsDefinition:
-    from imaging_pipelines.dagster_layer.medical import rows_table, stage_metadata
 
-    key = _key(dataset, SEGMENTED)
-    deps = [_key(dataset, input_stage(dataset))] + ([_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
+    key = asset_key(dataset, SEGMENTED)
+    deps = [asset_key(dataset, input_stage(dataset))] + ([asset_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
 
     @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
-           op_tags=gpu_tags, check_specs=_checks(key, "mask_not_empty_where_reference_is"),
+           op_tags=gpu_tags, check_specs=check_specs(key, "mask_not_empty_where_reference_is"),
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            description="Masks of every selected image: Gaussian sliding-window inference of the current model "
                        "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
                        "labels, a NIfTI mask on the original grid and a pseudonymised DICOM SEG for DICOM sources.")
     def segmentation(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
-        from imaging_pipelines.stages.segmentation import segment_partition
+        from imaging_pipelines.medical.stages.segmentation import segment_partition
 
         partition = context.partition_key
         try:
             result = segment_partition(dataset, partition, storage.root_path(), torch_device.device)
         except (ImagingInputError, FileNotFoundError, ValueError) as exc:
-            raise _fail(context, partition, exc) from None
+            raise input_failure(context, partition, exc) from None
         context.log.info(f"partition {partition}: {len(result.images)} image(s) segmented by {result.method}")
         return MaterializeResult(
             metadata={
@@ -132,20 +83,19 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
 
 
 def build_evaluation_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    from imaging_pipelines.dagster_layer.medical import rows_table
 
-    @asset(key=_key(dataset, EVALUATED), deps=[_key(dataset, SEGMENTED)], partitions_def=partitions,
+    @asset(key=asset_key(dataset, EVALUATED), deps=[asset_key(dataset, SEGMENTED)], partitions_def=partitions,
            group_name=dataset.id, kinds={"json"}, backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
            description="Dice, IoU, HD95 (mm) and volume difference (mL) of the model and every baseline against "
                        "the reference label, per image and class, with the patient's train/test split.")
     def segmentation_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.stages.segmentation_eval import evaluate_partition
+        from imaging_pipelines.medical.stages.segmentation_eval import evaluate_partition
 
         partition = context.partition_key
         try:
             result = evaluate_partition(dataset, partition, storage.root_path())
         except (FileNotFoundError, ValueError) as exc:
-            raise _fail(context, partition, exc) from None
+            raise input_failure(context, partition, exc) from None
         model_dice = [r["dice"] for r in result.rows if r["method"] == "model" and r["dice"] is not None]
         return MaterializeResult(metadata={
             "split": result.rows[0]["split"] if result.rows else "unlabelled",
@@ -159,16 +109,16 @@ def build_evaluation_asset(dataset: DatasetConfig, partitions: DynamicPartitions
 
 
 def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
-    from imaging_pipelines.dagster_layer.medical import rows_table
 
-    key = _key(dataset, COHORT_EVALUATION)
+    key = asset_key(dataset, COHORT_EVALUATION)
 
-    @asset(key=key, deps=[_key(dataset, EVALUATED)], group_name=dataset.id, kinds={"json"},
-           check_specs=_checks(key, "model_beats_baselines_on_test_split"),
+    @asset(key=key, deps=[asset_key(dataset, EVALUATED)], group_name=dataset.id, kinds={"json"},
+           automation_condition=COHORT_AUTOMATION,
+           check_specs=check_specs(key, "model_beats_baselines_on_test_split"),
            description="Mean and median Dice, median HD95 and mean absolute volume difference per method and "
                        "class over the held-out test patients and over all evaluated patients.")
     def segmentation_cohort_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.stages.segmentation_eval import cohort_evaluation, model_beats_baselines
+        from imaging_pipelines.medical.stages.segmentation_eval import cohort_evaluation, model_beats_baselines
 
         summary, n = cohort_evaluation(dataset, storage.root_path())
         check = model_beats_baselines(summary)
@@ -185,21 +135,21 @@ def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
 
 
 def build_nnunet_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
-    key = _key(dataset, NNUNET_DATASET)
+    key = asset_key(dataset, NNUNET_DATASET)
     nn = dataset.segmentation.nnunet
 
-    @asset(key=key, deps=[_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"nnunet"}, pool=GPU_POOL,
-           op_tags=gpu_tags, check_specs=_checks(key, "nnunet_dataset_integrity"),
+    @asset(key=key, deps=[asset_key(dataset, input_stage(dataset))], group_name=dataset.id, kinds={"nnunet"}, pool=GPU_POOL,
+           op_tags=gpu_tags, check_specs=check_specs(key, "nnunet_dataset_integrity"),
            description=f"The labelled training cohort in nnU-Net v2's raw format (imagesTr, labelsTr, dataset.json), "
                        f"checked by nnU-Net's own integrity verification; run level '{nn.run}' (export, plan: "
                        "fingerprint + plans + preprocessing, train: nnU-Net training and nnUNetPredictor inference).")
     def nnunet_dataset(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
-        from imaging_pipelines.stages.nnunet_asset import run_nnunet_for_dataset
+        from imaging_pipelines.medical.stages.nnunet_dataset import run_nnunet_for_dataset
 
         try:
             outcome = run_nnunet_for_dataset(dataset, storage.root_path(), torch_device.device, log=context.log.info)
         except (ValueError, RuntimeError) as exc:
-            raise _fail(context, None, exc) from None
+            raise input_failure(context, None, exc) from None
         return MaterializeResult(
             metadata={"dataset_folder": MetadataValue.path(outcome.dataset_folder), "cases": outcome.n_cases,
                       "run": nn.run, "planned": outcome.planned, "trained": outcome.trained,

@@ -1,6 +1,6 @@
 """Report figures as PNG bytes (matplotlib ``Figure`` + Agg canvas; no pyplot, so no global state).
 
-Volumes are ``(z, y, x)`` arrays with spacing given as ``(x, y, z)`` mm (the :class:`~imaging_pipelines.volume.Volume`
+Volumes are ``(z, y, x)`` arrays with spacing given as ``(x, y, z)`` mm (the :class:`~imaging_pipelines.core.volume.Volume`
 convention); axial panels show ``(y, x)``, coronal ``(z, x)`` and sagittal ``(z, y)`` with the slice axis
 up, each with its physical aspect ratio. Rasters are ``(band, y, x)`` float arrays, NaN = nodata.
 """
@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from imaging_pipelines.report.thumbnails import normalise
 
 DPI = 90
 LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
@@ -35,16 +37,6 @@ def _png(fig: Figure) -> bytes:
 def label_colour(value: int) -> str:
     """A fixed colour per label / class value."""
     return LABEL_COLOURS[(int(value) - 1) % len(LABEL_COLOURS)]
-
-
-def normalise(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Percentile stretch to [0, 1] over finite values; NaN stays NaN."""
-    image = np.asarray(image, dtype=np.float32)
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return np.zeros_like(image)
-    lo, hi = np.percentile(finite, [low, high])
-    return np.clip((image - lo) / (hi - lo), 0, 1) if hi > lo else np.where(np.isfinite(image), 0.5, np.nan)
 
 
 def _planes(volume: np.ndarray, spacing: Sequence[float], index: Sequence[int]) -> list[tuple[str, np.ndarray, float, str]]:

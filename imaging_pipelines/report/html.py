@@ -17,7 +17,7 @@ from typing import Any
 
 from upath import UPath
 
-from imaging_pipelines.io.storage import as_upath, write_text_atomic
+from imaging_pipelines.core.storage import as_upath, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORTS = "reports"

@@ -1,0 +1,231 @@
+"""Storage root and atomic publication of Zarr stores.
+
+Layout: ``<root>/<dataset>/<asset>/<partition>.zarr``. The root is a UPath: a local folder by default
+(``IMAGING_PIPELINES_STORAGE_ROOT`` or ``<project>/var/storage``), any fsspec URI by configuration.
+
+A store is written into a staging sibling (``<name>.staging-<host>-<pid>-<random>``) and only then
+published in place of the previous one, so a failed or killed write never leaves a half-written store
+where a good one was. Folders of killed writers are removed by the next write: at once when the writer was
+a process of this host that no longer runs, otherwise when untouched for an hour.
+
+- Locally the switch is two renames; if a process dies between them, the previous store is still there
+  under ``<name>.replaced-<id>`` and :func:`recover_interrupted` (called before every read and write) puts
+  it back.
+- Object stores (S3, GCS, ...) have no atomic rename of a prefix. There the store prefix holds versions
+  and a manifest: ``<name>/v-<id>/`` is a complete Zarr store and ``<name>/manifest.json`` (one PUT, which
+  replaces an object whole) names the published one. A write goes to a new version; the manifest is
+  switched only once it is complete; the version it replaced is deleted afterwards. Readers open
+  :func:`readable_store`, which follows the manifest. A killed writer leaves at most an unreferenced
+  version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from upath import UPath
+
+from imaging_pipelines.config.paths import PROJECT_ROOT
+
+STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
+DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
+STALE_STAGING_SECONDS = 3600  # a staging folder untouched this long belongs to a killed writer
+MANIFEST = "manifest.json"  # object stores: names the published version inside a store prefix
+VERSION_PREFIX = "v-"
+
+
+def storage_root(root: str | os.PathLike | None = None, storage_options: dict | None = None) -> UPath:
+    """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem."""
+    if isinstance(root, UPath) and not storage_options:
+        return root
+    return UPath(str(root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT), **(storage_options or {}))
+
+
+def as_upath(path: UPath | str | os.PathLike) -> UPath:
+    """``path`` as a UPath, keeping the filesystem options of one that already is."""
+    return path if isinstance(path, UPath) else UPath(os.fspath(path))
+
+
+def partition_store_path(root: UPath | str, dataset: str, asset: str, partition: str) -> UPath:
+    """``<root>/<dataset>/<asset>/<partition>.zarr``."""
+    return as_upath(root) / dataset / asset / f"{partition}.zarr"
+
+
+def is_local(path: UPath) -> bool:
+    return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def local_path(path: UPath) -> Path:
+    return Path(path.path if hasattr(path, "path") else str(path))
+
+
+def write_text_atomic(path: UPath | str, text: str) -> str:
+    """Write a small text file so that readers see the old file or the whole new one, never a part: locally a
+    temporary sibling then ``os.replace``; on object stores one PUT (which replaces an object whole)."""
+    path = as_upath(path)
+    if is_local(path):
+        target = local_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def recover_interrupted(final: UPath) -> None:
+    """Put back a previous store that an interrupted publish left renamed aside; drop stale staging dirs."""
+    if not is_local(final):
+        return
+    target = local_path(final)
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    replaced = sorted(parent.glob(f"{target.name}.replaced-*"), key=lambda p: p.stat().st_mtime)
+    if replaced and not target.exists():
+        os.rename(replaced.pop(), target)
+    for leftover in replaced:
+        shutil.rmtree(leftover, ignore_errors=True)
+    # staging folders of writers that were killed (old enough not to belong to a live writer)
+    for stale in parent.glob(f"{target.name}.staging-*"):
+        if _writer_gone(stale.name) or time.time() - stale.stat().st_mtime > STALE_STAGING_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def atomic_store(final: UPath) -> Iterator[UPath]:
+    """Yield a staging path to write a store into; publish it at ``final`` only if the block succeeds."""
+    recover_interrupted(final)
+    token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
+    if is_local(final):
+        staging = final.with_name(f"{final.name}.staging-{token}")
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        staging = final / f"{VERSION_PREFIX}{token}"
+    try:
+        yield staging
+    except BaseException:
+        _remove(staging)
+        raise
+    if is_local(final):
+        _publish_local(local_path(staging), local_path(final), token)
+    else:
+        _publish_version(final, staging)
+
+
+def _publish_local(source: Path, target: Path, token: str) -> None:
+    aside = target.with_name(f"{target.name}.replaced-{token}")
+    if target.exists():
+        os.rename(target, aside)
+    os.rename(source, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def published_version(final: UPath) -> str | None:
+    """Object stores: the version folder the manifest of ``final`` names (None without a manifest)."""
+    manifest = final / MANIFEST
+    manifest.fs.invalidate_cache(final.path)  # another process may have switched it since we listed it
+    try:
+        return json.loads(manifest.read_text())["version"]
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError) as exc:
+        raise OSError(f"{manifest}: unreadable store manifest ({exc})") from exc
+
+
+def _publish_version(final: UPath, staging: UPath) -> None:
+    """Switch the manifest of ``final`` to the complete version ``staging``, then drop the replaced version
+    and any stale unreferenced one (left by a killed writer)."""
+    previous = published_version(final)
+    write_text_atomic(final / MANIFEST, json.dumps({"version": staging.name, "published": time.time()}))
+    for entry in final.fs.ls(final.path, detail=True):
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith(VERSION_PREFIX) or name == staging.name:
+            continue
+        if name == previous or _writer_gone(name) or _is_stale(final / name):
+            _remove(final / name)
+
+
+def _writer_id() -> str:
+    """``<host hash>-<pid>``: names staging folders and versions after the process writing them."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"{host}-{os.getpid()}"
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the writer a staging folder or version is named after was a process of this host that has
+    ended (killed): its folder can go at once. Other hosts' folders are left to the age rule."""
+    parts = name.rsplit("-", 3)  # <prefix>-<host>-<pid>-<random>
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    host, pid = parts[1], int(parts[2])
+    if host != _writer_id().split("-")[0] or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _is_stale(version: UPath) -> bool:
+    """An unpublished version folder none of whose objects changed for STALE_STAGING_SECONDS (its writer
+    was killed); one still being written is younger."""
+    try:
+        objects = version.fs.find(version.path, detail=True).values()
+        newest = max((o.get("LastModified") or o.get("mtime") or o.get("created") for o in objects), default=None)
+    except (FileNotFoundError, OSError):
+        return True
+    if newest is None:
+        return True
+    stamp = newest.timestamp() if hasattr(newest, "timestamp") else float(newest)
+    return time.time() - stamp > STALE_STAGING_SECONDS
+
+
+def readable_store(final: UPath) -> UPath:
+    """Where the published data of the store ``final`` is: ``final`` itself locally (after repairing an
+    interrupted publish); on object stores the version its manifest names (``final`` itself for a store
+    written without one)."""
+    if is_local(final):
+        recover_interrupted(final)
+        return final
+    version = published_version(final)
+    return final / version if version else final
+
+
+def _remove(path: UPath) -> None:
+    if is_local(path):
+        shutil.rmtree(local_path(path), ignore_errors=True)
+    elif path.exists():
+        path.fs.rm(path.path, recursive=True)
+
+
+def zarr_store(path: UPath, read_only: bool = False):
+    """A zarr v3 store for a UPath (LocalStore for local folders, FsspecStore otherwise)."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    if is_local(path):
+        if not read_only:
+            local_path(path).mkdir(parents=True, exist_ok=True)
+        return LocalStore(str(local_path(path)), read_only=read_only)
+    # from_url wraps synchronous filesystems (memory://, some plugins) in an async adapter
+    return FsspecStore.from_url(str(path), read_only=read_only, storage_options=dict(path.storage_options))

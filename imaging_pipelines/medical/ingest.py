@@ -1,0 +1,178 @@
+"""Turn one patient's inbox files into named volumes (imaging core; no dagster import).
+
+Image names are non-identifying: ``s<series number>_<description>`` for DICOM series (plus the stack
+label when a series was split), and the file name without its subject part for NIfTI / NRRD / MHA files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from imaging_pipelines.config.catalog import SeriesSelection
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.medical.inbox import InboxFile
+from imaging_pipelines.medical.io.image_files import read_image_file
+from imaging_pipelines.core.privacy import slug
+from imaging_pipelines.core.volume import Volume
+
+
+LABEL_GRID_ATOL_MM = 0.01  # a label file belongs to the image whose voxel grid it matches within this
+
+
+@dataclass
+class IngestedPatient:
+    images: dict[str, Volume] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # skipped files and dropped series, naming files
+    labels: dict[str, dict[str, Volume]] = field(default_factory=dict)  # image -> {"reference": label map}
+
+
+def dicom_series_name(series) -> str:
+    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks)."""
+    number = series.series_number if series.series_number is not None else 0
+    name = f"s{number:03d}_{slug(series.series_description or series.modality or 'series')}"
+    stack = series.volume.attributes.get("stack")
+    return f"{name}_{slug(str(stack), 20)}" if stack else name
+
+
+def image_file_name(relpath: str) -> str:
+    """Name of a single-file image without its subject part: ``sub-01_T1w.nii.gz`` -> ``t1w``.
+
+    A file name with no ``_`` is the subject itself at the top of the inbox (named ``image``), and a
+    plain description inside a subject folder (``sub-01/flair.nii.gz`` -> ``flair``).
+    """
+    path = Path(relpath)
+    stem = path.name.split(".")[0]
+    if "_" in stem:
+        return slug(stem.split("_", 1)[1])
+    return slug(stem) if len(path.parts) > 1 else "image"
+
+
+def _unique(name: str, taken: dict) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
+
+
+def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, file_modality: str = "MR") -> IngestedPatient:
+    """Read a patient's files and keep the series the catalog's selection rules accept.
+
+    Raises :class:`ImagingInputError` naming the files (by their path inside the inbox) when any file
+    is unreadable, so a partial patient never replaces a complete one, or when no image is left.
+    """
+    from imaging_pipelines.medical.io.dicom import read_dicom_files
+
+    result = IngestedPatient()
+    label_files = [f for f in files if f.is_label]
+    files = [f for f in files if not f.is_label]
+    inbox_name = {f.local_path(): f.relpath for f in files}
+    shown = lambda path: inbox_name.get(path, Path(path).name)  # noqa: E731
+    dicom_paths = [local for local, f in zip(inbox_name, files) if f.format == "dicom"]
+    if dicom_paths:
+        folder = read_dicom_files(dicom_paths)
+        if folder.errors:
+            listing = "; ".join(f"{shown(e.path)}: {e.message}" for e in folder.errors)
+            raise ImagingInputError(shown(folder.errors[0].path), f"unreadable DICOM file(s): {listing}")
+        result.notes += [f"{shown(s.path)}: {s.message}" for s in folder.skipped]
+        for series in folder.series:
+            name = dicom_series_name(series)
+            n_slices = series.volume.spatial_shape[0]
+            if not selection.keeps(series.modality, series.series_description, n_slices):
+                result.notes.append(f"series {name} ({series.modality}, {n_slices} slices) not selected by the catalog rules")
+                continue
+            result.images[_unique(name, result.images)] = series.volume
+    for local, f in zip(inbox_name, files):
+        if f.format == "dicom":
+            continue
+        try:
+            volume = read_image_file(local)
+        except ImagingInputError as exc:
+            raise ImagingInputError(f.relpath, exc.problem) from None
+        volume = replace(volume, attributes={**volume.attributes, "source_format": f.format, "modality": file_modality})
+        result.images[_unique(image_file_name(f.relpath), result.images)] = volume
+    if not result.images:
+        where = files[0].relpath if files else "inbox"
+        raise ImagingInputError(where, "no image series left for this patient (" + ("; ".join(result.notes) or "no files") + ")")
+    for f in label_files:
+        attach_label_file(result, f)
+    return result
+
+
+def attach_label_file(patient: IngestedPatient, file: InboxFile) -> None:
+    """Read a reference label file and attach it to the image whose grid it matches (a note when none does).
+
+    Raises :class:`ImagingInputError` naming the file when it is unreadable or not an integer label map.
+    """
+    import numpy as np
+
+    try:
+        label = read_image_file(file.local_path())
+    except ImagingInputError as exc:
+        raise ImagingInputError(file.relpath, exc.problem) from None
+    values = np.asarray(label.array)
+    if label.is_timeseries or not np.all(np.isfinite(values)) or np.any(values != np.round(values)) \
+            or values.min() < 0 or values.max() > 255:
+        raise ImagingInputError(file.relpath, "a label map must be 3D with integer values 0..255")
+    label = replace(label.with_array(values.astype(np.uint8)), attributes={"source_format": file.format})
+    match = [n for n, v in patient.images.items() if not v.is_timeseries and v.same_geometry(label, LABEL_GRID_ATOL_MM)]
+    if not match:
+        patient.notes.append(f"{file.relpath}: label map on no image's grid (shape {label.spatial_shape}); ignored")
+        return
+    for name in match:
+        if "reference" in patient.labels.get(name, {}):
+            patient.notes.append(f"{file.relpath}: {name} already has a reference label; ignored")
+            continue
+        patient.labels.setdefault(name, {})["reference"] = label
+
+
+@dataclass
+class PartitionIngestion:
+    """Outcome of ingesting one patient partition into its OME-Zarr store."""
+
+    store_path: str
+    images: dict[str, Volume]
+    notes: list[str]
+    labels: dict[str, dict[str, Volume]] = field(default_factory=dict)
+    runtime_s: float = 0.0  # reading the partition's files and writing its store (not finding the files)
+
+    def series_rows(self) -> list[dict]:
+        return [
+            {
+                "image": name,
+                "modality": v.attributes.get("modality", v.attributes.get("source_format", "")),
+                "shape": "x".join(str(s) for s in v.array.shape),
+                "spacing_mm": "x".join(f"{s:.4g}" for s in v.spacing),
+                "orientation": v.orientation_code(),
+                "warnings": len(v.warnings),
+            }
+            for name, v in self.images.items()
+        ]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{name}: {w}" for name, v in self.images.items() for w in v.warnings]
+
+
+def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans") -> PartitionIngestion:
+    """Find the partition's files in the dataset inbox (from the inbox index when it is fresh for this
+    partition, else by a scan: :func:`imaging_pipelines.medical.inbox_index.partition_files`), read them and
+    (atomically) write its OME-Zarr store.
+
+    ``dataset`` is a catalog ``DatasetConfig``; ``root`` the storage root (UPath or str).
+    """
+    from imaging_pipelines.medical.inbox_index import partition_files
+    from imaging_pipelines.medical.io.ome_zarr import write_volume_store
+    from imaging_pipelines.core.storage import partition_store_path
+
+    files, _ = partition_files(dataset, root, partition)
+    if not files:
+        raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
+    start = time.perf_counter()
+    patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality)
+    path = partition_store_path(root, dataset.id, asset, partition)
+    write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset},
+                       labels=patient.labels)
+    return PartitionIngestion(str(path), patient.images, patient.notes, patient.labels,
+                              time.perf_counter() - start)

@@ -1,0 +1,276 @@
+"""DICOM folder reader: files -> series -> stacks -> :class:`~imaging_pipelines.core.volume.Volume` (LPS mm).
+
+Files are grouped by StudyInstanceUID/SeriesInstanceUID, then split into stacks (orientation, matrix,
+pixel spacing, echo, image type, enhanced StackID, and acquisitions of different geometry). Slices are
+ordered only by ImagePositionPatient projected on the slice normal; repeated positions with equal counts
+form a time series. Every header is parsed once; pixels are decoded once per file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from os import PathLike
+
+import numpy as np
+
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.core.privacy import redact_quoted
+
+from . import dicom_header
+from .dicom_geometry import layout_stack, split_by_acquisition
+from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
+from .dicom_pixels import PixelDecodeError, decode_all, rescale_stack
+from .dicom_slices import SliceRecord
+
+__all__ = [
+    "FileNote",
+    "LoadedSeries",
+    "DicomFolderResult",
+    "read_dicom_files",
+    "read_dicom_folder",
+    "read_identity",
+    "read_patient_id",
+    "is_dicom_file",
+]
+
+
+@dataclass(frozen=True)
+class FileNote:
+    """A file that was skipped or failed, with why."""
+
+    path: str
+    message: str
+
+
+@dataclass
+class LoadedSeries:
+    """One stack of one DICOM series as a Volume; ``patient_id`` is PHI and never copied into the volume."""
+
+    volume: Volume
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    series_number: int | None
+    series_description: str
+    modality: str
+    files: list[str]
+
+
+@dataclass
+class DicomFolderResult:
+    series: list[LoadedSeries] = field(default_factory=list)
+    skipped: list[FileNote] = field(default_factory=list)
+    errors: list[FileNote] = field(default_factory=list)
+
+
+def is_dicom_file(path: str | PathLike) -> bool:
+    """Cheap check: DICM magic at byte 128, or a parseable preamble-less dataset with a SOPClassUID."""
+    return dicom_header.is_dicom_file(os.fspath(path))
+
+
+def read_patient_id(path: str | PathLike) -> str | None:
+    """Raw PatientID (PHI) from a header-only read; None if the file is not DICOM."""
+    identity = dicom_header.read_identity(os.fspath(path))
+    return identity[0] if identity else None
+
+
+def read_identity(path: str | PathLike) -> tuple[str, str] | None:
+    """Raw (PatientID, SeriesInstanceUID) (PHI) from one header-only read; None if the file is not DICOM."""
+    return dicom_header.read_identity(os.fspath(path))
+
+
+def read_dicom_folder(folder: str | PathLike) -> DicomFolderResult:
+    """Read every DICOM file below ``folder`` (recursively).
+
+    Raises ImagingInputError(folder, ...) when the folder does not exist or holds no usable DICOM image;
+    individual bad files are reported in ``.errors`` / ``.skipped``.
+    """
+    root = os.fspath(folder)
+    if not os.path.isdir(root):
+        raise ImagingInputError(root, "not a folder")
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        paths.extend(os.path.join(dirpath, f) for f in sorted(filenames))
+    result = read_dicom_files(paths)
+    if not result.series:
+        detail = ""
+        if result.errors:
+            detail = f" ({len(result.errors)} unreadable, e.g. {os.path.basename(result.errors[0].path)}: {result.errors[0].message})"
+        elif result.skipped:
+            detail = f" ({len(result.skipped)} file(s) skipped)"
+        raise ImagingInputError(root, "no DICOM image files found" + detail)
+    return result
+
+
+def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
+    """Read the given files; group into series and stacks; never raises for an individual bad file."""
+    result = DicomFolderResult()
+    by_series: dict[tuple[str, str], list[tuple[FileHeader, list[SliceRecord]]]] = {}
+    series_problems: dict[tuple[str, str], list[str]] = {}
+    for p in paths:
+        path = os.fspath(p)
+        try:
+            ds = dicom_header.read_file(path)
+            dicom_header.convert_elements(ds)  # malformed values fail here, attributed to this file
+        except NotDicom:
+            result.skipped.append(FileNote(path, "skipped: not a DICOM file"))
+            continue
+        except OSError as exc:
+            result.errors.append(FileNote(path, f"cannot read file: {exc.strerror or exc}"))
+            continue
+        except MemoryError:  # not a property of the file: let the caller see it
+            raise
+        except Exception as exc:
+            result.errors.append(FileNote(path, f"unreadable DICOM file: {redact_quoted(exc)}"))
+            continue
+        header = dicom_header.header_identity(path, ds)
+        key = (header.study_uid, header.series_uid)
+        try:
+            dicom_header.classify(ds)
+            records = records_for(path, ds)
+        except SkipFile as exc:
+            result.skipped.append(FileNote(path, str(exc)))
+            continue
+        except PixelDecodeError as exc:
+            result.errors.append(FileNote(path, str(exc)))
+            series_problems.setdefault(key, []).append(f"{os.path.basename(path)}: {exc}")
+            continue
+        except MemoryError:
+            raise
+        except Exception as exc:
+            result.errors.append(FileNote(path, f"invalid image header: {redact_quoted(exc)}"))
+            series_problems.setdefault(key, []).append(
+                f"{os.path.basename(path)}: invalid image header: {redact_quoted(exc)}")
+            continue
+        header.dataset = None  # from here on only the slice records (and their pixel sources) are needed
+        dicom_header.slim_source(records)
+        by_series.setdefault(key, []).append((header, records))
+
+    for key in list(by_series):
+        members = by_series.pop(key)  # drop each series' datasets (pixel bytes) once it is built
+        problems = list(series_problems.get(key, []))
+        for (study, series), notes in series_problems.items():
+            if (study, series) not in by_series and not series and study in ("", key[0]):
+                problems.extend(f"{note} (series unknown, may belong to this series)" for note in notes)
+        result.series.extend(_build_series(members, problems, result.errors))
+    result.series.sort(key=lambda s: (s.series_number if s.series_number is not None else 1 << 30,
+                                      s.study_uid, s.series_uid, str(s.volume.attributes.get("stack") or "")))
+    return result
+
+
+# --------------------------------------------------------------------------- series building
+def _stacks_of(records: list[SliceRecord]) -> list[tuple[list[SliceRecord], dict[str, str]]]:
+    """Split a series' records into stacks; each with its differing labels."""
+    groups: dict[tuple, list[SliceRecord]] = {}
+    for r in records:
+        groups.setdefault(r.split_key, []).append(r)
+    stacks: list[tuple[list[SliceRecord], dict[str, str]]] = []
+    for recs in groups.values():
+        parts = split_by_acquisition(recs)
+        if parts is None:
+            stacks.append((recs, dict(recs[0].split_labels)))
+        else:
+            for part in parts:
+                a = part[0].acquisition
+                stacks.append((part, {**part[0].split_labels, "acquisition": f"acquisition {a}"}))
+    return stacks
+
+
+def _stack_labels(stacks: list[tuple[list[SliceRecord], dict[str, str]]]) -> list[str | None]:
+    if len(stacks) == 1:
+        return [None]
+    all_keys = list(dict.fromkeys(k for s in stacks for k in s[1]))
+    keys = [k for k in all_keys if len({s[1].get(k) for s in stacks}) > 1]
+    labels = [", ".join(s[1][k] for k in keys if k in s[1]) or "stack" for s in stacks]
+    seen: dict[str, int] = {}
+    out = []
+    for n, lab in enumerate(labels):
+        if labels.count(lab) > 1:
+            seen[lab] = seen.get(lab, 0) + 1
+            lab = f"{lab} #{seen[lab]}"
+        out.append(lab)
+    return out
+
+
+def _build_series(members: list[tuple[FileHeader, list[SliceRecord]]], problems: list[str],
+                  errors: list[FileNote]) -> list[LoadedSeries]:
+    header0 = members[0][0]
+    all_records = [r for _, recs in members for r in recs]
+    stacks = _stacks_of(all_records)
+    labels = _stack_labels(stacks)
+    n_orient = len({s[0][0].split_key[0] for s in stacks})
+    out: list[LoadedSeries] = []
+    for (records, _), label in zip(stacks, labels):
+        try:
+            loaded = _build_stack(records, label, len(stacks), n_orient, problems, errors, header0)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a header that passed the per-file checks but cannot form an image
+            files = list(dict.fromkeys(r.path for r in records))
+            problem = f"cannot assemble an image from {len(files)} file(s): {type(exc).__name__}: {redact_quoted(exc)}"
+            errors.extend(FileNote(f, problem) for f in files)
+            continue
+        if loaded is not None:
+            out.append(loaded)
+    for r in all_records:
+        r.source.release()
+    return out
+
+
+def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n_orient: int,
+                 problems: list[str], errors: list[FileNote], header0: FileHeader) -> LoadedSeries | None:
+    warnings: list[str] = [f"file left out of this series: {p}" for p in problems]
+    sources = list({id(r.source): r.source for r in records}.values())
+    failed = decode_all(sources)
+    if failed:
+        bad = {id(sources[i]) for i in failed}
+        for i, exc in failed.items():
+            errors.append(FileNote(sources[i].path, str(exc)))
+            warnings.append(f"file left out of this series: {os.path.basename(sources[i].path)}: {exc}")
+        records = [r for r in records if id(r.source) not in bad]
+        if not records:
+            return None
+    if n_stacks > 1:
+        reason = "mixed orientations; " if n_orient > 1 else ""
+        warnings.append(f"{reason}series split into {n_stacks} stacks; this one is '{label}'")
+    layout = layout_stack(records)
+    warnings.extend(layout.warnings)
+    ordered = [r for row in layout.grid for r in row]
+    nt, nz = len(layout.grid), len(layout.grid[0])
+    first = ordered[0]
+    shape = (nt, nz, first.rows, first.cols) if nt > 1 else (nz, first.rows, first.cols)
+    array = rescale_stack([r.pixels() for r in ordered], [r.slope for r in ordered],
+                          [r.intercept for r in ordered], shape)
+    ds = first.source.dataset
+    attrs = series_attributes(ds)
+    files = list(dict.fromkeys(r.path for r in ordered))
+    attrs["stack"] = label
+    attrs["n_files"] = len(files)
+    time_step = None
+    if nt > 1:
+        tr = attrs.get("repetition_time_ms")
+        time_step = float(tr) / 1000.0 if tr else _time_step_from_keys(layout.grid)
+    volume = Volume(array=array, spacing=layout.spacing, origin=layout.origin, direction=layout.direction,
+                    time_step=time_step, warnings=tuple(warnings), attributes=attrs)
+    return LoadedSeries(
+        volume=volume,
+        patient_id=header0.patient_id,
+        study_uid=header0.study_uid,
+        series_uid=header0.series_uid,
+        series_number=attrs.get("series_number"),
+        series_description=attrs.get("series_description") or "",
+        modality=attrs.get("modality") or "",
+        files=files,
+    )
+
+
+def _time_step_from_keys(grid: list[list[SliceRecord]]) -> float | None:
+    """Median interval (s) between the acquisition times of the first slice of successive time points."""
+    times = [row[0].time_key[2] for row in grid]
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None

@@ -1,0 +1,449 @@
+"""Reading one DICOM file and turning its header into slice records (no pixel decoding here).
+
+Geometry conventions: see :mod:`imaging_pipelines.medical.io.dicom_slices` (LPS mm, DICOM cosines).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape
+from .dicom_multiframe import FrameLookup, frame_values, has_functional_groups, shared_mr_parameters
+from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
+from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+MAX_POSITION_MM = 1e6  # |ImagePositionPatient| beyond 1 km is a corrupt header, not a patient
+
+
+class NotDicom(Exception):
+    """The file is not DICOM (skipped)."""
+
+
+class SkipFile(Exception):
+    """A DICOM file that holds no volume image (skipped, with the reason as message)."""
+
+
+@dataclass
+class FileHeader:
+    """Identity of the series a file belongs to (PatientID is PHI: used only by the caller)."""
+
+    path: str
+    dataset: Any
+    study_uid: str
+    series_uid: str
+    patient_id: str
+
+
+# Top-level elements the reader uses (parsing only these is ~35% faster than a full parse).
+READ_TAGS = [
+    "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality", "SeriesNumber",
+    "SeriesDescription", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength", "RepetitionTime",
+    "EchoTime", "FlipAngle", "SliceThickness", "SpacingBetweenSlices", "ImageType", "BodyPartExamined",
+    "AcquisitionNumber", "AcquisitionTime", "InstanceNumber", "TemporalPositionIdentifier", "EchoNumbers",
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "RescaleSlope",
+    "RescaleIntercept", "NumberOfFrames", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated",
+    "BitsStored", "HighBit", "PixelRepresentation", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
+    "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+    # Siemens: CSA header private blocks and NumberOfImagesInMosaic
+    0x00190010, 0x0019100A, 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291020, 0x00291110,
+    0x00291120, 0x00291210, 0x00291220,
+]
+
+
+class SizeCappedFile:
+    """A binary file whose ``read(n)`` never requests more than the bytes left in it.
+
+    A corrupt element length (up to 4 GiB) would otherwise make the read allocate that many bytes up front.
+    """
+
+    def __init__(self, fp):
+        self._fp = fp
+        self._size = os.fstat(fp.fileno()).st_size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(max(0, min(n, self._size - self._fp.tell())))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+    def __enter__(self) -> SizeCappedFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fp.close()
+
+
+def _open_capped(path: str) -> SizeCappedFile:
+    return SizeCappedFile(open(path, "rb"))
+
+
+def read_file(path: str) -> Any:
+    """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
+    with _open_capped(path) as fp:
+        head = fp.read(132)
+        fp.seek(0)
+        if len(head) == 132 and head[128:132] == b"DICM":
+            return pydicom.dcmread(fp, specific_tags=READ_TAGS)
+        try:
+            ds = pydicom.dcmread(fp, force=True, specific_tags=READ_TAGS)
+            sop = str(ds.get("SOPClassUID", "") or "")
+        except Exception as exc:
+            raise NotDicom() from exc
+        if not _UID_RE.match(sop):
+            raise NotDicom()
+        return ds
+
+
+def convert_elements(ds) -> None:
+    """Decode every parsed top-level element now (pydicom decodes lazily), so a malformed value raises here."""
+    for _ in ds:
+        pass
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        for _ in meta:
+            pass
+
+
+def sop_class(ds) -> str:
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop and getattr(ds, "file_meta", None) is not None:
+        sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    return sop
+
+
+def sop_name(sop: str) -> str:
+    if not sop:
+        return "unknown SOP class"
+    name = UID(sop).name
+    return name[: -len(" Storage")] if name.endswith(" Storage") else name
+
+
+def is_image_object(ds) -> bool:
+    """True for objects that should hold pixel data of an image."""
+    name = sop_name(sop_class(ds))
+    return "Image" in name or "Rows" in ds
+
+
+def header_identity(path: str, ds) -> FileHeader:
+    return FileHeader(
+        path=path,
+        dataset=ds,
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+    )
+
+
+def classify(ds) -> None:
+    """Raise SkipFile for non-image objects, PixelDecodeError for images whose pixel data is missing/truncated."""
+    if "PixelData" not in ds:
+        if is_image_object(ds):
+            check_pixel_data(ds)  # raises with a clear message
+        raise SkipFile(f"skipped: non-image object ({sop_name(sop_class(ds))})")
+    check_pixel_data(ds)
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise PixelDecodeError(f"unsupported colour image (SamplesPerPixel={ds.SamplesPerPixel})")
+
+
+# --------------------------------------------------------------------------- values
+def _float(v: Any, default: float | None = None) -> float | None:
+    """``float(v)``; ``default`` when absent, unparseable or not finite."""
+    try:
+        x = float(v) if v is not None and v != "" else default
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return x if x is None or math.isfinite(x) else default
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None and v != "" else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _scaling(v: Any, name: str, default: float) -> float:
+    """RescaleSlope / RescaleIntercept: ``default`` when absent or unparseable; ValueError when NaN/infinite."""
+    try:
+        x = float(v) if v is not None and v != "" else None
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if x is None:
+        return default
+    if not math.isfinite(x):
+        raise ValueError(f"{name} is not a finite number")
+    return x
+
+
+def _positive(v: Any) -> float | None:
+    """A positive finite length in mm, else None (SliceThickness, SpacingBetweenSlices)."""
+    x = _float(v)
+    return x if x is not None and x > 0 else None
+
+
+def _vector(values: Any, n: int, name: str, limit: float = MAX_POSITION_MM) -> np.ndarray:
+    """The first ``n`` numbers of a multi-valued element; ValueError when fewer, non-numeric or not finite."""
+    try:
+        v = np.asarray([float(x) for x in values], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} holds non-numeric values") from None
+    if v.size < n:
+        raise ValueError(f"{name} must have {n} values, got {v.size}")
+    v = v[:n]
+    if not np.all(np.isfinite(v)) or np.any(np.abs(v) > limit):
+        raise ValueError(f"{name} holds non-finite or out-of-range values")
+    return v
+
+
+def _pixel_spacing(values: Any) -> tuple[float, float]:
+    """(between rows, between columns) in mm: two positive finite numbers, else ValueError."""
+    ps = _vector(values, 2, "PixelSpacing")
+    if np.any(ps <= 0):
+        raise ValueError("PixelSpacing must be positive")
+    return float(ps[0]), float(ps[1])
+
+
+def dicom_time_seconds(v: Any) -> float:
+    """DICOM TM ('HHMMSS.ffffff') or DT to seconds since midnight; 0 when absent/unparseable."""
+    s = str(v or "").strip()
+    if len(s) >= 14 and s[:8].isdigit():  # DT: YYYYMMDDHHMMSS
+        s = s[8:]
+    m = re.match(r"^(\d{2})(\d{2})?(\d{2})?(\.\d+)?", s)
+    if not m:
+        return 0.0
+    h, mi, se, frac = m.groups()
+    return int(h) * 3600 + int(mi or 0) * 60 + int(se or 0) + float(frac or 0)
+
+
+def _image_type(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(value.split("\\"))
+    return tuple(str(v) for v in value)
+
+
+def series_attributes(ds) -> dict[str, Any]:
+    """Non-identifying series attributes (never names, IDs, dates, times, UIDs, institution or station)."""
+    attrs: dict[str, Any] = {
+        "modality": str(ds.get("Modality", "") or ""),
+        "series_description": str(ds.get("SeriesDescription", "") or ""),
+        "series_number": _int(ds.get("SeriesNumber")),
+        "manufacturer": str(ds.get("Manufacturer", "") or ""),
+        "model": str(ds.get("ManufacturerModelName", "") or ""),
+        "magnetic_field_strength": _float(ds.get("MagneticFieldStrength")),
+        "repetition_time_ms": _float(ds.get("RepetitionTime")),
+        "echo_time_ms": _float(ds.get("EchoTime")),
+        "flip_angle_deg": _float(ds.get("FlipAngle")),
+        "slice_thickness_mm": _float(ds.get("SliceThickness")),
+        "image_type": list(_image_type(ds.get("ImageType"))),
+        "body_part": str(ds.get("BodyPartExamined", "") or ""),
+        "transfer_syntax": transfer_syntax(ds),
+    }
+    if has_functional_groups(ds):
+        for key, value in shared_mr_parameters(ds).items():
+            if attrs.get(key) is None:
+                attrs[key] = _float(value)
+    return attrs
+
+
+# --------------------------------------------------------------------------- records
+def _record(source, frame, tile, n_tiles, rows, cols, iop_vectors, position, pixel_spacing, slope, intercept,
+            time_key, acquisition, extra_key: tuple, extra_labels: dict, nominal, multiframe=False) -> SliceRecord:
+    row, col, normal = iop_vectors
+    key = (orientation_key(row, col, normal), rows, cols, tuple(round(float(p), 4) for p in pixel_spacing), *extra_key)
+    labels = {"orientation": orientation_label(normal), "matrix": f"{rows}x{cols}",
+              "pixel spacing": "x".join(f"{float(p):g}" for p in pixel_spacing), **extra_labels}
+    return SliceRecord(
+        source=source, frame=frame, tile=tile, n_tiles=n_tiles, rows=rows, cols=cols, row_cos=row, col_cos=col,
+        normal=normal, position=np.asarray(position, dtype=float), pixel_spacing=tuple(float(p) for p in pixel_spacing),
+        slope=slope, intercept=intercept, time_key=time_key, acquisition=acquisition, split_key=key,
+        split_labels=labels, nominal_spacing=nominal, multiframe=multiframe,
+    )
+
+
+def _geometry_missing(ds) -> bool:
+    return "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds
+
+
+def records_for(path: str, ds) -> list[SliceRecord]:
+    """Slice records of one image file (single-frame, Siemens mosaic or enhanced multi-frame)."""
+    source = PixelSource(path=path, dataset=ds)
+    if has_functional_groups(ds):
+        return _enhanced_records(source, ds)
+    if _geometry_missing(ds):
+        raise SkipFile("skipped: image without patient geometry (no ImagePositionPatient/ImageOrientationPatient)")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    row, col, normal = unit_cosines(ds.ImageOrientationPatient)
+    ipp = _vector(ds.ImagePositionPatient, 3, "ImagePositionPatient")
+    ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
+    slope = _scaling(ds.get("RescaleSlope"), "RescaleSlope", 1.0) or 1.0
+    intercept = _scaling(ds.get("RescaleIntercept"), "RescaleIntercept", 0.0)
+    nominal = _positive(ds.get("SpacingBetweenSlices")) or _positive(ds.get("SliceThickness"))
+    instance = _int(ds.get("InstanceNumber")) or 0
+    acq = _int(ds.get("AcquisitionNumber"))
+    time_key = (acq or 0, _int(ds.get("TemporalPositionIdentifier")) or 0,
+                dicom_time_seconds(ds.get("AcquisitionTime")), instance, path)
+    image_type = _image_type(ds.get("ImageType"))
+    echo = _int(ds.get("EchoNumbers"))
+    extra_key = (echo, image_type)
+    extra_labels = {"echo": f"echo {echo}" if echo is not None else "echo ?",
+                    "image type": "\\".join(image_type)}
+
+    mosaic = mosaic_info(ds)
+    if mosaic is not None and n_frames(ds) == 1:
+        n_tiles, csa_normal = mosaic
+        tr, tc = tile_shape(rows, cols, n_tiles)
+        if tr < 1 or tc < 1:
+            raise PixelDecodeError(f"mosaic header claims {n_tiles} tiles in a {rows}x{cols} image")
+        first = mosaic_first_tile_position(ipp, row, col, ps, rows, cols, tr, tc)
+        slice_normal = csa_normal if csa_normal is not None else normal
+        dz = nominal or 1.0
+        vectors = (row, col, slice_normal)
+        return [
+            _record(source, 0, t, n_tiles, tr, tc, vectors, first + t * dz * slice_normal, ps, slope, intercept,
+                    time_key, acq, (*extra_key, "mosaic"), extra_labels, dz)
+            for t in range(n_tiles)
+        ]
+    nf = n_frames(ds)
+    if nf > 1:  # legacy multi-frame without functional groups: frames stacked along the normal
+        dz = nominal or 1.0
+        return [
+            _record(source, f, None, 0, rows, cols, (row, col, normal), ipp + f * dz * normal, ps, slope, intercept,
+                    (*time_key[:-1], f), acq, extra_key, extra_labels, dz, multiframe=True)
+            for f in range(nf)
+        ]
+    return [_record(source, 0, None, 0, rows, cols, (row, col, normal), ipp, ps, slope, intercept, time_key, acq,
+                    extra_key, extra_labels, nominal)]
+
+
+# What the series builder still reads from a single-frame file once its slice records exist.
+_KEPT_AFTER_RECORDS = (
+    "Modality", "SeriesDescription", "SeriesNumber", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
+    "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "ImageType", "BodyPartExamined", "Rows", "Columns",
+    "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "NumberOfFrames", "PixelData",
+)
+
+
+class SlimHeader(dict):
+    """The few header values of a file the series builder still reads, as plain Python values.
+
+    Behaves like the parts of a pydicom Dataset that are used later (``get``, ``in``, attribute access,
+    ``file_meta``), at a fraction of the memory of parsed data elements.
+    """
+
+    def __init__(self, ds):
+        super().__init__()
+        for keyword in _KEPT_AFTER_RECORDS:
+            value = ds.get(keyword)
+            if value is not None:
+                self[keyword] = _plain(value)
+        self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _plain(value: Any) -> Any:
+    """A pydicom value (DSfloat, IS, MultiValue, ...) as a plain bytes / str / float / int / list."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, Sequence):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def slim_source(records: list[SliceRecord]) -> None:
+    """Replace a parsed uncompressed single-frame dataset by a :class:`SlimHeader`.
+
+    A few dozen parsed elements per file outweigh the pixels of small slices (e.g. 64x64 fMRI), so this
+    keeps the reader's memory close to the pixel bytes for long series. Compressed and multi-frame
+    files keep their full dataset (their decoders need it).
+    """
+    source = records[0].source
+    ds = source.dataset
+    if has_functional_groups(ds) or n_frames(ds) != 1 or transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN:
+        return
+    source.dataset = SlimHeader(ds)
+
+
+def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
+    lookup = FrameLookup(ds)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    records = []
+    for f in range(n_frames(ds)):
+        v = frame_values(ds, f, lookup)
+        if v["position"] is None or v["orientation"] is None:
+            raise SkipFile(f"skipped: frame {f + 1} has no PlanePositionSequence/PlaneOrientationSequence")
+        vectors = unit_cosines(v["orientation"])
+        ps = _pixel_spacing(v["pixel_spacing"] or [1.0, 1.0])
+        nominal = _positive(v["spacing_between_slices"]) or _positive(v["slice_thickness"])
+        echo = _float(v["echo_time"])
+        stack_id = str(v["stack_id"]) if v["stack_id"] not in (None, "") else None
+        image_type = _image_type(v["image_type"])
+        acq = _int(v["acquisition_number"])
+        time_key = (_int(v["temporal_index"]) or 0, acq or 0,
+                    dicom_time_seconds(v["acquisition_datetime"]), f, source.path)
+        labels = {"echo": f"TE {echo:g} ms" if echo is not None else "TE ?", "stack": f"stack {stack_id}",
+                  "image type": "\\".join(image_type)}
+        records.append(_record(
+            source, f, None, 0, rows, cols, vectors, _vector(v["position"], 3, "ImagePositionPatient"), ps,
+            _scaling(v["slope"], "RescaleSlope", 1.0) or 1.0, _scaling(v["intercept"], "RescaleIntercept", 0.0),
+            time_key, acq,
+            (echo, stack_id, image_type), labels, nominal, multiframe=True,
+        ))
+    return records
+
+
+def read_identity(path: str) -> tuple[str, str] | None:
+    """(PatientID, SeriesInstanceUID) from one header-only read (raw: PHI); None if the file is not DICOM."""
+    try:
+        with _open_capped(path) as fp:
+            head = fp.read(132)
+            fp.seek(0)
+            force = not (len(head) == 132 and head[128:132] == b"DICM")
+            ds = pydicom.dcmread(fp, force=force, stop_before_pixels=True,
+                                 specific_tags=["PatientID", "SOPClassUID", "SeriesInstanceUID"])
+    except (InvalidDicomError, OSError, Exception):
+        return None
+    if force and not _UID_RE.match(str(ds.get("SOPClassUID", "") or "")):
+        return None
+    return str(ds.get("PatientID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
+
+
+def is_dicom_file(path: str) -> bool:
+    """DICM magic at offset 128, or (no preamble) a parseable dataset with a valid SOPClassUID."""
+    try:
+        with _open_capped(path) as fp:
+            head = fp.read(132)
+            if len(head) == 132 and head[128:132] == b"DICM":
+                return True
+            fp.seek(0)
+            ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:
+        return False
+    return bool(_UID_RE.match(str(ds.get("SOPClassUID", "") or "")))

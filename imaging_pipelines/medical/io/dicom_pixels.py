@@ -1,0 +1,177 @@
+"""Pixel decoding and rescaling for DICOM images.
+
+Native little-endian data is read straight from the PixelData bytes (fast path); everything else
+(JPEG, JPEG-LS, JPEG 2000, RLE, big endian) goes through pydicom's decoders (pylibjpeg plugins).
+Rescaled values are ``stored * RescaleSlope + RescaleIntercept`` (Hounsfield units for CT).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from pydicom.pixels import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from imaging_pipelines.core.limits import claimed_size_problem
+
+NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}
+
+
+class PixelDecodeError(ValueError):
+    """The pixel data of a file is missing, truncated or cannot be decoded."""
+
+
+def transfer_syntax(ds) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+
+
+def n_frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def samples_per_pixel(ds) -> int:
+    return int(ds.get("SamplesPerPixel", 1) or 1)
+
+
+def claimed_pixels_problem(ds) -> str | None:
+    """Why the pixel array the header claims must not be allocated (too large, empty, or more frames than the
+    encapsulated data can hold), or None. Sizes in pixels and bytes; nothing is decoded."""
+    rows, cols, nf, spp = int(ds.Rows), int(ds.Columns), n_frames(ds), samples_per_pixel(ds)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    dims = (nf, rows, cols) if spp == 1 else (nf, rows, cols, spp)
+    what = "pixels (frames x rows x columns)" if spp == 1 else "pixels (frames x rows x columns x samples)"
+    problem = claimed_size_problem(dims, max(1, (bits + 7) // 8), what=what)
+    if problem or transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN:
+        return problem
+    items = len(ds.PixelData) // 8  # every compressed frame needs at least one 8-byte item header
+    if nf > items:
+        return f"header claims {nf} frames but the encapsulated pixel data can hold at most {items}"
+    return None
+
+
+def check_pixel_data(ds) -> None:
+    """Cheap completeness check without decoding: raises PixelDecodeError for missing/truncated native data
+    and for headers that claim an oversized or empty pixel array (see :mod:`imaging_pipelines.core.limits`)."""
+    if "PixelData" not in ds:
+        raise PixelDecodeError("no pixel data (file truncated or PixelData element missing)")
+    problem = claimed_pixels_problem(ds)
+    if problem:
+        raise PixelDecodeError(problem)
+    if transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN:
+        expected = _native_nbytes(ds)
+        got = len(ds.PixelData)
+        if expected is not None and got < expected:
+            raise PixelDecodeError(f"truncated pixel data: {got} of {expected} bytes present")
+
+
+def _native_nbytes(ds) -> int | None:
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if bits not in (8, 16, 32, 64):
+        return None
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    return int(ds.Rows) * int(ds.Columns) * n_frames(ds) * spp * bits // 8
+
+
+def decode_frames(ds) -> np.ndarray:
+    """Stored pixel values as an array (n_frames, rows, cols); raises PixelDecodeError."""
+    check_pixel_data(ds)
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise PixelDecodeError(f"unsupported colour image (SamplesPerPixel={ds.SamplesPerPixel})")
+    rows, cols, nf = int(ds.Rows), int(ds.Columns), n_frames(ds)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    if transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN and bits in (8, 16, 32):
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+        arr = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols * nf).reshape(nf, rows, cols)
+        stored = int(ds.get("BitsStored", bits) or bits)
+        if signed and stored < bits:  # sign-extend values stored in fewer bits
+            shift = bits - stored
+            arr = (arr << shift) >> shift
+        return arr
+    try:
+        arr = pixel_array(ds)  # not ds.pixel_array: that would also cache a decoded copy on the dataset
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # decoders raise many types; Rust plugins' PanicException is a BaseException
+        raise PixelDecodeError(f"cannot decode pixel data ({transfer_syntax(ds) or 'unknown transfer syntax'}): "
+                               f"{type(exc).__name__}: {exc}") from exc
+    arr = np.asarray(arr)
+    if arr.size != rows * cols * nf:
+        raise PixelDecodeError(f"decoded {arr.size} pixels, expected {rows}x{cols}x{nf}")
+    return arr.reshape(nf, rows, cols)
+
+
+def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Exception]:
+    """Decode every source (``PixelSource``), in a thread pool when compressed; returns {index: error}."""
+    errors: dict[int, Exception] = {}
+
+    def one(i: int) -> None:
+        try:
+            sources[i].frames()
+        except Exception as exc:
+            errors[i] = exc
+
+    compressed = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) not in NATIVE_LITTLE_ENDIAN]
+    native = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) in NATIVE_LITTLE_ENDIAN]
+    for i in native:
+        one(i)
+    workers = workers or min(4, os.cpu_count() or 1)
+    if len(compressed) > 1 and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, compressed))
+    else:
+        for i in compressed:
+            one(i)
+    for exc in errors.values():
+        if isinstance(exc, MemoryError):  # an allocation failure is not a property of one file
+            raise exc
+    return errors
+
+
+def _is_integer(x: float) -> bool:
+    return float(x).is_integer()
+
+
+def rescale_stack(planes: Sequence[np.ndarray], slopes: Sequence[float], intercepts: Sequence[float],
+                  shape: tuple[int, ...]) -> np.ndarray:
+    """Stack 2D planes (in output order) into ``shape`` applying per-plane slope/intercept.
+
+    Output dtype: the stored integer type when there is no rescale (unsigned 16-bit becomes int16 when it
+    fits, as dcm2niix does); int16/int32 for integer slope and intercept; float32 otherwise.
+    """
+    identity = all(s == 1 and b == 0 for s, b in zip(slopes, intercepts))
+    integer = all(_is_integer(s) and _is_integer(b) for s, b in zip(slopes, intercepts))
+    in_dtype = planes[0].dtype
+    if identity or integer:
+        lo, hi = np.inf, -np.inf
+        for p, s, b in zip(planes, slopes, intercepts):
+            pmin, pmax = (int(p.min()), int(p.max())) if p.size else (0, 0)
+            vals = (pmin * s + b, pmax * s + b)
+            lo, hi = min(lo, *vals), max(hi, *vals)
+        if identity and in_dtype.kind in "iu" and np.can_cast(in_dtype, np.int16):
+            out_dtype = in_dtype
+        elif lo >= -32768 and hi <= 32767:
+            out_dtype = np.dtype(np.int16)
+        elif lo >= -(2**31) and hi <= 2**31 - 1:
+            out_dtype = np.dtype(np.int32)
+        else:
+            out_dtype = np.dtype(np.float64)
+    else:
+        out_dtype = np.dtype(np.float32)
+    out = np.empty(shape, dtype=out_dtype)
+    flat = out.reshape(-1, *shape[-2:])
+    for n, (p, s, b) in enumerate(zip(planes, slopes, intercepts)):
+        if s == 1 and b == 0:
+            flat[n] = p
+        elif out_dtype.kind == "f":
+            flat[n] = p.astype(np.float64 if out_dtype == np.float64 else np.float32) * s + b
+        else:
+            flat[n] = p.astype(np.int64) * int(s) + int(b)
+    return out

@@ -1,0 +1,65 @@
+"""Classical lesion baselines selectable in the catalog, each returning a binary (0/1 uint8) Volume.
+
+* ``otsu`` / ``max_entropy`` - :func:`~imaging_pipelines.medical.segment.classical.lesion_baseline`: tissue split by
+  that histogram threshold inside an eroded head mask, lesions = robust outliers of either class, with
+  small-component removal.
+* ``watershed`` - marker-based morphological watershed on the gradient magnitude: markers are the Otsu
+  lesion candidates (lesion) and the brain voxels more than 2 voxels away from them (background).
+* ``fast_marching`` - fast marching from the centroid of every Otsu lesion candidate, stopped at 1.5x the
+  candidate's equivalent-sphere radius (mm).
+
+All work on one 3D Volume in its own grid; nothing is learned. They are fallbacks while no model exists
+and baselines in evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from imaging_pipelines.medical.segment import classical
+from imaging_pipelines.core.volume import Volume
+
+BASELINES = ("otsu", "max_entropy", "watershed", "fast_marching")
+
+
+def _candidates(image: Volume) -> tuple[Volume, dict[str, Any]]:
+    return classical.lesion_baseline(image, method="otsu")
+
+
+def _watershed(image: Volume) -> tuple[Volume, dict[str, Any]]:
+    lesions, report = _candidates(image)
+    if not lesions.array.any():
+        return lesions, {"n_lesions": 0}
+    near = sitk.BinaryDilate(lesions.to_sitk(), [2, 2, 2], sitk.sitkBall)
+    head = sitk.GetArrayFromImage(sitk.OtsuThreshold(image.to_sitk(), 0, 1)) > 0
+    markers = np.where(lesions.array > 0, 2, np.where(head & (sitk.GetArrayFromImage(near) == 0), 1, 0))
+    regions, ws = classical.watershed_segmentation(image, markers=image.with_array(markers.astype(np.uint8)))
+    return image.with_array((regions.array == 2).astype(np.uint8)), {"n_lesions": report["n_lesions"], **ws}
+
+
+def _fast_marching(image: Volume) -> tuple[Volume, dict[str, Any]]:
+    lesions, report = _candidates(image)
+    out = np.zeros(image.spatial_shape, dtype=np.uint8)
+    to_index = np.linalg.inv(image.index_to_world_lps())
+    for lesion in report["lesions"]:
+        ijk = to_index @ np.array([*lesion["centroid_lps_mm"], 1.0])
+        seed = tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(ijk[:3], image.spatial_shape[::-1]))
+        radius_mm = (3.0 * lesion["volume_ml"] * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+        grown, _ = classical.fast_marching_segmentation(image, [seed], stopping_time=1.5 * radius_mm)
+        out |= grown.array.astype(np.uint8)
+    return image.with_array(out), {"n_lesions": report["n_lesions"], "seeds": len(report["lesions"])}
+
+
+def run_baseline(name: str, image: Volume) -> tuple[Volume, dict[str, Any]]:
+    """Binary lesion mask (uint8 0/1 on ``image``'s grid) and a small report, by baseline ``name``."""
+    if name in ("otsu", "max_entropy"):
+        mask, report = classical.lesion_baseline(image, method=name)
+        return mask, {k: report[k] for k in ("n_lesions", "lesion_volume_ml", "tissue_threshold")}
+    if name == "watershed":
+        return _watershed(image)
+    if name == "fast_marching":
+        return _fast_marching(image)
+    raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")

@@ -1,0 +1,286 @@
+"""U-Net (MONAI DynUNet) segmentation core: nnU-Net style planning, the model type and sliding-window inference.
+
+* :func:`plan_dynunet` - nnU-Net's rule for kernel sizes, pooling strides and filters from voxel spacing.
+* :class:`SegmentationModel` - a DynUNet built from a :class:`Plan`, saved as state_dict + plain-type config.
+* :func:`predict` - Gaussian-weighted sliding-window inference, argmax, a uint8 label Volume on the input grid.
+* Training lives in :mod:`imaging_pipelines.medical.segment.unet_train` (:func:`train_segmentation`).
+
+Axis conventions: ``spacing_mm`` is in ITK index order ``(i, j, k)`` = (x, y, z), as in :class:`Volume`;
+``patch_size``, ``kernel_sizes`` and ``strides`` are in array order ``(z, y, x)``, as the tensors are.
+No dagster import here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from imaging_pipelines.models.device import autocast_context, pick_device
+from imaging_pipelines.core.volume import Volume
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """DynUNet architecture. All per-axis lists are in array order (z, y, x).
+
+    ``kernel_sizes[l]`` / ``strides[l]`` are the conv kernel and stride of level ``l`` (``strides[0]`` is
+    all ones: the first level does not downsample). ``patch_size`` is divisible by the product of strides.
+    """
+
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    filters: list[int]
+    patch_size: list[int]
+
+    @property
+    def n_pool_per_axis(self) -> list[int]:
+        return [sum(1 for s in self.strides if s[a] > 1) for a in range(3)]
+
+
+def plan_dynunet(
+    spacing_mm: Sequence[float],
+    patch_size: Sequence[int],
+    n_pool_max: int = 5,
+    min_feature_size: int = 4,
+    *,
+    base_filters: int = 32,
+    max_filters: int = 320,
+) -> Plan:
+    """nnU-Net (v1 ``get_pool_and_conv_props``) planning for a 3D DynUNet.
+
+    ``spacing_mm`` in ITK order (x, y, z); ``patch_size`` in array order (z, y, x).
+    At each level an axis is pooled (stride 2) only while its current spacing is within 2x of the finest
+    current spacing, its feature map is at least ``2 * min_feature_size`` and it has been pooled fewer
+    than ``n_pool_max`` times. Kernels are 3 along the largest group of axes whose spacings are within 2x
+    of each other and 1 along the others (so a 5 mm axis among 0.8 mm ones gets kernel 1 until pooling
+    has brought the in-plane spacing close). The bottleneck kernel is 3x3x3. Filters double per level
+    from ``base_filters`` up to ``max_filters``. The returned patch size is padded up to a multiple of
+    the total stride along each axis.
+    """
+    spacing = [float(s) for s in list(spacing_mm)[::-1]]  # -> (z, y, x)
+    size = [int(s) for s in patch_size]
+    if len(spacing) != 3 or len(size) != 3:
+        raise ValueError("plan_dynunet expects 3D spacing and patch size")
+    if any(s <= 0 for s in spacing) or any(p <= 0 for p in size):
+        raise ValueError(f"spacing and patch size must be positive; got {spacing_mm}, {patch_size}")
+    cur_spacing, cur_size = list(spacing), [float(s) for s in size]
+    n_pool = [0, 0, 0]
+    kernels: list[list[int]] = []
+    pools: list[list[int]] = []
+    while True:
+        min_sp = min(cur_spacing)
+        valid = [a for a in range(3) if cur_spacing[a] / min_sp < 2]
+        group: list[int] = []
+        for a in range(3):
+            partners = [b for b in range(3) if cur_spacing[b] / cur_spacing[a] < 2 and cur_spacing[a] / cur_spacing[b] < 2]
+            if len(partners) > len(group):
+                group = partners
+        kernel = [3 if a in group else 1 for a in range(3)]
+        valid = [a for a in valid if cur_size[a] >= 2 * min_feature_size and n_pool[a] < n_pool_max]
+        if not valid:
+            break
+        pool = [1, 1, 1]
+        for a in valid:
+            pool[a] = 2
+            n_pool[a] += 1
+            cur_spacing[a] *= 2
+            cur_size[a] = math.ceil(cur_size[a] / 2)
+        pools.append(pool)
+        kernels.append(kernel)
+    kernels.append([3, 3, 3])
+    strides = [[1, 1, 1]] + pools
+    divisor = [2 ** n for n in n_pool]
+    padded = [int(math.ceil(s / d) * d) for s, d in zip(size, divisor)]
+    filters = [min(base_filters * 2**i, max_filters) for i in range(len(kernels))]
+    return Plan(kernel_sizes=kernels, strides=strides, filters=filters, patch_size=padded)
+
+
+@dataclass
+class SegmentationModel:
+    """A DynUNet plus everything needed to apply it: plan, classes, normalisation, provenance.
+
+    ``label_values[c]`` is the label value written for class ``c`` (default ``c``). ``version`` is a
+    sha256 hex digest given by the trainer (code + training data + parameters).
+    """
+
+    plan: Plan
+    n_classes: int
+    in_channels: int = 1
+    deep_supervision: bool = False
+    label_values: list[int] = field(default_factory=list)
+    normalization: str = "zscore"
+    version: str = ""
+    spacing_mm: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    architecture: str = "dynunet"  # "dynunet" (MONAI DynUNet) or "unet" (MONAI UNet, residual units)
+    network: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label_values:
+            self.label_values = list(range(self.n_classes))
+        if len(self.label_values) != self.n_classes:
+            raise ValueError(f"label_values {self.label_values} must have n_classes={self.n_classes} entries")
+        if self.network is None:
+            self.network = build_network(self.plan, self.in_channels, self.n_classes, self.deep_supervision,
+                                         self.architecture)
+
+    def config(self) -> dict[str, Any]:
+        """Plain-type (JSON-able) description of the model, everything but the weights."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "plan": asdict(self.plan),
+            "n_classes": int(self.n_classes),
+            "in_channels": int(self.in_channels),
+            "deep_supervision": bool(self.deep_supervision),
+            "label_values": [int(v) for v in self.label_values],
+            "normalization": str(self.normalization),
+            "version": str(self.version),
+            "spacing_mm": [float(s) for s in self.spacing_mm],
+            "architecture": self.architecture,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``{"config": ..., "state_dict": ...}`` with ``torch.save`` (CPU tensors, plain types only)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"config": self.config(), "state_dict": state}, tmp)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationModel:
+        """Read a file written by :meth:`save` (with ``torch.load(weights_only=True)``)."""
+        blob = torch.load(Path(path), map_location=map_location, weights_only=True)
+        cfg = blob["config"]
+        if cfg.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {cfg.get('format_version')!r}")
+        model = cls(
+            plan=Plan(**cfg["plan"]),
+            n_classes=cfg["n_classes"],
+            in_channels=cfg["in_channels"],
+            deep_supervision=cfg["deep_supervision"],
+            label_values=cfg["label_values"],
+            normalization=cfg["normalization"],
+            version=cfg["version"],
+            spacing_mm=cfg["spacing_mm"],
+            architecture=cfg.get("architecture", "dynunet"),
+        )
+        model.network.load_state_dict(blob["state_dict"])
+        model.network.eval()
+        return model
+
+
+def build_network(plan: Plan, in_channels: int, n_classes: int, deep_supervision: bool = False,
+                  architecture: str = "dynunet") -> torch.nn.Module:
+    """A MONAI DynUNet for ``plan`` (instance norm, leaky ReLU, as nnU-Net), or with ``architecture="unet"``
+    a MONAI UNet with the plan's filters and strides (two residual units per level, instance norm; no deep
+    supervision)."""
+    from monai.networks.nets import DynUNet, UNet
+
+    if architecture == "unet":
+        if deep_supervision:
+            raise ValueError("deep supervision needs architecture 'dynunet'")
+        return UNet(spatial_dims=3, in_channels=in_channels, out_channels=n_classes, channels=plan.filters,
+                    strides=[tuple(s) for s in plan.strides[1:]], num_res_units=2, norm="INSTANCE")
+    if architecture != "dynunet":
+        raise ValueError(f"unknown architecture {architecture!r}; use 'dynunet' or 'unet'")
+
+    n_levels = len(plan.strides)
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=n_classes,
+        kernel_size=plan.kernel_sizes,
+        strides=plan.strides,
+        upsample_kernel_size=plan.strides[1:],
+        filters=plan.filters,
+        norm_name=("INSTANCE", {"affine": True}),
+        deep_supervision=deep_supervision,
+        deep_supr_num=max(1, min(2, n_levels - 2)),
+    )
+
+
+def normalize_intensity(array: np.ndarray, mode: str = "zscore") -> np.ndarray:
+    """Per-image z-score: ``"zscore"`` over the whole image, ``"zscore_nonzero"`` over voxels > 0."""
+    a = np.asarray(array, dtype=np.float32)
+    if mode == "zscore":
+        values = a
+    elif mode == "zscore_nonzero":
+        values = a[a > 0] if np.any(a > 0) else a
+    else:
+        raise ValueError(f"unknown normalization {mode!r}")
+    mean, std = float(values.mean()), float(values.std())
+    return ((a - mean) / max(std, 1e-8)).astype(np.float32)
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: SegmentationModel,
+    image: Volume,
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    device: str | torch.device = "auto",
+    flip_tta: bool = False,
+    softmax: bool = True,
+) -> torch.Tensor:
+    """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference
+    (the blended logits instead with ``softmax=False``).
+
+    ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
+    nnU-Net's mirroring) and average the softmax outputs after flipping them back."""
+    from monai.inferers import sliding_window_inference
+
+    if image.is_timeseries:
+        raise ValueError("predict expects a 3D image Volume")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    net = model.network.to(dev).eval()
+    x = torch.from_numpy(normalize_intensity(image.array, model.normalization))[None, None].to(dev)
+
+    def _forward(batch: torch.Tensor) -> torch.Tensor:
+        with autocast_context(dev):
+            return net(batch).float()
+
+    def _softmax(inp: torch.Tensor) -> torch.Tensor:
+        logits = sliding_window_inference(
+            inp, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=_forward,
+            overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
+        )
+        return (torch.softmax(logits.float(), dim=1) if softmax or flip_tta else logits.float())[0].cpu()
+
+    if not flip_tta:
+        return _softmax(x)
+    flips = [[a for a in (2, 3, 4) if mask >> (a - 2) & 1] for mask in range(8)]
+    total = sum(_softmax(torch.flip(x, f)).flip([a - 1 for a in f]) if f else _softmax(x) for f in flips)
+    return total / len(flips)
+
+
+def predict(
+    model: SegmentationModel,
+    image: Volume,
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 2,
+    device: str | torch.device = "auto",
+    flip_tta: bool = False,
+) -> Volume:
+    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``."""
+    scores = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device,
+                                   flip_tta=flip_tta, softmax=flip_tta)  # argmax of logits = argmax of softmax
+    classes = torch.argmax(scores, dim=0).numpy()
+    lut = np.asarray(model.label_values, dtype=np.uint8)
+    return Volume(
+        array=lut[classes],
+        spacing=image.spacing,
+        origin=image.origin,
+        direction=image.direction,
+        attributes={"model_version": model.version},
+    )

@@ -1,0 +1,210 @@
+"""Segmentation stage (inference), per patient: the trained model (or the catalog's classical fallback while
+no model exists) on every selected image, post-processing, the configured baselines beside it, and the
+outputs a user takes away.
+
+Store ``segmentation/<partition>.zarr``: each segmented image with OME-Zarr labels ``segmentation``,
+``baseline_<name>`` and ``reference`` (when one exists), all on the segmented (input-stage) grid. Beside it,
+``segmentation_masks/<partition>/<image>.nii.gz`` (the mask on the image's original, ingested grid) and,
+for DICOM sources, ``<image>.seg.dcm``: a pseudonymised DICOM SEG referencing the source series.
+Volumes in mL; label values are the catalog's class values.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from upath import UPath
+
+from imaging_pipelines.medical.io.ome_zarr import read_volume_store, write_volume_store
+from imaging_pipelines.core.storage import as_upath
+from imaging_pipelines.core.stage_result import INGESTED, CheckOutcome, StageResult, stage_store
+from imaging_pipelines.medical.stages.segmentation_data import SEGMENTED, SegmentationInput, segmentation_inputs
+from imaging_pipelines.core.volume import Volume
+
+MASKS = "segmentation_masks"
+
+
+@dataclass
+class SegmentationOutcome(StageResult):
+    method: str = ""  # what produced the masks: "<method> <version>" or "<baseline> (fallback)"
+    model_version: str = ""
+    volumes_ml: dict[str, float] = field(default_factory=dict)  # class name -> total over images
+    lesion_count: int = 0  # connected components of the first class, over images
+    outputs: list[str] = field(default_factory=list)  # NIfTI / DICOM SEG files written
+    objects: list[dict] = field(default_factory=list)  # one row per connected component (connected_components)
+
+
+def _predictor(dataset, root, device: str, notes: list[str]):
+    """(function image -> label Volume, method description, model version)."""
+    from imaging_pipelines.medical.segment.baselines import run_baseline
+
+    cfg = dataset.segmentation
+    first_value = cfg.label_values[1]
+    if cfg.uses_model:
+        from imaging_pipelines.medical.segment.unet import predict
+        from imaging_pipelines.medical.stages.segmentation_model import load_segmentation_model
+
+        try:
+            model = load_segmentation_model(root, dataset.id)
+        except FileNotFoundError as exc:
+            notes.append(f"{exc}; using the fallback {cfg.fallback!r} until a model is trained")
+        else:
+            inf = cfg.inference
+            return (lambda image: predict(model, image, overlap=inf.overlap, sw_batch_size=inf.sw_batch_size,
+                                          device=device, flip_tta=inf.flip_tta),
+                    f"{cfg.method} {model.version}", model.version)
+    method = cfg.method if not cfg.uses_model else cfg.fallback
+    if method == "none":
+        return None, "none", ""
+
+    def classical(image: Volume) -> Volume:
+        mask, _ = run_baseline(method, image)
+        return mask.with_array(mask.array.astype(np.uint8) * np.uint8(first_value))
+
+    return classical, f"{method} (classical{', fallback' if cfg.uses_model else ''})", ""
+
+
+def segment_partition(dataset, partition: str, root: UPath | str, device: str = "auto") -> SegmentationOutcome:
+    """Segment the partition's selected images; write the store, the NIfTI masks and DICOM SEGs."""
+    from imaging_pipelines.medical.segment.baselines import run_baseline
+    from imaging_pipelines.medical.segment.postprocess import postprocess_labels
+
+    start = time.perf_counter()
+    cfg = dataset.segmentation
+    inputs, notes = segmentation_inputs(dataset, root, partition)
+    predict_fn, method, version = _predictor(dataset, root, device, notes)
+    images, labels, rows, outputs = {}, {}, [], []
+    volumes = {name: 0.0 for name in cfg.classes}
+    lesions, objects = 0, []
+    sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
+    for case in inputs if predict_fn is not None else []:
+        t0 = time.perf_counter()
+        prediction, pp = postprocess_labels(predict_fn(case.image), cfg.postprocess.min_component_ml,
+                                            cfg.postprocess.keep_largest, cfg.postprocess.fill_holes)
+        images[case.name] = case.image
+        labels[case.name] = {"segmentation": prediction}
+        for baseline in cfg.baselines:
+            mask, _ = run_baseline(baseline, case.image)
+            labels[case.name][f"baseline_{baseline}"] = mask.with_array(mask.array * np.uint8(cfg.label_values[1]))
+        if case.reference is not None:
+            labels[case.name]["reference"] = case.reference
+        row = {"image": case.name, "method": method}
+        figures, found = class_figures(prediction, cfg.classes, case.image)
+        objects += [{"image": case.name, **o} for o in found]
+        for name, count, ml in figures:
+            row[f"{name}_ml"], row[f"{name}_count"] = round(ml, 3), count
+            volumes[name] += ml
+        lesions += row[f"{next(iter(cfg.classes))}_count"]
+        row["removed_ml"] = round(pp.removed_ml, 3)
+        row["runtime_s"] = round(time.perf_counter() - t0, 3)
+        rows.append(row)
+        outputs += write_take_away_outputs(dataset, root, partition, case, sources.get(case.name), prediction, notes)
+    path = stage_store(root, dataset.id, SEGMENTED, partition)
+    write_volume_store(path, images, {"dataset": dataset.id, "partition": partition, "stage": SEGMENTED,
+                                      "method": method, "model_version": version}, labels=labels)
+    checks = {"mask_not_empty_where_reference_is": not_empty_check(inputs, labels)}
+    return SegmentationOutcome(str(path), list(images), rows, notes, checks, time.perf_counter() - start,
+                               method=method, model_version=version, volumes_ml=volumes, lesion_count=lesions,
+                               outputs=outputs, objects=objects)
+
+
+def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) -> tuple[list[tuple[str, int, float]], list[dict]]:
+    """((class name, connected components, volume mL) per class, one row per object with its statistics:
+    volume mL, centroid LPS mm, mean intensity in ``image`` units)."""
+    from imaging_pipelines.medical.segment.classical import connected_components
+
+    figures, objects = [], []
+    for name, value in classes.items():
+        _, stats = connected_components(prediction.with_array((prediction.array == value).astype(np.uint8)), image=image)
+        figures.append((name, len(stats), float(sum(s.volume_ml for s in stats))))
+        objects += [{"class": name, "object": s.label, "volume_ml": round(s.volume_ml, 3),
+                     "centroid_lps_mm": ", ".join(f"{c:.1f}" for c in s.centroid_lps_mm),
+                     "mean_intensity": round(float(s.mean_intensity), 3)} for s in stats]
+    return figures, objects
+
+
+def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutcome:
+    empty = [c.name for c in inputs if c.reference is not None and c.reference.array.any()
+             and c.name in labels and not labels[c.name]["segmentation"].array.any()]
+    checked = sum(1 for c in inputs if c.reference is not None and c.reference.array.any())
+    return CheckOutcome(not empty, "masks are not empty where the reference is not" if not empty
+                        else f"empty mask where the reference has labels: {', '.join(empty)}", {"images_checked": checked})
+
+
+def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInput, source: Volume | None,
+                            prediction: Volume, notes: list[str]) -> list[str]:
+    """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, as a pseudonymised
+    DICOM SEG."""
+    from imaging_pipelines.medical.io.image_files import write_nifti
+    from imaging_pipelines.medical.preprocess.resample import resample_like
+
+    if source is None:
+        notes.append(f"{case.name}: no ingested image of that name; masks kept in the store only")
+        return []
+    mask = prediction if prediction.same_geometry(source) else resample_like(prediction, source, interpolator="nearest")
+    folder = as_upath(root) / dataset.id / MASKS / partition
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        local = write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")
+        (folder / local.name).write_bytes(local.read_bytes())
+        written.append(str(folder / local.name))
+        if cfg_wants_seg(dataset, source):
+            seg = write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes)
+            if seg is not None:
+                (folder / seg.name).write_bytes(seg.read_bytes())
+                written.append(str(folder / seg.name))
+    return written
+
+
+def cfg_wants_seg(dataset, source: Volume) -> bool:
+    return dataset.segmentation.dicom_seg and "dicom" in dataset.formats and source.attributes.get("source_format") is None
+
+
+def write_partition_seg(dataset, root, partition: str, name: str, mask: Volume, tmp: Path,
+                        notes: list[str]) -> Path | None:
+    """A DICOM SEG of ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid."""
+    try:
+        from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
+    except ImportError:
+        notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("highdicom") is None:
+        notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
+        return None
+    names = {v: k for k, v in dataset.segmentation.classes.items()}
+    for files in candidate_series_files(dataset, root, partition, mask.spatial_shape):
+        try:
+            return write_dicom_seg(mask, files, tmp / f"{name}.seg.dcm", names, "imaging_pipelines",
+                                   algorithm_version=str(mask.attributes.get("model_version") or "classical")[:16],
+                                   patient_pseudonym=partition)
+        except ValueError:
+            continue
+    notes.append(f"{name}: no DICOM series of this patient lies on the mask's grid; no DICOM SEG written")
+    return None
+
+
+def candidate_series_files(dataset, root, partition: str, shape_zyx: tuple[int, int, int]) -> list[list[str]]:
+    """Local paths of the patient's single-frame DICOM series with ``shape_zyx`` (slices, rows, columns); the
+    patient's files come from the inbox index (a scan when it is stale), so only they are read."""
+    import pydicom
+
+    from imaging_pipelines.medical.inbox_index import partition_files
+
+    files = [f for f in partition_files(dataset, root, partition)[0] if f.format == "dicom" and not f.is_label]
+    series: dict[str, list[str]] = {}
+    for f in files:
+        local = f.local_path()
+        try:
+            ds = pydicom.dcmread(local, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Rows", "Columns"])
+        except Exception:  # noqa: BLE001 - not a readable DICOM file: not a candidate
+            continue
+        if (int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))) == tuple(shape_zyx[1:]):
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(local)
+    return [paths for paths in series.values() if len(paths) == shape_zyx[0]]

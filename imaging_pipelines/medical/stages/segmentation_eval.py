@@ -1,0 +1,104 @@
+"""Evaluation of the masks against reference labels: per patient (model and every baseline side by side,
+per class) and over the cohort (mean / median per method and class, on the held-out test split and on all).
+
+Per-patient results: ``<root>/<dataset>/segmentation_evaluation/<partition>.json`` (a list of rows: image,
+method, class, split, dice, iou, hd95_mm, volume_pred_ml, volume_ref_ml, volume_difference_ml). The
+``method`` of the model is ``model``; baselines are ``baseline_<name>``. HD95 in mm, volumes in mL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+from upath import UPath
+
+from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.medical.io.ome_zarr import read_labels, store_attributes
+from imaging_pipelines.core.storage import as_upath
+from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
+from imaging_pipelines.core.stage_result import CheckOutcome, StageResult, stage_store
+from imaging_pipelines.medical.stages.segmentation_data import EVALUATED, SEGMENTED, partition_split
+
+METRICS = ("dice", "iou", "hd95_mm", "volume_pred_ml", "volume_ref_ml", "volume_difference_ml")
+
+
+def evaluation_file(root: UPath | str, dataset_id: str, partition: str) -> UPath:
+    return as_upath(root) / dataset_id / EVALUATED / f"{partition}.json"
+
+
+def evaluate_partition(dataset: DatasetConfig, partition: str, root: UPath | str) -> StageResult:
+    """Score every mask of the partition's segmentation store that has a reference; write the JSON rows."""
+    start = time.perf_counter()
+    store = stage_store(root, dataset.id, SEGMENTED, partition)
+    split = partition_split(dataset, partition)
+    classes = dataset.segmentation.classes
+    rows, notes = [], []
+    for image in store_attributes(store).get("images", []):
+        labels = read_labels(store, image)
+        reference = labels.pop("reference", None)
+        if reference is None:
+            notes.append(f"{image}: no reference label; not evaluated")
+            continue
+        for method, mask in labels.items():
+            scores = segmentation_metrics(mask, reference, labels=list(classes.values()))
+            for name, value in classes.items():
+                rows.append({"image": image, "method": "model" if method == "segmentation" else method,
+                             "class": name, "split": split,
+                             **{k: _finite(scores[value][k]) for k in METRICS}})
+    out = evaluation_file(root, dataset.id, partition)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1))
+    return StageResult(str(out), sorted({r["image"] for r in rows}), rows, notes, {}, time.perf_counter() - start)
+
+
+def _finite(value: float) -> float | None:
+    """JSON-safe metric: None for NaN (undefined), a large number stands in for no inf (kept as 'inf' string)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), 5) if math.isfinite(value) else float("inf")
+
+
+def cohort_evaluation(dataset: DatasetConfig, root: UPath | str) -> tuple[list[dict], int]:
+    """Rows ``{method, class, split, n, dice_mean, dice_median, hd95_median_mm, abs_volume_difference_ml_mean}``
+    for split ``test`` and ``all``, plus the number of evaluated partitions."""
+    folder = as_upath(root) / dataset.id / EVALUATED
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".json")) if folder.exists() else []
+    rows = [r for f in files for r in json.loads(f.read_text())]
+    summary = []
+    for split in ("test", "all"):
+        chosen = [r for r in rows if split == "all" or r["split"] == split]
+        for method in sorted({r["method"] for r in chosen}, key=lambda m: (m != "model", m)):
+            for name in dataset.segmentation.classes:
+                sel = [r for r in chosen if r["method"] == method and r["class"] == name]
+                dice = [r["dice"] for r in sel if r["dice"] is not None]
+                hd = [r["hd95_mm"] for r in sel if r["hd95_mm"] is not None]
+                vol = [abs(r["volume_difference_ml"]) for r in sel if r["volume_difference_ml"] is not None]
+                summary.append({"method": method, "class": name, "split": split, "n": len(sel),
+                                "dice_mean": _mean(dice), "dice_median": _median(dice),
+                                "hd95_median_mm": _median(hd), "abs_volume_difference_ml_mean": _mean(vol)})
+    return summary, len(files)
+
+
+def _mean(values: list[float]) -> float:
+    return round(float(np.mean(values)), 4) if values else float("nan")
+
+
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 4) if values else float("nan")
+
+
+def model_beats_baselines(summary: list[dict], split: str = "test") -> CheckOutcome:
+    """Passes when the model's mean Dice beats every baseline's on ``split``, for every class."""
+    rows = [r for r in summary if r["split"] == split and r["n"]]
+    losing = []
+    for r in rows:
+        if r["method"] == "model":
+            continue
+        model = next((m for m in rows if m["method"] == "model" and m["class"] == r["class"]), None)
+        if model is not None and not model["dice_mean"] > r["dice_mean"]:
+            losing.append(f"{r['class']}: model {model['dice_mean']} <= {r['method']} {r['dice_mean']}")
+    return CheckOutcome(not losing, f"the model beats every baseline on the {split} split" if not losing
+                        else "; ".join(losing), {"rows_compared": len(rows)})

@@ -1,0 +1,267 @@
+"""A MONAI 2D U-Net for per-pixel classes of raster tiles: build, train, predict, save and load.
+
+Images are ``(channel, y, x)`` float32 with NaN = invalid (e.g. composite bands + indices); label maps are
+``(y, x)`` uint8 class *values* (0 = background, ``classes`` maps names to values). The network works on
+class *indices*: ``class_values[i]`` is the value of index ``i`` (index 0 = background = 0). Inputs are
+z-scored per channel with statistics of the training images (:class:`Normalisation`); NaN becomes 0
+after normalising, and NaN pixels are labelled background in training and predicted as 0.
+No dagster import here; the caller picks the device (CPU by default) and the torch thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+
+from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
+
+DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
+WEIGHT_CLIP = (0.1, 10.0)  # inverse-frequency class weights, normalised to mean 1, then clipped
+
+
+def build_unet2d(in_channels: int, n_classes: int, base_filters: int = 16) -> UNet:
+    """MONAI ``UNet(spatial_dims=2)``: channels ``base * (1, 2, 4, 8)``, strides 2, 2 residual units per level,
+    batch norm (instance norm would discard the absolute reflectance level of uniform patches).
+    ``n_classes`` counts the background; the output is ``n_classes`` logits per pixel."""
+    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
+                channels=tuple(base_filters * 2 ** i for i in range(DEPTH + 1)), strides=(2,) * DEPTH,
+                num_res_units=2, norm="batch")
+
+
+@dataclass
+class Normalisation:
+    """Per-channel z-score ``(x - mean) / std`` (statistics over valid training pixels); NaN -> 0 after it."""
+
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, images: list[np.ndarray]) -> Normalisation:
+        n = images[0].shape[0]
+        mean, std = [], []
+        for c in range(n):
+            values = np.concatenate([img[c][np.isfinite(img[c])].ravel() for img in images]).astype(np.float64)
+            m = float(values.mean()) if values.size else 0.0
+            s = float(values.std()) if values.size else 1.0
+            mean.append(m)
+            std.append(s if s > 1e-12 else 1.0)
+        return cls(mean, std)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """``(c, y, x)`` float32, normalised, NaN replaced by 0."""
+        if image.shape[0] != len(self.mean):
+            raise ValueError(f"image has {image.shape[0]} channels, the model expects {len(self.mean)}")
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        out = (image.astype(np.float32) - mean) / std
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class TrainOutcome:
+    model: UNet
+    normalisation: Normalisation
+    class_values: list[int]  # index -> class value; index 0 = 0 (background)
+    curve: list[float]  # mean training loss per epoch
+    validation_iou: dict[str, float] | None  # class name -> IoU of the kept (best-validation) weights
+
+
+def _check_patch(patch_size: int) -> None:
+    if patch_size % 2 ** DEPTH:
+        raise ValueError(f"patch_size {patch_size} must be a multiple of {2 ** DEPTH}")
+
+
+def _to_indices(label: np.ndarray, class_values: list[int], invalid: np.ndarray) -> np.ndarray:
+    """Class values -> indices (unknown values and invalid pixels -> 0)."""
+    lut = np.zeros(256, np.int64)
+    for i, v in enumerate(class_values):
+        lut[v] = i
+    out = lut[np.asarray(label, np.uint8)]
+    out[invalid] = 0
+    return out
+
+
+def _class_weights(labels: list[np.ndarray], n: int) -> torch.Tensor:
+    counts = np.zeros(n, np.float64)
+    for lab in labels:
+        counts += np.bincount(lab.ravel(), minlength=n)[:n]
+    freq = counts / max(counts.sum(), 1.0)
+    w = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0)
+    w = w / w[w > 0].mean() if np.any(w > 0) else np.ones(n)
+    return torch.tensor(np.clip(w, *WEIGHT_CLIP), dtype=torch.float32)
+
+
+class _Patches:
+    """Random ``patch x patch`` crops (1/3 centred near a foreground pixel), random flips and rot90."""
+
+    def __init__(self, images, labels, patch: int, rng: np.random.Generator):
+        self.patch, self.rng = patch, rng
+        self.images, self.labels, self.fg = [], [], []
+        for img, lab in zip(images, labels):
+            pad = [(0, max(0, patch - s)) for s in lab.shape]
+            self.images.append(np.pad(img, [(0, 0)] + pad))
+            self.labels.append(np.pad(lab, pad))
+            self.fg.append(np.argwhere(self.labels[-1] > 0))
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        rng, p = self.rng, self.patch
+        i = int(rng.integers(len(self.images)))
+        img, lab, fg = self.images[i], self.labels[i], self.fg[i]
+        h, w = lab.shape
+        if len(fg) and rng.random() < 1 / 3:
+            cy, cx = fg[int(rng.integers(len(fg)))] + rng.integers(-p // 4, p // 4 + 1, 2)
+            y0, x0 = int(np.clip(cy - p // 2, 0, h - p)), int(np.clip(cx - p // 2, 0, w - p))
+        else:
+            y0, x0 = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        x, y = img[:, y0:y0 + p, x0:x0 + p], lab[y0:y0 + p, x0:x0 + p]
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+        if rng.random() < 0.5:
+            x, y = x[:, :, ::-1], y[:, ::-1]
+        return np.ascontiguousarray(x), np.ascontiguousarray(y[None])
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self.sample() for _ in range(n)]
+        return (torch.from_numpy(np.stack([a for a, _ in items])),
+                torch.from_numpy(np.stack([b for _, b in items])))
+
+
+def train_unet2d(
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    classes: dict[str, int],
+    training: RasterTrainingConfig,
+    device: str = "cpu",
+    validation: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainOutcome:
+    """Train a U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``.
+
+    ``training.epochs`` x ``iterations_per_epoch`` Adam steps on batches of random augmented patches,
+    loss MONAI ``DiceCELoss`` (softmax, class weights = inverse frequency normalised to mean 1 and clipped
+    to [0.1, 10] when ``class_weights == 'inverse_frequency'``). With ``validation`` (images, labels) the
+    weights of the epoch with the best mean foreground IoU are kept (sliding-window prediction, overlap 0.25).
+    """
+    if not images or len(images) != len(labels):
+        raise ValueError(f"need as many label maps as images (got {len(images)} images, {len(labels)} labels)")
+    for img, lab in zip(images, labels):
+        if img.ndim != 3 or img.shape[1:] != lab.shape:
+            raise ValueError(f"image {img.shape} and label {lab.shape} must be (c, y, x) and (y, x) on one grid")
+    p = training.patch_size
+    _check_patch(p)
+    torch.manual_seed(training.seed)
+    rng = np.random.default_rng(training.seed)
+    class_values = [0] + [int(v) for v in classes.values()]
+    norm = Normalisation.fit(images)
+    x_train = [norm.apply(img) for img in images]
+    y_train = [_to_indices(lab, class_values, ~np.isfinite(img).all(axis=0)) for img, lab in zip(images, labels)]
+    n = len(class_values)
+    weight = _class_weights(y_train, n) if training.class_weights == "inverse_frequency" else None
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True,
+                         weight=weight.to(device) if weight is not None else None)
+    model = build_unet2d(images[0].shape[0], n, training.base_filters).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
+    sampler = _Patches(x_train, y_train, p, rng)
+    curve: list[float] = []
+    best_score, best_state, best_iou = -1.0, None, None
+    for epoch in range(training.epochs):
+        model.train()
+        losses = []
+        for _ in range(training.iterations_per_epoch):
+            xb, yb = sampler.batch(training.batch_size)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb.to(device)), yb.to(device))
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        curve.append(float(np.mean(losses)))
+        msg = f"epoch {epoch + 1}/{training.epochs} loss {curve[-1]:.4f}"
+        if validation is not None:
+            ious = _validate(model, norm, class_values, classes, validation, p, device)
+            score = float(np.mean(list(ious.values()))) if ious else 0.0
+            if score > best_score:
+                best_score, best_iou = score, ious
+                best_state = copy.deepcopy(model.state_dict())
+            msg += " val IoU " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items())
+        if log:
+            log(msg)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainOutcome(model, norm, class_values, curve, best_iou)
+
+
+def _validate(model, norm, class_values, classes, validation, patch, device) -> dict[str, float]:
+    """Per-class IoU pooled over the validation images (intersections and unions summed)."""
+    inter = {k: 0 for k in classes}
+    union = {k: 0 for k in classes}
+    for img, ref in zip(*validation):
+        pred = predict_unet2d(model, norm, class_values, img, patch, 0.25, device)
+        valid = np.isfinite(img).all(axis=0)
+        for name, v in classes.items():
+            a, b = (pred == v) & valid, (ref == v) & valid
+            inter[name] += int((a & b).sum())
+            union[name] += int((a | b).sum())
+    return {k: (inter[k] / union[k] if union[k] else 1.0) for k in classes}
+
+
+@torch.no_grad()
+def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
+                   patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False):
+    """``(y, x)`` uint8 class values of a ``(c, y, x)`` image: MONAI sliding-window inference
+    (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0.
+    ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``."""
+    _check_patch(patch_size)
+    if image.ndim != 3:
+        raise ValueError(f"image must be (c, y, x), got {image.shape}")
+    was_training = model.training
+    model.eval()
+    x = torch.from_numpy(normalisation.apply(image)[None]).to(device)
+    logits = sliding_window_inference(x, (patch_size, patch_size), sw_batch_size=4, predictor=model,
+                                      overlap=overlap, mode="gaussian")
+    model.train(was_training)
+    index = logits.argmax(1)[0].cpu().numpy()
+    out = np.asarray(class_values, np.uint8)[index]
+    out[~np.isfinite(image).all(axis=0)] = 0
+    if return_probabilities:
+        return out, torch.softmax(logits, 1)[0].float().cpu().numpy()
+    return out
+
+
+def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | None = None) -> None:
+    """``torch.save`` of the state dict (CPU tensors) + hyper-parameters, normalisation, class values, curve
+    and ``meta`` (JSON-serialisable; stored as a JSON string). Written atomically."""
+    model = outcome.model
+    blob = {
+        "hyper": {"in_channels": int(model.in_channels), "n_classes": int(model.out_channels),
+                  "base_filters": int(model.channels[0])},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalisation": {"mean": [float(m) for m in outcome.normalisation.mean],
+                          "std": [float(s) for s in outcome.normalisation.std]},
+        "class_values": [int(v) for v in outcome.class_values],
+        "meta": json.dumps(meta or {}, default=str),
+    }
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_unet2d(path: str | os.PathLike, device: str = "cpu") -> tuple[UNet, Normalisation, list[int], dict]:
+    """``(model in eval mode, normalisation, class_values, meta)`` from a :func:`save_unet2d` file
+    (``torch.load(weights_only=True)``)."""
+    blob = torch.load(os.fspath(path), map_location=device, weights_only=True)
+    model = build_unet2d(**blob["hyper"]).to(device)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    norm = Normalisation(list(blob["normalisation"]["mean"]), list(blob["normalisation"]["std"]))
+    return model, norm, list(blob["class_values"]), json.loads(blob["meta"])

@@ -1,0 +1,1 @@
+"""Tools outside the runtime API: demo data generators and the fuzzing harness. The pipeline never imports these."""
