@@ -1,35 +1,59 @@
-"""``imaging-pipelines convert``: DICOM folders and NIfTI/NRRD/MHA files to NIfTI, through the pipeline's readers."""
+"""``imaging-pipelines convert``: DICOM folders and NIfTI/NRRD/MHA files to NIfTI, through the pipeline's readers.
+
+DICOM series are written as dcm2niix writes them: stored voxel values plus NIfTI scale factors
+(``scl_slope``/``scl_inter``, see :mod:`imaging_pipelines.medical.io.dicom_intensity`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from imaging_pipelines.core.errors import ImagingInputError
-from imaging_pipelines.medical.ingest import dicom_series_name, image_file_name
-from imaging_pipelines.medical.io.image_files import read_image_file, write_nifti
 from imaging_pipelines.core.privacy import slug
 from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.ingest import dicom_series_name, image_file_name
+from imaging_pipelines.medical.io.image_files import read_image_file, write_nifti
+
+
+@dataclass
+class NamedVolume:
+    """One output of ``convert``: the volume and, for DICOM, its stored voxels and NIfTI scale factors."""
+
+    volume: Volume
+    stored: np.ndarray | None = None
+    scl: tuple[float, float] | None = None
 
 
 def _is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def read_source(src: Path) -> tuple[dict[str, Volume], list[str]]:
+def read_source(src: Path) -> tuple[dict[str, NamedVolume], list[str]]:
     """Named volumes of SRC (a DICOM folder or a single image file) and notes about skipped files."""
     if src.is_dir():
         from imaging_pipelines.medical.io.dicom import read_dicom_folder
 
         folder = read_dicom_folder(src)
         notes = [f"{n.path}: {n.message}" for n in folder.skipped + folder.errors]
-        named: dict[str, Volume] = {}
+        named: dict[str, NamedVolume] = {}
         for series in folder.series:
             name = dicom_series_name(series)
-            named[name if name not in named else f"{name}_{len(named) + 1}"] = series.volume
+            enc = series.intensity
+            item = NamedVolume(series.volume, enc.stored if enc else None,
+                               (enc.scl_slope, enc.scl_inter) if enc else None)
+            named[name if name not in named else f"{name}_{len(named) + 1}"] = item
         return named, notes
     if not src.exists():
         raise ImagingInputError(src, "no such file or folder")
-    return {image_file_name(src.name) if "_" in src.name else slug(src.name.split('.')[0]): read_image_file(src)}, []
+    name = image_file_name(src.name) if "_" in src.name else slug(src.name.split('.')[0])
+    return {name: NamedVolume(read_image_file(src))}, []
+
+
+def _write(item: NamedVolume, path: Path) -> Path:
+    return write_nifti(item.volume, path, stored=item.stored, scl=item.scl)
 
 
 def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
@@ -44,6 +68,6 @@ def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
             raise ImagingInputError(
                 src, f"holds {len(named)} series ({', '.join(named)}); give a folder as OUT to write one file per series"
             )
-        return [write_nifti(next(iter(named.values())), out)], notes
+        return [_write(next(iter(named.values())), out)], notes
     out.mkdir(parents=True, exist_ok=True)
-    return [write_nifti(vol, out / f"{name}.nii.gz") for name, vol in named.items()], notes
+    return [_write(item, out / f"{name}.nii.gz") for name, item in named.items()], notes

@@ -22,7 +22,9 @@ from imaging_pipelines.core.privacy import redact_quoted
 from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
-from .dicom_pixels import PixelDecodeError, decode_all, rescale_stack
+from .dicom_intensity import StackIntensity, stack_intensity
+from .dicom_multiframe import has_functional_groups
+from .dicom_pixels import PixelDecodeError, decode_all
 from .dicom_slices import SliceRecord
 
 __all__ = [
@@ -57,6 +59,7 @@ class LoadedSeries:
     series_description: str
     modality: str
     files: list[str]
+    intensity: StackIntensity | None = None  # stored voxels + NIfTI scale factors, as dcm2niix writes them
 
 
 @dataclass
@@ -243,10 +246,13 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     nt, nz = len(layout.grid), len(layout.grid[0])
     first = ordered[0]
     shape = (nt, nz, first.rows, first.cols) if nt > 1 else (nz, first.rows, first.cols)
-    array = rescale_stack([r.pixels() for r in ordered], [r.slope for r in ordered],
-                          [r.intercept for r in ordered], shape)
     ds = first.source.dataset
     attrs = series_attributes(ds)
+    intensity = stack_intensity([r.pixels() for r in ordered], [r.slope for r in ordered],
+                                [r.intercept for r in ordered], [r.private_scale for r in ordered], shape,
+                                attrs.get("manufacturer") or "", has_functional_groups(ds))
+    array = intensity.physical
+    attrs["intensity_scaling"] = intensity.metadata()
     files = list(dict.fromkeys(r.path for r in ordered))
     attrs["stack"] = label
     attrs["n_files"] = len(files)
@@ -265,6 +271,7 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
         series_description=attrs.get("series_description") or "",
         modality=attrs.get("modality") or "",
         files=files,
+        intensity=intensity,
     )
 
 

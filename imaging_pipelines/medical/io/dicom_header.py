@@ -18,7 +18,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape
-from .dicom_multiframe import FrameLookup, frame_values, has_functional_groups, shared_mr_parameters
+from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
+                               shared_mr_parameters)
 from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
 from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
 
@@ -59,6 +60,8 @@ READ_TAGS = [
     # Siemens: CSA header private blocks and NumberOfImagesInMosaic
     0x00190010, 0x0019100A, 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291020, 0x00291110,
     0x00291120, 0x00291210, 0x00291220,
+    # Philips private scale slope (precise floating-point values)
+    0x2005100E,
 ]
 
 
@@ -263,7 +266,8 @@ def series_attributes(ds) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- records
 def _record(source, frame, tile, n_tiles, rows, cols, iop_vectors, position, pixel_spacing, slope, intercept,
-            time_key, acquisition, extra_key: tuple, extra_labels: dict, nominal, multiframe=False) -> SliceRecord:
+            time_key, acquisition, extra_key: tuple, extra_labels: dict, nominal, multiframe=False,
+            private_scale: float | None = None) -> SliceRecord:
     row, col, normal = iop_vectors
     key = (orientation_key(row, col, normal), rows, cols, tuple(round(float(p), 4) for p in pixel_spacing), *extra_key)
     labels = {"orientation": orientation_label(normal), "matrix": f"{rows}x{cols}",
@@ -272,7 +276,7 @@ def _record(source, frame, tile, n_tiles, rows, cols, iop_vectors, position, pix
         source=source, frame=frame, tile=tile, n_tiles=n_tiles, rows=rows, cols=cols, row_cos=row, col_cos=col,
         normal=normal, position=np.asarray(position, dtype=float), pixel_spacing=tuple(float(p) for p in pixel_spacing),
         slope=slope, intercept=intercept, time_key=time_key, acquisition=acquisition, split_key=key,
-        split_labels=labels, nominal_spacing=nominal, multiframe=multiframe,
+        split_labels=labels, nominal_spacing=nominal, multiframe=multiframe, private_scale=private_scale,
     )
 
 
@@ -304,6 +308,7 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     extra_labels = {"echo": f"echo {echo}" if echo is not None else "echo ?",
                     "image type": "\\".join(image_type)}
 
+    scale = philips_scale_in(ds)
     mosaic = mosaic_info(ds)
     if mosaic is not None and n_frames(ds) == 1:
         n_tiles, csa_normal = mosaic
@@ -316,7 +321,7 @@ def records_for(path: str, ds) -> list[SliceRecord]:
         vectors = (row, col, slice_normal)
         return [
             _record(source, 0, t, n_tiles, tr, tc, vectors, first + t * dz * slice_normal, ps, slope, intercept,
-                    time_key, acq, (*extra_key, "mosaic"), extra_labels, dz)
+                    time_key, acq, (*extra_key, "mosaic"), extra_labels, dz, private_scale=scale)
             for t in range(n_tiles)
         ]
     nf = n_frames(ds)
@@ -324,11 +329,11 @@ def records_for(path: str, ds) -> list[SliceRecord]:
         dz = nominal or 1.0
         return [
             _record(source, f, None, 0, rows, cols, (row, col, normal), ipp + f * dz * normal, ps, slope, intercept,
-                    (*time_key[:-1], f), acq, extra_key, extra_labels, dz, multiframe=True)
+                    (*time_key[:-1], f), acq, extra_key, extra_labels, dz, multiframe=True, private_scale=scale)
             for f in range(nf)
         ]
     return [_record(source, 0, None, 0, rows, cols, (row, col, normal), ipp, ps, slope, intercept, time_key, acq,
-                    extra_key, extra_labels, nominal)]
+                    extra_key, extra_labels, nominal, private_scale=scale)]
 
 
 # What the series builder still reads from a single-frame file once its slice records exist.
@@ -415,6 +420,7 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
             _scaling(v["slope"], "RescaleSlope", 1.0) or 1.0, _scaling(v["intercept"], "RescaleIntercept", 0.0),
             time_key, acq,
             (echo, stack_id, image_type), labels, nominal, multiframe=True,
+            private_scale=private_scale_slope(ds, f, lookup),
         ))
     return records
 

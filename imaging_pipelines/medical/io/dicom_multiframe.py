@@ -61,6 +61,44 @@ def frame_values(ds, frame: int, lookup: FrameLookup) -> dict[str, Any]:
     }
 
 
+PHILIPS_SCALE_SLOPE = 0x2005100E
+
+
+def philips_scale_in(group: Any) -> float | None:
+    """Philips SS (2005,100E) in a functional-group item, directly or inside one of its private sequences."""
+    if group is None:
+        return None
+    if PHILIPS_SCALE_SLOPE in group:
+        return _as_float(group[PHILIPS_SCALE_SLOPE].value)
+    for elem in group:
+        if elem.tag.group == 0x2005 and elem.VR == "SQ" and elem.value:
+            item = elem.value[0]
+            if PHILIPS_SCALE_SLOPE in item:
+                return _as_float(item[PHILIPS_SCALE_SLOPE].value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        if isinstance(value, bytes):
+            import struct
+
+            return struct.unpack("<f", value[:4])[0] if len(value) >= 4 else None
+        return float(value[0] if isinstance(value, (list, tuple)) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def private_scale_slope(ds, frame: int, lookup: FrameLookup) -> float | None:
+    """Philips private scale slope SS of one frame (per-frame > shared > top level), or None."""
+    per_frame = lookup.per_frame[frame] if frame < len(lookup.per_frame) else None
+    for group in (per_frame, lookup.shared):
+        value = philips_scale_in(group)
+        if value is not None:
+            return value
+    return philips_scale_in(ds)
+
+
 def shared_mr_parameters(ds) -> dict[str, Any]:
     """TR (ms), flip angle (deg) and TE (ms) of an enhanced MR file, from the functional groups."""
     lookup = FrameLookup(ds)

@@ -94,6 +94,10 @@ def decode_frames(ds) -> np.ndarray:
         if signed and stored < bits:  # sign-extend values stored in fewer bits
             shift = bits - stored
             arr = (arr << shift) >> shift
+        elif not signed and stored < bits:  # bits above BitsStored are not part of the value (e.g. 12-bit)
+            mask = (1 << stored) - 1
+            if arr.size and int(arr.max()) > mask:
+                arr = arr & dtype.type(mask)
         return arr
     try:
         arr = pixel_array(ds)  # not ds.pixel_array: that would also cache a decoded copy on the dataset

@@ -61,6 +61,7 @@ class SliceRecord:
     split_labels: dict[str, str] = field(default_factory=dict)  # human label of each split_key component
     nominal_spacing: float | None = None  # SpacingBetweenSlices or SliceThickness (mm), for 1-slice stacks
     multiframe: bool = False
+    private_scale: float | None = None  # Philips private scale slope SS (2005,100E), see dicom_intensity
 
     @property
     def path(self) -> str:

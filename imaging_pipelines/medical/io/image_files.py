@@ -138,13 +138,25 @@ def read_image_file(path: str | PathLike) -> Volume:
     raise ImagingInputError(path, "not a NIfTI, NRRD or MetaImage file name (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)")
 
 
-def write_nifti(volume: Volume, path: str | PathLike) -> Path:
-    """Write a Volume as NIfTI-1 (sform and qform = the volume's RAS affine)."""
+def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None = None,
+                scl: tuple[float, float] | None = None) -> Path:
+    """Write a Volume as NIfTI-1 (sform and qform = the volume's RAS affine), atomically (temporary sibling, then
+    rename).
+
+    ``stored`` (same shape and order as ``volume.array``) and ``scl`` = (scl_slope, scl_inter) write the voxels
+    as stored values plus NIfTI scale factors, as dcm2niix does, instead of the physical values.
+    """
+    import os
+    import tempfile
+
     import nibabel as nib
 
-    img = nib.Nifti1Image(volume.nifti_data(), volume.to_nifti_affine())
+    data = volume.nifti_data() if stored is None else np.transpose(stored, tuple(range(stored.ndim))[::-1])
+    img = nib.Nifti1Image(data, volume.to_nifti_affine())
     img.set_sform(volume.to_nifti_affine(), code=1)
     img.set_qform(volume.to_nifti_affine(), code=1)
+    if stored is not None and scl is not None and tuple(scl) != (1.0, 0.0):
+        img.header.set_slope_inter(float(scl[0]), float(scl[1]))
     if volume.is_timeseries and volume.time_step:
         img.header.set_xyzt_units("mm", "sec")
         img.header["pixdim"][4] = volume.time_step
@@ -152,5 +164,13 @@ def write_nifti(volume: Volume, path: str | PathLike) -> Path:
         img.header.set_xyzt_units("mm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
