@@ -39,8 +39,10 @@ def read_source(src: Path) -> tuple[dict[str, NamedVolume], list[str]]:
         folder = read_dicom_folder(src)
         notes = [f"{n.path}: {n.message}" for n in folder.skipped + folder.errors]
         named: dict[str, NamedVolume] = {}
-        for series in folder.series:
-            name = dicom_series_name(series)
+        taken = [dicom_series_name(s, dcm2niix_suffix=True) for s in folder.series]
+        for series, name in zip(folder.series, taken):
+            if taken.count(name) > 1:
+                name = dicom_series_name(series)
             enc = series.intensity
             item = NamedVolume(series.volume, enc.stored if enc else None,
                                (enc.scl_slope, enc.scl_inter) if enc else None)

@@ -28,10 +28,15 @@ class IngestedPatient:
     labels: dict[str, dict[str, Volume]] = field(default_factory=dict)  # image -> {"reference": label map}
 
 
-def dicom_series_name(series) -> str:
-    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks)."""
+def dicom_series_name(series, dcm2niix_suffix: bool = False) -> str:
+    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks; with ``dcm2niix_suffix`` the
+    stack is named by dcm2niix's suffixes ``_e2``, ``_ph``, ``_real``, ``_imaginary``, ``_fieldmaphz`` when it has
+    one)."""
     number = series.series_number if series.series_number is not None else 0
     name = f"s{number:03d}_{slug(series.series_description or series.modality or 'series')}"
+    suffix = series.volume.attributes.get("name_suffix")
+    if dcm2niix_suffix and suffix is not None:
+        return name + suffix
     stack = series.volume.attributes.get("stack")
     return f"{name}_{slug(str(stack), 20)}" if stack else name
 

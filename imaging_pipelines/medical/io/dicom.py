@@ -22,10 +22,12 @@ from imaging_pipelines.core.privacy import redact_quoted
 from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
+from .dicom_components import SUFFIX as COMPONENT_SUFFIX
 from .dicom_intensity import StackIntensity, stack_intensity
 from .dicom_multiframe import has_functional_groups
 from .dicom_pixels import PixelDecodeError, decode_all
 from .dicom_slices import SliceRecord
+from .dicom_slim import slim_source
 
 __all__ = [
     "FileNote",
@@ -150,7 +152,7 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
                 f"{os.path.basename(path)}: invalid image header: {redact_quoted(exc)}")
             continue
         header.dataset = None  # from here on only the slice records (and their pixel sources) are needed
-        dicom_header.slim_source(records)
+        slim_source(records)
         by_series.setdefault(key, []).append((header, records))
 
     for key in list(by_series):
@@ -199,17 +201,43 @@ def _stack_labels(stacks: list[tuple[list[SliceRecord], dict[str, str]]]) -> lis
     return out
 
 
+def _name_suffixes(stacks: list[tuple[list[SliceRecord], dict[str, str]]]) -> list[str]:
+    """dcm2niix-style file name suffix of each stack: ``_e<n>`` (multi-echo, or echo > 1) + component suffix."""
+    echoes = [s[1].get("echo", "") for s in stacks]
+    distinct = sorted(set(echoes), key=_echo_sort_key)
+    out = []
+    for (_, labels), echo in zip(stacks, echoes):
+        n = distinct.index(echo) + 1
+        if echo.startswith("echo ") and echo[5:].isdigit():
+            n = int(echo[5:])
+        multi = len(distinct) > 1
+        part = f"_e{n}" if echo and echo not in ("echo ?", "TE ?") and (multi or n > 1) else ""
+        out.append(part + COMPONENT_SUFFIX.get(labels.get("component", ""), ""))
+    return out
+
+
+def _echo_sort_key(label: str) -> tuple:
+    digits = "".join(c for c in label if c.isdigit() or c == ".")
+    try:
+        return (0, float(digits))
+    except ValueError:
+        return (1, label)
+
+
 def _build_series(members: list[tuple[FileHeader, list[SliceRecord]]], problems: list[str],
                   errors: list[FileNote]) -> list[LoadedSeries]:
     header0 = members[0][0]
     all_records = [r for _, recs in members for r in recs]
     stacks = _stacks_of(all_records)
     labels = _stack_labels(stacks)
+    suffixes = _name_suffixes(stacks)
     n_orient = len({s[0][0].split_key[0] for s in stacks})
     out: list[LoadedSeries] = []
-    for (records, _), label in zip(stacks, labels):
+    for (records, _), label, suffix in zip(stacks, labels, suffixes):
         try:
             loaded = _build_stack(records, label, len(stacks), n_orient, problems, errors, header0)
+            if loaded is not None:
+                loaded.volume.attributes["name_suffix"] = suffix
         except MemoryError:
             raise
         except Exception as exc:  # a header that passed the per-file checks but cannot form an image

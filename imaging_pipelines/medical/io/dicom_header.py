@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
 from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape
 from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
                                shared_mr_parameters)
@@ -60,8 +60,8 @@ READ_TAGS = [
     # Siemens: CSA header private blocks and NumberOfImagesInMosaic
     0x00190010, 0x0019100A, 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291020, 0x00291110,
     0x00291120, 0x00291210, 0x00291220,
-    # Philips private scale slope (precise floating-point values)
-    0x2005100E,
+    # Philips private scale slope (precise floating-point values); GE image components / field maps
+    0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS,
 ]
 
 
@@ -304,9 +304,10 @@ def records_for(path: str, ds) -> list[SliceRecord]:
                 dicom_time_seconds(ds.get("AcquisitionTime")), instance, path)
     image_type = _image_type(ds.get("ImageType"))
     echo = _int(ds.get("EchoNumbers"))
-    extra_key = (echo, image_type)
+    component = classic_component(ds, image_type)
+    extra_key = (echo, image_type, component)
     extra_labels = {"echo": f"echo {echo}" if echo is not None else "echo ?",
-                    "image type": "\\".join(image_type)}
+                    "image type": "\\".join(image_type), "component": component}
 
     scale = philips_scale_in(ds)
     mosaic = mosaic_info(ds)
@@ -336,66 +337,6 @@ def records_for(path: str, ds) -> list[SliceRecord]:
                     extra_key, extra_labels, nominal, private_scale=scale)]
 
 
-# What the series builder still reads from a single-frame file once its slice records exist.
-_KEPT_AFTER_RECORDS = (
-    "Modality", "SeriesDescription", "SeriesNumber", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
-    "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "ImageType", "BodyPartExamined", "Rows", "Columns",
-    "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "NumberOfFrames", "PixelData",
-)
-
-
-class SlimHeader(dict):
-    """The few header values of a file the series builder still reads, as plain Python values.
-
-    Behaves like the parts of a pydicom Dataset that are used later (``get``, ``in``, attribute access,
-    ``file_meta``), at a fraction of the memory of parsed data elements.
-    """
-
-    def __init__(self, ds):
-        super().__init__()
-        for keyword in _KEPT_AFTER_RECORDS:
-            value = ds.get(keyword)
-            if value is not None:
-                self[keyword] = _plain(value)
-        self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def _plain(value: Any) -> Any:
-    """A pydicom value (DSfloat, IS, MultiValue, ...) as a plain bytes / str / float / int / list."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, Sequence):
-        return [_plain(v) for v in value]
-    return str(value)
-
-
-def slim_source(records: list[SliceRecord]) -> None:
-    """Replace a parsed uncompressed single-frame dataset by a :class:`SlimHeader`.
-
-    A few dozen parsed elements per file outweigh the pixels of small slices (e.g. 64x64 fMRI), so this
-    keeps the reader's memory close to the pixel bytes for long series. Compressed and multi-frame
-    files keep their full dataset (their decoders need it).
-    """
-    source = records[0].source
-    ds = source.dataset
-    if has_functional_groups(ds) or n_frames(ds) != 1 or transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN:
-        return
-    source.dataset = SlimHeader(ds)
-
-
 def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
     lookup = FrameLookup(ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -413,13 +354,14 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
         acq = _int(v["acquisition_number"])
         time_key = (_int(v["temporal_index"]) or 0, acq or 0,
                     dicom_time_seconds(v["acquisition_datetime"]), f, source.path)
+        component = from_image_type(image_type, v["complex_component"])
         labels = {"echo": f"TE {echo:g} ms" if echo is not None else "TE ?", "stack": f"stack {stack_id}",
-                  "image type": "\\".join(image_type)}
+                  "image type": "\\".join(image_type), "component": component}
         records.append(_record(
             source, f, None, 0, rows, cols, vectors, _vector(v["position"], 3, "ImagePositionPatient"), ps,
             _scaling(v["slope"], "RescaleSlope", 1.0) or 1.0, _scaling(v["intercept"], "RescaleIntercept", 0.0),
             time_key, acq,
-            (echo, stack_id, image_type), labels, nominal, multiframe=True,
+            (echo, stack_id, image_type, component), labels, nominal, multiframe=True,
             private_scale=private_scale_slope(ds, f, lookup),
         ))
     return records

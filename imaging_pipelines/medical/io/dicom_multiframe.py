@@ -58,6 +58,7 @@ def frame_values(ds, frame: int, lookup: FrameLookup) -> dict[str, Any]:
         "echo_time": g(frame, "MREchoSequence", "EffectiveEchoTime"),
         "image_type": g(frame, "MRImageFrameTypeSequence", "FrameType")
         or g(frame, "CTImageFrameTypeSequence", "FrameType"),
+        "complex_component": g(frame, "MRImageFrameTypeSequence", "ComplexImageComponent"),
     }
 
 
