@@ -93,6 +93,7 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
     pos = np.array([r.position for r in grid[0]], dtype=float)
     dist = pos @ normal
     nz = len(grid[0])
+    origin = pos[0]
     if nz == 1:
         dz = first.nominal_spacing or 1.0
     else:
@@ -101,7 +102,7 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
         tol = max(1e-3, 0.01 * typical)
         irregular = np.flatnonzero(np.abs(steps - typical) > tol)
         if irregular.size == 0:
-            dz = float((dist[-1] - dist[0]) / (nz - 1))
+            dz, origin = _uniform_step(grid[0], pos, dist, normal)
         else:
             dz = typical
             for n in irregular[:10]:
@@ -132,7 +133,24 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
         dz = first.nominal_spacing or 1.0
     direction = np.column_stack([first.row_cos, first.col_cos, normal])
     spacing = (float(first.pixel_spacing[1]), float(first.pixel_spacing[0]), float(dz))
-    return StackLayout(grid=grid, spacing=spacing, origin=tuple(pos[0]), direction=direction, warnings=warnings)
+    return StackLayout(grid=grid, spacing=spacing, origin=tuple(float(x) for x in origin), direction=direction, warnings=warnings)
+
+
+def _uniform_step(records: list[SliceRecord], pos: np.ndarray, dist: np.ndarray,
+                  normal: np.ndarray) -> tuple[float, np.ndarray]:
+    """(slice spacing mm, origin LPS) of a uniformly spaced stack.
+
+    Single-frame files follow dcm2niix: the spacing is the distance between the image it reads first (lowest
+    InstanceNumber, at one end of the stack) and its neighbour, and that image sits exactly at its position.
+    Frames of multi-frame files and mosaic tiles use the mean spacing from the first to the last slice.
+    """
+    nz = len(records)
+    if records[0].multiframe or records[0].tile is not None:
+        return float((dist[-1] - dist[0]) / (nz - 1)), pos[0]
+    if records[-1].time_key[3] < records[0].time_key[3]:  # the first image read is the last along the normal
+        dz = float(dist[-1] - dist[-2])
+        return dz, pos[-1] - (nz - 1) * dz * normal
+    return float(dist[1] - dist[0]), pos[0]
 
 
 def _short_list(names: list[str], limit: int = 5) -> str:
