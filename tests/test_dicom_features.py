@@ -76,7 +76,9 @@ def test_enhanced_multiframe_equals_single_frame(tmp_path, oblique):
     a = _only(read_dicom_folder(tmp_path / "single"))
     b = _only(read_dicom_folder(tmp_path / "multi"))
     assert np.array_equal(a.array, b.array)
-    assert a.same_geometry(b, atol_mm=1e-4)
+    # single-frame stacks take dcm2niix's spacing (first two images), multi-frame the mean over the stack: with
+    # positions rounded to DS strings these differ by ~3e-5 mm per slice, within the 1e-3 mm dcm2niix criterion
+    assert a.same_geometry(b, atol_mm=1e-3)
     assert np.allclose(a.direction, b.direction)
     assert b.attributes["repetition_time_ms"] == 500.0 and b.attributes["flip_angle_deg"] == 15.0
 
