@@ -17,7 +17,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
-from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape
+from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first_tile_position, mosaic_info,
+                           tile_shape, uih_grid)
 from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
                                shared_mr_parameters)
 from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
@@ -61,7 +62,7 @@ READ_TAGS = [
     0x00190010, 0x0019100A, 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291020, 0x00291110,
     0x00291120, 0x00291210, 0x00291220,
     # Philips private scale slope (precise floating-point values); GE image components / field maps
-    0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS,
+    0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS, UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE,
 ]
 
 
@@ -289,11 +290,12 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     source = PixelSource(path=path, dataset=ds)
     if has_functional_groups(ds):
         return _enhanced_records(source, ds)
-    if _geometry_missing(ds):
+    uih = uih_grid(ds) if n_frames(ds) == 1 else None
+    if _geometry_missing(ds) and not (uih and "ImageOrientationPatient" in ds):
         raise SkipFile("skipped: image without patient geometry (no ImagePositionPatient/ImageOrientationPatient)")
     rows, cols = int(ds.Rows), int(ds.Columns)
     row, col, normal = unit_cosines(ds.ImageOrientationPatient)
-    ipp = _vector(ds.ImagePositionPatient, 3, "ImagePositionPatient")
+    ipp = _vector(uih[2][0] if uih else ds.ImagePositionPatient, 3, "ImagePositionPatient")
     ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
     slope = _scaling(ds.get("RescaleSlope"), "RescaleSlope", 1.0) or 1.0
     intercept = _scaling(ds.get("RescaleIntercept"), "RescaleIntercept", 0.0)
@@ -310,6 +312,16 @@ def records_for(path: str, ds) -> list[SliceRecord]:
                     "image type": "\\".join(image_type), "component": component}
 
     scale = philips_scale_in(ds)
+    if uih is not None:
+        n_tiles, tile_cols, positions = uih
+        tr, tc = rows // -(-n_tiles // tile_cols), cols // tile_cols
+        recs = [_record(source, 0, t, n_tiles, tr, tc, (row, col, normal),
+                        _vector(p, 3, "ImagePositionPatient"), ps, slope, intercept, time_key, acq,
+                        (*extra_key, "grid"), extra_labels, nominal, private_scale=scale)
+                for t, p in enumerate(positions)]
+        for r in recs:
+            r.tile_cols = tile_cols
+        return recs
     mosaic = mosaic_info(ds)
     if mosaic is not None and n_frames(ds) == 1:
         n_tiles, csa_normal = mosaic

@@ -64,3 +64,36 @@ def mosaic_first_tile_position(ipp: np.ndarray, row_cos: np.ndarray, col_cos: np
 def tile_shape(mosaic_rows: int, mosaic_cols: int, n_tiles: int) -> tuple[int, int]:
     per_side = int(np.ceil(np.sqrt(n_tiles)))
     return mosaic_rows // per_side, mosaic_cols // per_side
+
+
+UIH_IMAGES_IN_GRID = 0x00651050
+UIH_VFRAME_SEQUENCE = 0x00651051
+
+
+def uih_grid(ds) -> tuple[int, int, list[np.ndarray]] | None:
+    """UIH grid ("VFRAME") image: (number of tiles, tile columns, ImagePositionPatient of each tile, LPS mm) or None.
+
+    UIH stores n slices as ceil(sqrt(n)) columns and ceil(n / columns) rows of tiles (dcm2niix ``nii_demosaic``);
+    each tile's position is in the private VFRAME sequence (0065,1051), item t for tile t.
+    """
+    if "UIH" not in str(ds.get("Manufacturer", "") or "").upper() and UIH_VFRAME_SEQUENCE not in ds:
+        return None
+    n_elem = ds.get(UIH_IMAGES_IN_GRID)
+    seq = ds.get(UIH_VFRAME_SEQUENCE)
+    if n_elem is None or seq is None:
+        return None
+    try:
+        value = n_elem.value
+        n = int(float(value.decode() if isinstance(value, bytes) else value))
+        items = list(seq.value)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if n < 2 or len(items) < n:
+        return None
+    positions = []
+    for item in items[:n]:
+        ipp = item.get("ImagePositionPatient")
+        if ipp is None or len(ipp) < 3:
+            return None
+        positions.append(np.asarray([float(x) for x in ipp[:3]], dtype=float))
+    return n, int(np.ceil(np.sqrt(n))), positions

@@ -61,7 +61,8 @@ class SliceRecord:
     split_labels: dict[str, str] = field(default_factory=dict)  # human label of each split_key component
     nominal_spacing: float | None = None  # SpacingBetweenSlices or SliceThickness (mm), for 1-slice stacks
     multiframe: bool = False
-    private_scale: float | None = None  # Philips private scale slope SS (2005,100E), see dicom_intensity
+    private_scale: float | None = None
+    tile_cols: int = 0  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
 
     @property
     def path(self) -> str:
@@ -77,7 +78,7 @@ class SliceRecord:
         frame = self.source.frames()[self.frame]
         if self.tile is None:
             return frame
-        per_side = int(np.ceil(np.sqrt(self.n_tiles)))
+        per_side = self.tile_cols or int(np.ceil(np.sqrt(self.n_tiles)))
         r, c = divmod(self.tile, per_side)
         return frame[r * self.rows:(r + 1) * self.rows, c * self.cols:(c + 1) * self.cols]
 
