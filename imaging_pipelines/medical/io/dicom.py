@@ -23,7 +23,7 @@ from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
-from .dicom_intensity import StackIntensity, stack_intensity
+from .dicom_intensity import StackIntensity, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
 from .dicom_pixels import PixelDecodeError, decode_all
 from .dicom_slices import SliceRecord
@@ -276,16 +276,21 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     shape = (nt, nz, first.rows, first.cols) if nt > 1 else (nz, first.rows, first.cols)
     ds = first.source.dataset
     attrs = series_attributes(ds)
-    intensity = stack_intensity([r.pixels() for r in ordered], [r.slope for r in ordered],
-                                [r.intercept for r in ordered], [r.private_scale for r in ordered], shape,
-                                attrs.get("manufacturer") or "", has_functional_groups(ds))
+    planes = [r.pixels() for r in ordered]
+    if planes[0].ndim == 3:  # 8-bit RGB: colour along the first (time) axis of the volume, R, G, B
+        intensity = rgb_stack(planes, shape)
+        warnings.append("colour (RGB) image: the volume holds R, G and B as 3 time points")
+    else:
+        intensity = stack_intensity(planes, [r.slope for r in ordered], [r.intercept for r in ordered],
+                                    [r.private_scale for r in ordered], shape, attrs.get("manufacturer") or "",
+                                    has_functional_groups(ds))
     array = intensity.physical
     attrs["intensity_scaling"] = intensity.metadata()
     files = list(dict.fromkeys(r.path for r in ordered))
     attrs["stack"] = label
     attrs["n_files"] = len(files)
     time_step = None
-    if nt > 1:
+    if nt > 1 and array.ndim == 4 and intensity.method != "RGB":
         tr = attrs.get("repetition_time_ms")
         time_step = float(tr) / 1000.0 if tr else _time_step_from_keys(layout.grid)
     volume = Volume(array=array, spacing=layout.spacing, origin=layout.origin, direction=layout.direction,

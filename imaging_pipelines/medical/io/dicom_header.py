@@ -21,7 +21,8 @@ from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first
                            tile_shape, uih_grid)
 from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
                                shared_mr_parameters)
-from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, n_frames, transfer_syntax
+from .dicom_pixels import (NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, is_supported_colour, n_frames,
+                           transfer_syntax)
 from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -159,7 +160,7 @@ def classify(ds) -> None:
             check_pixel_data(ds)  # raises with a clear message
         raise SkipFile(f"skipped: non-image object ({sop_name(sop_class(ds))})")
     check_pixel_data(ds)
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if not is_supported_colour(ds):
         raise PixelDecodeError(f"unsupported colour image (SamplesPerPixel={ds.SamplesPerPixel})")
 
 

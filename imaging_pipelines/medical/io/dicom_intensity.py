@@ -116,3 +116,13 @@ def stack_intensity(planes: Sequence[np.ndarray], slopes: Sequence[float], inter
         slope, inter = philips_precise(slopes[0], intercepts[0], ss0)
         method += ", then Philips precise scaling of the first image"
     return StackIntensity(stored, slope, inter, _physical(stored, slope, inter), method)
+
+
+def rgb_stack(planes: Sequence[np.ndarray], shape: tuple[int, ...]) -> StackIntensity:
+    """8-bit RGB planes (rows, cols, 3) of a single-time-point stack: stored (z, y, x, 3) as dcm2niix's RGB24,
+    physical (3, z, y, x) with the colour along the volume's first (time) axis."""
+    if len(shape) != 3:
+        raise ValueError("colour (RGB) series with several time points are not supported")
+    stored = np.stack(planes).reshape(*shape, 3)
+    physical = np.ascontiguousarray(np.moveaxis(stored, -1, 0))
+    return StackIntensity(stored, 1.0, 0.0, physical, "RGB")

@@ -40,6 +40,28 @@ def samples_per_pixel(ds) -> int:
     return int(ds.get("SamplesPerPixel", 1) or 1)
 
 
+def is_supported_colour(ds) -> bool:
+    """True for greyscale images and 8-bit RGB (the only colour images converted, as dcm2niix's RGB24)."""
+    spp = samples_per_pixel(ds)
+    return spp == 1 or (spp == 3 and int(ds.get("BitsAllocated", 8) or 8) == 8)
+
+
+def _decode_rgb(ds, rows: int, cols: int, nf: int) -> np.ndarray:
+    """8-bit colour pixels as (n_frames, rows, cols, 3) uint8, RGB (YBR converted by pydicom)."""
+    if transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN:
+        raw = np.frombuffer(ds.PixelData, dtype=np.uint8, count=rows * cols * nf * 3)
+        if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
+            return raw.reshape(nf, 3, rows, cols).transpose(0, 2, 3, 1)
+        return raw.reshape(nf, rows, cols, 3)
+    try:
+        arr = np.asarray(pixel_array(ds))
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        raise PixelDecodeError(f"cannot decode colour pixel data: {type(exc).__name__}: {exc}") from exc
+    return arr.reshape(nf, rows, cols, 3)
+
+
 def claimed_pixels_problem(ds) -> str | None:
     """Why the pixel array the header claims must not be allocated (too large, empty, or more frames than the
     encapsulated data can hold), or None. Sizes in pixels and bytes; nothing is decoded."""
@@ -82,10 +104,12 @@ def _native_nbytes(ds) -> int | None:
 def decode_frames(ds) -> np.ndarray:
     """Stored pixel values as an array (n_frames, rows, cols); raises PixelDecodeError."""
     check_pixel_data(ds)
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if not is_supported_colour(ds):
         raise PixelDecodeError(f"unsupported colour image (SamplesPerPixel={ds.SamplesPerPixel})")
     rows, cols, nf = int(ds.Rows), int(ds.Columns), n_frames(ds)
     bits = int(ds.get("BitsAllocated", 16) or 16)
+    if samples_per_pixel(ds) == 3:
+        return _decode_rgb(ds, rows, cols, nf)
     if transfer_syntax(ds) in NATIVE_LITTLE_ENDIAN and bits in (8, 16, 32):
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")

@@ -151,13 +151,19 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
 
     import nibabel as nib
 
-    data = volume.nifti_data() if stored is None else np.transpose(stored, tuple(range(stored.ndim))[::-1])
+    if stored is None:
+        data = volume.nifti_data()
+    elif stored.dtype == np.uint8 and stored.ndim == 4 and stored.shape[-1] == 3:  # RGB (z, y, x, 3) -> RGB24
+        rgb = np.ascontiguousarray(np.transpose(stored, (2, 1, 0, 3)))
+        data = rgb.view([("R", "u1"), ("G", "u1"), ("B", "u1")])[..., 0]
+    else:
+        data = np.transpose(stored, tuple(range(stored.ndim))[::-1])
     img = nib.Nifti1Image(data, volume.to_nifti_affine())
     img.set_sform(volume.to_nifti_affine(), code=1)
     img.set_qform(volume.to_nifti_affine(), code=1)
     if stored is not None and scl is not None and tuple(scl) != (1.0, 0.0):
         img.header.set_slope_inter(float(scl[0]), float(scl[1]))
-    if volume.is_timeseries and volume.time_step:
+    if volume.is_timeseries and volume.time_step and data.ndim == 4:
         img.header.set_xyzt_units("mm", "sec")
         img.header["pixdim"][4] = volume.time_step
     else:
