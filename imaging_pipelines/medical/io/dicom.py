@@ -25,6 +25,8 @@ from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_at
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
 from .dicom_intensity import StackIntensity, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
+from .dicom_planar import centred_origin
+from .dicom_radiograph import invert_monochrome1, is_monochrome1, planar_attributes
 from .dicom_pixels import PixelDecodeError, decode_all
 from .dicom_slices import SliceRecord
 from .dicom_slim import slim_source
@@ -277,6 +279,11 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     ds = first.source.dataset
     attrs = series_attributes(ds)
     planes = [r.pixels() for r in ordered]
+    if is_monochrome1(ds):
+        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+        planes = [invert_monochrome1(p, bits, signed) for p in planes]
+        warnings.append("MONOCHROME1 image: stored values inverted to MONOCHROME2 (low values dark)")
     if planes[0].ndim == 3:  # 8-bit RGB: colour along the first (time) axis of the volume, R, G, B
         intensity = rgb_stack(planes, shape)
         warnings.append("colour (RGB) image: the volume holds R, G and B as 3 time points")
@@ -293,7 +300,13 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     if nt > 1 and array.ndim == 4 and intensity.method != "RGB":
         tr = attrs.get("repetition_time_ms")
         time_step = float(tr) / 1000.0 if tr else _time_step_from_keys(layout.grid)
-    volume = Volume(array=array, spacing=layout.spacing, origin=layout.origin, direction=layout.direction,
+    origin = layout.origin
+    if first.synthetic_geometry:
+        origin = centred_origin(array.shape[-3:], layout.spacing)
+        attrs["planar"] = planar_attributes(ds)
+        warnings.append("no patient geometry in the DICOM header (ImagePositionPatient/ImageOrientationPatient): "
+                        "identity orientation, volume centred at 0 mm, slices in InstanceNumber order")
+    volume = Volume(array=array, spacing=layout.spacing, origin=origin, direction=layout.direction,
                     time_step=time_step, warnings=tuple(warnings), attributes=attrs)
     return LoadedSeries(
         volume=volume,

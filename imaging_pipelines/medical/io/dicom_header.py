@@ -17,6 +17,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
+from .dicom_radiograph import PLANAR_KEYWORDS
+from .dicom_planar import PLANAR_ORIENTATION, planar_position
 from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first_tile_position, mosaic_info,
                            tile_shape, uih_grid)
 from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
@@ -64,6 +66,8 @@ READ_TAGS = [
     0x00291120, 0x00291210, 0x00291220,
     # Philips private scale slope (precise floating-point values); GE image components / field maps
     0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS, UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE,
+    # planar images (radiographs): spacing calibration and presentation
+    *PLANAR_KEYWORDS, "VOILUTSequence",
 ]
 
 
@@ -292,12 +296,20 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     if has_functional_groups(ds):
         return _enhanced_records(source, ds)
     uih = uih_grid(ds) if n_frames(ds) == 1 else None
-    if _geometry_missing(ds) and not (uih and "ImageOrientationPatient" in ds):
-        raise SkipFile("skipped: image without patient geometry (no ImagePositionPatient/ImageOrientationPatient)")
+    synthetic = "ImageOrientationPatient" not in ds and "ImagePositionPatient" not in ds and not uih
+    if _geometry_missing(ds) and not synthetic and not (uih and "ImageOrientationPatient" in ds):
+        raise SkipFile("skipped: image with incomplete patient geometry (ImagePositionPatient or "
+                       "ImageOrientationPatient missing)")
     rows, cols = int(ds.Rows), int(ds.Columns)
-    row, col, normal = unit_cosines(ds.ImageOrientationPatient)
-    ipp = _vector(uih[2][0] if uih else ds.ImagePositionPatient, 3, "ImagePositionPatient")
+    if synthetic:  # radiographs, secondary captures: see dicom_planar
+        row, col, normal = unit_cosines(PLANAR_ORIENTATION)
+        ipp = planar_position(ds)
+    else:
+        row, col, normal = unit_cosines(ds.ImageOrientationPatient)
+        ipp = _vector(uih[2][0] if uih else ds.ImagePositionPatient, 3, "ImagePositionPatient")
     ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
+    if synthetic and (mosaic_info(ds) is not None or n_frames(ds) > 1):
+        raise SkipFile("skipped: multi-slice image without patient geometry")
     slope = _scaling(ds.get("RescaleSlope"), "RescaleSlope", 1.0) or 1.0
     intercept = _scaling(ds.get("RescaleIntercept"), "RescaleIntercept", 0.0)
     nominal = _positive(ds.get("SpacingBetweenSlices")) or _positive(ds.get("SliceThickness"))
@@ -346,8 +358,10 @@ def records_for(path: str, ds) -> list[SliceRecord]:
                     (*time_key[:-1], f), acq, extra_key, extra_labels, dz, multiframe=True, private_scale=scale)
             for f in range(nf)
         ]
-    return [_record(source, 0, None, 0, rows, cols, (row, col, normal), ipp, ps, slope, intercept, time_key, acq,
-                    extra_key, extra_labels, nominal, private_scale=scale)]
+    record = _record(source, 0, None, 0, rows, cols, (row, col, normal), ipp, ps, slope, intercept, time_key, acq,
+                     extra_key, extra_labels, nominal, private_scale=scale)
+    record.synthetic_geometry = synthetic
+    return [record]
 
 
 def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:

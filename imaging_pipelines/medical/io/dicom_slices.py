@@ -62,6 +62,7 @@ class SliceRecord:
     nominal_spacing: float | None = None  # SpacingBetweenSlices or SliceThickness (mm), for 1-slice stacks
     multiframe: bool = False
     private_scale: float | None = None
+    synthetic_geometry: bool = False  # no ImagePositionPatient/ImageOrientationPatient: see dicom_planar
     tile_cols: int = 0  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
 
     @property
