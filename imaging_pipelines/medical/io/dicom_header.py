@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
-from .dicom_radiograph import PLANAR_KEYWORDS
+from .dicom_radiograph import PLANAR_KEYWORDS, planar_spacing
 from .dicom_planar import PLANAR_ORIENTATION, planar_position
 from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first_tile_position, mosaic_info,
                            tile_shape, uih_grid)
@@ -307,7 +307,10 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     else:
         row, col, normal = unit_cosines(ds.ImageOrientationPatient)
         ipp = _vector(uih[2][0] if uih else ds.ImagePositionPatient, 3, "ImagePositionPatient")
-    ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
+    if synthetic:
+        ps = planar_spacing(ds)[0]
+    else:
+        ps = _pixel_spacing(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0])
     if synthetic and (mosaic_info(ds) is not None or n_frames(ds) > 1):
         raise SkipFile("skipped: multi-slice image without patient geometry")
     slope = _scaling(ds.get("RescaleSlope"), "RescaleSlope", 1.0) or 1.0

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ PLANAR_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibratio
 def _floats(value: Any) -> list[float] | None:
     if value is None or value == "":
         return None
-    values = value if isinstance(value, (list, tuple)) else [value]
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
     try:
         out = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -37,14 +38,27 @@ def _text(ds: Any, keyword: str) -> str | None:
     return str(value).strip() or None if value is not None else None
 
 
+def _positive_pair(value: Any) -> tuple[float, float] | None:
+    v = _floats(value)
+    return (v[0], v[1]) if v and len(v) >= 2 and v[0] > 0 and v[1] > 0 else None
+
+
+def planar_spacing(ds: Any) -> tuple[tuple[float, float], str]:
+    """((between rows, between columns) mm, source): PixelSpacing, else ImagerPixelSpacing, else 1 mm.
+
+    Zero or missing values (seen in real CR files) are treated as absent."""
+    ps = _positive_pair(ds.get("PixelSpacing"))
+    if ps:
+        return ps, "PixelSpacing"
+    ps = _positive_pair(ds.get("ImagerPixelSpacing"))
+    if ps:
+        return ps, "ImagerPixelSpacing (detector plane, not corrected for magnification)"
+    return (1.0, 1.0), "none in header (1 mm assumed)"
+
+
 def planar_attributes(ds: Any) -> dict[str, Any]:
     """Spacing source and presentation attributes of a planar image (JSON-able, non-identifying)."""
-    if _floats(ds.get("PixelSpacing")):
-        source = "PixelSpacing"
-    elif _floats(ds.get("ImagerPixelSpacing")):
-        source = "ImagerPixelSpacing (detector plane, not corrected for magnification)"
-    else:
-        source = "none in header (1 mm assumed)"
+    _, source = planar_spacing(ds)
     attrs: dict[str, Any] = {
         "pixel_spacing_source": source,
         "pixel_spacing_calibration_type": _text(ds, "PixelSpacingCalibrationType"),
