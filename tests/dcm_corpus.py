@@ -70,3 +70,32 @@ def match_reference(folder: Path, ref_path: Path, out: Path) -> tuple[str | None
             return Path(path).name, ""
         reasons.append(f"{Path(path).name}: {why}")
     return None, "; ".join(reasons) or "no output"
+
+
+def world_gradients(nifti: Path, bvec: Path) -> np.ndarray:
+    """FSL bvecs of ``nifti`` as unit directions in patient space (RAS), n x 3 (zero rows for b=0)."""
+    a = nib.load(nifti).affine[:3, :3]
+    axes = a / np.linalg.norm(a, axis=0)
+    b = np.loadtxt(bvec, ndmin=2).reshape(3, -1).copy()
+    if np.linalg.det(a) > 0:  # FSL: the first component is along -i for a neurological (det > 0) affine
+        b[0] = -b[0]
+    return (axes @ b).T
+
+
+def gradient_mismatch(ours: Path, ref: Path) -> str | None:
+    """Why the .bval/.bvec beside NIfTI ``ours`` differ from those beside ``ref`` (None when equal): b-values
+    within 1e-4 relative, directions in patient space within 1e-3 up to sign (gradient polarity is immaterial)."""
+    stem = lambda p: Path(str(p)[: -len(".nii.gz")])  # noqa: E731
+    ob, rb = stem(ours).with_suffix(".bval"), stem(ref).with_suffix(".bval")
+    if not ob.exists():
+        return "no .bval written"
+    bo, br = np.loadtxt(ob, ndmin=1), np.loadtxt(rb, ndmin=1)
+    if bo.shape != br.shape or not np.allclose(bo, br, rtol=1e-4, atol=1e-3):
+        return f"b-values {bo.tolist()} != {br.tolist()}"
+    go = world_gradients(ours, stem(ours).with_suffix(".bvec"))
+    gr = world_gradients(ref, stem(ref).with_suffix(".bvec"))
+    same = np.minimum(np.abs(go - gr).max(axis=1), np.abs(go + gr).max(axis=1))
+    if same.max() > 1e-3:
+        n = int(np.argmax(same))
+        return f"gradient of volume {n} differs: {go[n].round(4).tolist()} vs {gr[n].round(4).tolist()}"
+    return None

@@ -36,3 +36,21 @@ def test_reference_reproduced(row, out_root):
     out = out_root / hashlib.sha1(row["input_dir"].encode()).hexdigest()[:10]
     name, why = match_reference(folder, CORPUS / row["ref_nifti"], out)
     assert name is not None, f"{row['ref_nifti']} ({row['feature']}) not reproduced: {why}"
+
+
+DWI_ROWS = [r for r in ROWS if (CORPUS / r["ref_nifti"].replace(".nii.gz", ".bvec")).exists()]
+
+
+@pytest.mark.parametrize("row", DWI_ROWS or [None], ids=lambda r: Path(r["ref_nifti"]).name.split(".")[0] if r else "missing")
+def test_bval_bvec_as_dcm2niix(row, out_root):
+    """Diffusion series: .bval/.bvec beside our NIfTI describe the same b-values and gradient directions (patient
+    space, up to polarity) as dcm2niix's, volume by volume."""
+    if row is None:
+        pytest.skip(f"reference corpus not found: {CORPUS} (set IMAGING_SHARED_DATA)")
+    from tests.dcm_corpus import gradient_mismatch
+
+    out = out_root / hashlib.sha1(row["input_dir"].encode()).hexdigest()[:10]
+    name, why = match_reference(CORPUS / row["input_dir"], CORPUS / row["ref_nifti"], out)
+    assert name is not None, why
+    problem = gradient_mismatch(out / name, CORPUS / row["ref_nifti"])
+    assert problem is None, f"{row['ref_nifti']}: {problem}"

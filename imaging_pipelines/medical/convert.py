@@ -54,13 +54,26 @@ def read_source(src: Path) -> tuple[dict[str, NamedVolume], list[str]]:
     return {name: NamedVolume(read_image_file(src))}, []
 
 
-def _write(item: NamedVolume, path: Path) -> Path:
-    return write_nifti(item.volume, path, stored=item.stored, scl=item.scl)
+def _write(item: NamedVolume, path: Path) -> list[Path]:
+    """The NIfTI file and, for diffusion series, its ``.bval`` / ``.bvec`` beside it (same stem)."""
+    written = [write_nifti(item.volume, path, stored=item.stored, scl=item.scl)]
+    diffusion = item.volume.attributes.get("diffusion")
+    if diffusion:
+        from imaging_pipelines.core.storage import write_text_atomic
+        from imaging_pipelines.medical.io.dicom_diffusion import bval_bvec_text
+
+        stem = str(path)[: -len(".nii.gz")] if str(path).endswith(".nii.gz") else str(path.with_suffix(""))
+        bval, bvec = bval_bvec_text(diffusion["bvals"], np.asarray(diffusion["bvecs"]))
+        for suffix, text in ((".bval", bval), (".bvec", bvec)):
+            write_text_atomic(stem + suffix, text)
+            written.append(Path(stem + suffix))
+    return written
 
 
 def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
     """Convert SRC to NIfTI. OUT is a ``.nii(.gz)`` file when SRC holds one series, else a folder
-    that receives one ``<series number>_<description>.nii.gz`` per series. Returns (written files, notes)."""
+    that receives one ``<series number>_<description>.nii.gz`` per series (with ``.bval``/``.bvec`` for diffusion
+    series). Returns (written files, notes)."""
     src, out = Path(src), Path(out)
     named, notes = read_source(src)
     if not named:
@@ -70,6 +83,6 @@ def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
             raise ImagingInputError(
                 src, f"holds {len(named)} series ({', '.join(named)}); give a folder as OUT to write one file per series"
             )
-        return [_write(next(iter(named.values())), out)], notes
+        return _write(next(iter(named.values())), out), notes
     out.mkdir(parents=True, exist_ok=True)
-    return [_write(item, out / f"{name}.nii.gz") for name, item in named.items()], notes
+    return [p for name, item in named.items() for p in _write(item, out / f"{name}.nii.gz")], notes

@@ -23,6 +23,7 @@ from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
+from .dicom_diffusion import fsl_gradients
 from .dicom_intensity import StackIntensity, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
 from .dicom_planar import centred_origin
@@ -295,6 +296,11 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     attrs["intensity_scaling"] = intensity.metadata()
     files = list(dict.fromkeys(r.path for r in ordered))
     attrs["stack"] = label
+    if array.ndim == 4 and intensity.method != "RGB":
+        fsl = fsl_gradients([row[0].gradient for row in layout.grid], layout.direction)
+        if fsl is not None:
+            attrs["diffusion"] = {"bvals": fsl[0], "bvecs": fsl[1].tolist(),
+                                  "convention": "FSL: image axes i, j, k; i negated when det(direction) > 0"}
     attrs["n_files"] = len(files)
     time_step = None
     if nt > 1 and array.ndim == 4 and intensity.method != "RGB":

@@ -16,12 +16,13 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from .dicom_diffusion import DIFFUSION_TAGS, classic_gradient, frame_gradient
 from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
 from .dicom_radiograph import PLANAR_KEYWORDS, planar_spacing
 from .dicom_planar import PLANAR_ORIENTATION, planar_position
 from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first_tile_position, mosaic_info,
                            tile_shape, uih_grid)
-from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, philips_scale_in, private_scale_slope,
+from .dicom_multiframe import (FrameLookup, frame_values, macro_item, has_functional_groups, philips_scale_in, private_scale_slope,
                                shared_mr_parameters)
 from .dicom_pixels import (NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, is_supported_colour, n_frames,
                            transfer_syntax)
@@ -67,7 +68,7 @@ READ_TAGS = [
     # Philips private scale slope (precise floating-point values); GE image components / field maps
     0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS, UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE,
     # planar images (radiographs): spacing calibration and presentation
-    *PLANAR_KEYWORDS, "VOILUTSequence",
+    *PLANAR_KEYWORDS, "VOILUTSequence", *DIFFUSION_TAGS,
 ]
 
 
@@ -291,7 +292,18 @@ def _geometry_missing(ds) -> bool:
 
 
 def records_for(path: str, ds) -> list[SliceRecord]:
-    """Slice records of one image file (single-frame, Siemens mosaic or enhanced multi-frame)."""
+    """Slice records of one image file (single-frame, Siemens mosaic or enhanced multi-frame), with their
+    diffusion weighting when the file has one."""
+    records = _records_for(path, ds)
+    if records and not has_functional_groups(ds):
+        first = records[0]
+        gradient = classic_gradient(ds, first.row_cos, first.col_cos, first.normal)
+        for r in records:
+            r.gradient = gradient
+    return records
+
+
+def _records_for(path: str, ds) -> list[SliceRecord]:
     source = PixelSource(path=path, dataset=ds)
     if has_functional_groups(ds):
         return _enhanced_records(source, ds)
@@ -394,6 +406,7 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
             (echo, stack_id, image_type, component), labels, nominal, multiframe=True,
             private_scale=private_scale_slope(ds, f, lookup),
         ))
+        records[-1].gradient = frame_gradient(macro_item(lookup, f, "MRDiffusionSequence"))
     return records
 
 

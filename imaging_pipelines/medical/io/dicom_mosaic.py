@@ -17,6 +17,14 @@ with warnings.catch_warnings():  # nibabel.nicom warns that its *wrappers* are e
     from nibabel.nicom import csareader
 
 
+def siemens_csa_image(ds) -> dict | None:
+    """The Siemens CSA image header (0029,1010) as parsed by nibabel, or None."""
+    try:
+        return csareader.get_csa_header(ds, "image")
+    except Exception:
+        return None
+
+
 def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
     """(number of tiles, CSA slice normal or None) for a Siemens mosaic, else None."""
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
@@ -24,10 +32,7 @@ def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
         return None
     n = None
     normal = None
-    try:
-        csa = csareader.get_csa_header(ds, "image")
-    except Exception:
-        csa = None
+    csa = siemens_csa_image(ds)
     if csa:
         try:
             n = csareader.get_n_mosaic(csa)

@@ -40,6 +40,18 @@ class FrameLookup:
         return default if value is None or value == "" else value
 
 
+def macro_item(lookup: FrameLookup, frame: int, macro: str) -> Any:
+    """The first item of functional-group macro ``macro`` for one frame (per-frame > shared), or None."""
+    groups = [lookup.per_frame[frame]] if frame < len(lookup.per_frame) else []
+    if lookup.shared is not None:
+        groups.append(lookup.shared)
+    for g in groups:
+        seq = g.get(macro)
+        if seq:
+            return seq[0]
+    return None
+
+
 def frame_values(ds, frame: int, lookup: FrameLookup) -> dict[str, Any]:
     """Geometry, scaling and ordering values of one frame."""
     g = lookup.get

@@ -63,7 +63,8 @@ class SliceRecord:
     multiframe: bool = False
     private_scale: float | None = None
     synthetic_geometry: bool = False  # no ImagePositionPatient/ImageOrientationPatient: see dicom_planar
-    tile_cols: int = 0  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
+    tile_cols: int = 0
+    gradient: tuple | None = None  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
 
     @property
     def path(self) -> str:
