@@ -45,7 +45,7 @@ def mismatch(ours: nib.Nifti1Image, ref: nib.Nifti1Image) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=None)
 def converted(folder: str, out: str) -> tuple[tuple[str, ...], str]:
     """Convert ``folder`` into ``out`` once; (written NIfTI paths, error text or '')."""
     from imaging_pipelines.medical.convert import convert
@@ -99,3 +99,51 @@ def gradient_mismatch(ours: Path, ref: Path) -> str | None:
         n = int(np.argmax(same))
         return f"gradient of volume {n} differs: {go[n].round(4).tolist()} vs {gr[n].round(4).tolist()}"
     return None
+
+
+def _pe_world(nifti: Path, code: str) -> np.ndarray:
+    """Unit patient-space (RAS) vector of a BIDS PhaseEncodingDirection code ('j-', 'i', ...) of ``nifti``."""
+    a = nib.load(nifti).affine[:3, :3]
+    v = a[:, "ijk".index(code[0])] / np.linalg.norm(a[:, "ijk".index(code[0])])
+    return -v if code.endswith("-") else v
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= max(1e-4, 1e-4 * abs(b))
+    return a == b
+
+
+def sidecar_mismatches(ours: Path, ref: Path) -> list[str]:
+    """Keys shared by our sidecar and dcm2niix's whose values differ (numbers within 1e-4 relative;
+    PhaseEncodingDirection compared as a direction in patient space, since the two files' j axes are opposite;
+    SliceTiming compared slice by slice in patient space, i.e. reversed when the files' k axes are opposite)."""
+    import json
+
+    stem = lambda p: Path(str(p)[: -len(".nii.gz")])  # noqa: E731
+    mine = json.loads(stem(ours).with_suffix(".json").read_text())
+    theirs = json.loads(stem(ref).with_suffix(".json").read_text())
+    out = []
+    for key in sorted(set(mine) & set(theirs)):
+        if key in ("ConversionSoftware", "ConversionSoftwareVersion"):
+            continue
+        if key == "PhaseEncodingDirection":
+            if not np.allclose(_pe_world(ours, mine[key]), _pe_world(ref, theirs[key]), atol=1e-3):
+                out.append(f"{key}: {mine[key]} vs {theirs[key]} (different direction in patient space)")
+        elif key == "SliceTiming":
+            ref_times = list(theirs[key])
+            ka, kb = nib.load(ours).affine[:3, 2], nib.load(ref).affine[:3, 2]
+            if float(np.dot(ka, kb)) < 0:  # the files' slice axes run in opposite directions
+                ref_times = ref_times[::-1]
+            if not _same_value(mine[key], ref_times):
+                out.append(f"{key}: {str(mine[key])[:80]} vs {str(ref_times)[:80]} (along our k axis)")
+        elif key == "ImageType" and mine[key] == [*theirs[key], "MAGNITUDE"] and \
+                theirs.get("ConversionSoftwareVersion", "v1.0.2026") < "v1.0.2023":
+            continue  # dcm2niix of 2021-2022 did not append the MAGNITUDE component (today's dcm2niix does)
+        elif not _same_value(mine[key], theirs[key]):
+            out.append(f"{key}: {str(mine[key])[:80]} vs {str(theirs[key])[:80]}")
+    return out

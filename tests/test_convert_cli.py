@@ -15,7 +15,8 @@ def test_convert_dicom_folder_with_two_series_writes_one_file_per_series(tmp_pat
     write_patient(tmp_path / "src", "PID-X", series_number=7, shape=(4, 10, 8), seed=5)
     result = CliRunner().invoke(app, ["convert", str(tmp_path / "src"), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s003_t1_ax.nii.gz", "s007_t1_ax.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "s003_t1_ax.json", "s003_t1_ax.nii.gz", "s007_t1_ax.json", "s007_t1_ax.nii.gz"]  # BIDS sidecars
     img = nib.load(tmp_path / "out" / "s007_t1_ax.nii.gz")
     assert img.shape == (8, 10, 4)
     # LPS origin (-5, -8, 12) is RAS (5, 8, 12)

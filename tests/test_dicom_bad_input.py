@@ -108,7 +108,7 @@ def test_phi_not_in_attributes_or_warnings(tmp_path):
     assert set(series.volume.attributes) <= {
         "modality", "series_description", "series_number", "manufacturer", "model", "magnetic_field_strength",
         "repetition_time_ms", "echo_time_ms", "flip_angle_deg", "slice_thickness_mm", "image_type", "body_part",
-        "transfer_syntax", "stack", "n_files", "intensity_scaling", "name_suffix"}
+        "transfer_syntax", "stack", "n_files", "intensity_scaling", "name_suffix", "bids"}
 
 
 def test_duplicate_positions_not_4d_warn(tmp_path):

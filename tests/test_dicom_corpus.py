@@ -54,3 +54,53 @@ def test_bval_bvec_as_dcm2niix(row, out_root):
     assert name is not None, why
     problem = gradient_mismatch(out / name, CORPUS / row["ref_nifti"])
     assert problem is None, f"{row['ref_nifti']}: {problem}"
+
+
+IDENTIFYING_KEYS = {"SeriesDescription", "ProtocolName", "StudyDescription", "ProcedureStepDescription", "ImageComments",
+                    "AcquisitionTime", "AcquisitionDateTime", "StudyTime", "SeriesTime", "ContentTime", "InstitutionName",
+                    "InstitutionAddress", "InstitutionalDepartmentName", "StationName", "DeviceSerialNumber",
+                    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientWeight", "PatientAge",
+                    "SeriesInstanceUID", "StudyInstanceUID", "AccessionNumber", "ReferringPhysicianName"}
+
+
+@pytest.mark.parametrize("row", ROWS or [None], ids=lambda r: Path(r["ref_nifti"]).name.split(".")[0] if r else "missing")
+def test_bids_sidecar_agrees_with_dcm2niix(row, out_root):
+    """The .json beside each converted NIfTI: every key it shares with dcm2niix's sidecar has the same value, the
+    core acquisition keys dcm2niix writes are present, and nothing identifying is written."""
+    if row is None:
+        pytest.skip(f"reference corpus not found: {CORPUS} (set IMAGING_SHARED_DATA)")
+    import json
+
+    from tests.dcm_corpus import sidecar_mismatches
+
+    out = out_root / hashlib.sha1(row["input_dir"].encode()).hexdigest()[:10]
+    name, why = match_reference(CORPUS / row["input_dir"], CORPUS / row["ref_nifti"], out)
+    assert name is not None, why
+    mine = json.loads((out / name.replace(".nii.gz", ".json")).read_text())
+    theirs = json.loads((CORPUS / row["ref_nifti"].replace(".nii.gz", ".json")).read_text())
+    assert not sidecar_mismatches(out / name, CORPUS / row["ref_nifti"])
+    core = {"Modality", "Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "EchoTime",
+            "RepetitionTime", "FlipAngle", "SliceThickness", "ImageType", "SeriesNumber"}
+    assert not (core & set(theirs)) - set(mine), f"missing: {sorted((core & set(theirs)) - set(mine))}"
+    assert not IDENTIFYING_KEYS & set(mine)
+
+
+def test_ome_zarr_image_attributes_hold_the_sidecar(tmp_path):
+    """Ingestion stores the same BIDS dictionary (and diffusion table) in the OME-Zarr image attributes."""
+    folder = CORPUS / "dcm_qa_uih/In/DTI_134434/dti_tra_dir16_AP_SaveBySlc__140028"
+    if not folder.exists():
+        pytest.skip(f"reference corpus not found: {CORPUS}")
+    import json
+
+    from imaging_pipelines.core.storage import as_upath
+    from imaging_pipelines.medical.convert import convert
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
+    from imaging_pipelines.medical.io.ome_zarr import read_volume_store, write_volume_store
+
+    written, _ = convert(folder, tmp_path / "nii")
+    sidecar = json.loads(next(p for p in written if p.suffix == ".json").read_text())
+    (series,) = read_dicom_folder(folder).series
+    write_volume_store(as_upath(tmp_path / "p.zarr"), {"s009": series.volume})
+    (vol,) = read_volume_store(as_upath(tmp_path / "p.zarr")).values()
+    assert vol.attributes["bids"] == sidecar
+    assert vol.attributes["diffusion"]["bvals"][1] == pytest.approx(928.2885599370205)

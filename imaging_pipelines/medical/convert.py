@@ -6,6 +6,7 @@ DICOM series are written as dcm2niix writes them: stored voxel values plus NIfTI
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,23 +58,31 @@ def read_source(src: Path) -> tuple[dict[str, NamedVolume], list[str]]:
 def _write(item: NamedVolume, path: Path) -> list[Path]:
     """The NIfTI file and, for diffusion series, its ``.bval`` / ``.bvec`` beside it (same stem)."""
     written = [write_nifti(item.volume, path, stored=item.stored, scl=item.scl)]
-    diffusion = item.volume.attributes.get("diffusion")
-    if diffusion:
-        from imaging_pipelines.core.storage import write_text_atomic
+    attrs = item.volume.attributes
+    if not attrs.get("bids") and not attrs.get("diffusion"):
+        return written
+    from imaging_pipelines.core.storage import write_text_atomic
+
+    stem = str(path)[: -len(".nii.gz")] if str(path).endswith(".nii.gz") else str(path.with_suffix(""))
+    texts = []
+    if attrs.get("bids"):
+        texts.append((".json", json.dumps(attrs["bids"], indent=1) + "\n"))
+    if attrs.get("diffusion"):
         from imaging_pipelines.medical.io.dicom_diffusion import bval_bvec_text
 
-        stem = str(path)[: -len(".nii.gz")] if str(path).endswith(".nii.gz") else str(path.with_suffix(""))
-        bval, bvec = bval_bvec_text(diffusion["bvals"], np.asarray(diffusion["bvecs"]))
-        for suffix, text in ((".bval", bval), (".bvec", bvec)):
-            write_text_atomic(stem + suffix, text)
-            written.append(Path(stem + suffix))
+        bval, bvec = bval_bvec_text(attrs["diffusion"]["bvals"], np.asarray(attrs["diffusion"]["bvecs"]))
+        texts += [(".bval", bval), (".bvec", bvec)]
+    for suffix, text in texts:
+        write_text_atomic(stem + suffix, text)
+        written.append(Path(stem + suffix))
     return written
 
 
 def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
     """Convert SRC to NIfTI. OUT is a ``.nii(.gz)`` file when SRC holds one series, else a folder
     that receives one ``<series number>_<description>.nii.gz`` per series (with ``.bval``/``.bvec`` for diffusion
-    series). Returns (written files, notes)."""
+    series) and a BIDS sidecar ``.json`` (see :mod:`imaging_pipelines.medical.io.dicom_sidecar`).
+    Returns (written files, notes)."""
     src, out = Path(src), Path(out)
     named, notes = read_source(src)
     if not named:

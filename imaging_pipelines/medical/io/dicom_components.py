@@ -24,7 +24,7 @@ GE_LOCATIONS_IN_ACQUISITION = 0x0021104F
 GE_IMAGE_TYPE = 0x0043102F
 COMPONENT_TAGS = [GE_PULSE_SEQUENCE, GE_INTERNAL_PULSE_SEQUENCE, GE_LOCATIONS_IN_ACQUISITION, GE_IMAGE_TYPE]
 
-SUFFIX = {"magnitude": "", "phase": "_ph", "real": "_real", "imaginary": "_imaginary", "fieldmap_hz": "_fieldmaphz"}
+SUFFIX = {"": "", "magnitude": "", "phase": "_ph", "real": "_real", "imaginary": "_imaginary", "fieldmap_hz": "_fieldmaphz"}
 
 
 def _private(ds: Any, tag: int) -> Any:
@@ -47,8 +47,9 @@ def _int(value: Any) -> int | None:
 
 
 def from_image_type(image_type: Sequence[str], complex_component: str | None = None) -> str:
-    """Component named by ImageType/FrameType values or ComplexImageComponent; 'magnitude' when none."""
-    values = {str(v).strip().upper() for v in image_type}
+    """Component named by ImageType/FrameType values (also split at '_', e.g. Philips ``M_FFE``) or
+    ComplexImageComponent; '' when none is named."""
+    values = {part.strip().upper() for v in image_type for part in str(v).split("_")}
     cc = (complex_component or "").strip().upper()
     if cc in ("PHASE", "REAL", "IMAGINARY"):
         return cc.lower()
@@ -60,7 +61,9 @@ def from_image_type(image_type: Sequence[str], complex_component: str | None = N
         return "real"
     if values & {"I", "IMAGINARY"}:
         return "imaginary"
-    return "magnitude"
+    if values & {"M", "MAGNITUDE"} or cc == "MAGNITUDE":
+        return "magnitude"
+    return ""
 
 
 def classic_component(ds: Any, image_type: Sequence[str]) -> str:
@@ -75,6 +78,6 @@ def classic_component(ds: Any, image_type: Sequence[str]) -> str:
         if (seq == "B0map" or pulse == "3db0map") and n_loc and instance is not None and n_images != n_loc:
             return "fieldmap_hz" if instance <= n_loc else "magnitude"
         ge_type = _int(_private(ds, GE_IMAGE_TYPE))
-        if ge_type in (1, 2, 3):
-            return {1: "phase", 2: "real", 3: "imaginary"}[ge_type]
+        if ge_type in (0, 1, 2, 3):
+            return ("magnitude", "phase", "real", "imaginary")[ge_type]
     return from_image_type(image_type)

@@ -8,6 +8,7 @@ from typing import Any
 from .dicom_multiframe import has_functional_groups
 from .dicom_pixels import NATIVE_LITTLE_ENDIAN, n_frames, transfer_syntax
 from .dicom_radiograph import PLANAR_KEYWORDS
+from .dicom_sidecar import SIDECAR_KEYWORDS
 from .dicom_slices import SliceRecord
 
 # What the series builder still reads from a single-frame file once its slice records exist.
@@ -15,7 +16,7 @@ _KEPT_AFTER_RECORDS = (
     "Modality", "SeriesDescription", "SeriesNumber", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
     "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "ImageType", "BodyPartExamined", "Rows", "Columns",
     "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "NumberOfFrames", "PixelData", "InstanceNumber", *PLANAR_KEYWORDS,
+    "NumberOfFrames", "PixelData", "InstanceNumber", *PLANAR_KEYWORDS, *SIDECAR_KEYWORDS,
 )
 
 
