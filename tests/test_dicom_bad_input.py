@@ -19,7 +19,8 @@ def test_truncated_file_goes_to_errors_and_series_still_loads(tmp_path):
     assert "truncated" in result.errors[0].message or "pixel data" in result.errors[0].message
     assert len(result.series) == 1
     vol = result.series[0].volume
-    assert vol.spatial_shape == (5, 8, 6)
+    assert vol.spatial_shape == (6, 8, 6)  # the left-out slice's position is interpolated and flagged
+    assert vol.attributes["interpolated_slices"] == [2]
     text = " ".join(vol.warnings)
     assert victim.name in text  # the left-out file is named
     assert "gap of 5.000 mm" in text and paths[1].name in text and paths[3].name in text
@@ -53,6 +54,8 @@ def test_missing_slice_warns_with_neighbours_and_gap(tmp_path):
     assert "gap of 6.000 mm" in w and "slice_0002.dcm" in w and "slice_0004.dcm" in w and "missing" in w
     assert series.volume.spacing[2] == pytest.approx(3.0)
     assert len(paths) == 5
+    assert series.volume.spatial_shape[0] == 6  # the missing position is interpolated (see test_dicom_gaps)
+    assert series.volume.attributes["interpolated_slices"] == [3]
 
 
 def test_non_image_object_is_skipped(tmp_path):
@@ -108,7 +111,7 @@ def test_phi_not_in_attributes_or_warnings(tmp_path):
     assert set(series.volume.attributes) <= {
         "modality", "series_description", "series_number", "manufacturer", "model", "magnetic_field_strength",
         "repetition_time_ms", "echo_time_ms", "flip_angle_deg", "slice_thickness_mm", "image_type", "body_part",
-        "transfer_syntax", "stack", "n_files", "intensity_scaling", "name_suffix", "bids"}
+        "transfer_syntax", "stack", "n_files", "intensity_scaling", "name_suffix", "bids", "interpolated_slices"}
 
 
 def test_duplicate_positions_not_4d_warn(tmp_path):

@@ -25,7 +25,7 @@ from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_at
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
 from .dicom_diffusion import fsl_gradients
 from .dicom_sidecar import bids_sidecar, slice_times
-from .dicom_intensity import StackIntensity, rgb_stack, stack_intensity
+from .dicom_intensity import StackIntensity, refill, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
 from .dicom_planar import centred_origin
 from .dicom_radiograph import invert_monochrome1, is_monochrome1, planar_attributes
@@ -293,13 +293,17 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
         intensity = stack_intensity(planes, [r.slope for r in ordered], [r.intercept for r in ordered],
                                     [r.private_scale for r in ordered], shape, attrs.get("manufacturer") or "",
                                     has_functional_groups(ds))
+    if layout.gaps is not None and intensity.method != "RGB":
+        intensity = refill(intensity, layout.gaps)
+        attrs["interpolated_slices"] = list(layout.gaps.filled)
     array = intensity.physical
     attrs["intensity_scaling"] = intensity.metadata()
     files = list(dict.fromkeys(r.path for r in ordered))
     attrs["stack"] = label
     tr_s = attrs["repetition_time_ms"] / 1000.0 if attrs.get("repetition_time_ms") else None
     attrs["bids"] = bids_sidecar(ds, first.source.extra, attrs, (first.rows, first.cols),
-                                 slice_times(layout.grid[0], first.source.extra, tr_s) if nt > 1 else None,
+                                 slice_times(layout.grid[0], first.source.extra, tr_s)
+                                 if nt > 1 and layout.gaps is None else None,
                                  first.split_labels.get("component", ""))
     if array.ndim == 4 and intensity.method != "RGB":
         fsl = fsl_gradients([row[0].gradient for row in layout.grid], layout.direction)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .dicom_gaps import GapPlan, gap_plan
 from .dicom_slices import SliceRecord
 
 POSITION_TOL_MM = 0.01  # two images closer than this along the normal are at the same position
@@ -26,6 +27,7 @@ class StackLayout:
     origin: tuple[float, float, float]
     direction: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    gaps: GapPlan | None = None  # missing slices to interpolate (see dicom_gaps)
 
     @property
     def is_4d(self) -> bool:
@@ -105,6 +107,19 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
             dz, origin = _uniform_step(grid[0], pos, dist, normal)
         else:
             dz = typical
+            gaps = gap_plan(dist, typical) if not first.multiframe and first.tile is None else None
+            if gaps is not None:
+                for n in irregular[:10]:
+                    warnings.append(
+                        f"missing slices: gap of {float(steps[n]):.3f} mm between {grid[0][n].name} and "
+                        f"{grid[0][n + 1].name} (expected {gaps.step:.3f} mm; "
+                        f"{round(float(steps[n]) / gaps.step) - 1} slice(s) missing); resampled onto a uniform "
+                        f"grid, interpolated slice(s) k = {', '.join(str(k) for k in gaps.filled[:20])}")
+                return StackLayout(grid=grid, spacing=(float(first.pixel_spacing[1]), float(first.pixel_spacing[0]),
+                                                       gaps.step),
+                                   origin=tuple(float(x) for x in pos[0]),
+                                   direction=np.column_stack([first.row_cos, first.col_cos, normal]),
+                                   warnings=warnings, gaps=gaps)
             for n in irregular[:10]:
                 gap = float(steps[n])
                 missing = round(gap / typical) - 1 if typical > 0 else 0

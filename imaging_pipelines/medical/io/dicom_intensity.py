@@ -126,3 +126,14 @@ def rgb_stack(planes: Sequence[np.ndarray], shape: tuple[int, ...]) -> StackInte
     stored = np.stack(planes).reshape(*shape, 3)
     physical = np.ascontiguousarray(np.moveaxis(stored, -1, 0))
     return StackIntensity(stored, 1.0, 0.0, physical, "RGB")
+
+
+def refill(intensity: StackIntensity, plan: Any) -> StackIntensity:
+    """The stack with missing slices interpolated (``plan``: :class:`~.dicom_gaps.GapPlan`) in the stored values;
+    physical values recomputed from them with the same NIfTI scale factors."""
+    from .dicom_gaps import fill_gaps
+
+    stored = fill_gaps(intensity.stored, plan)
+    return StackIntensity(stored, intensity.scl_slope, intensity.scl_inter,
+                          _physical(stored, intensity.scl_slope, intensity.scl_inter),
+                          intensity.method)
