@@ -114,6 +114,20 @@ def vendor_fields(ds: Any) -> dict[str, Any]:
     return out
 
 
+# (sidecar key, DICOM keyword, converter) copied as they are
+_COPIED = (
+    ("ImagingFrequency", "ImagingFrequency", _float), ("ManufacturersModelName", "ManufacturerModelName", _str),
+    ("SoftwareVersions", "SoftwareVersions", _str), ("MRAcquisitionType", "MRAcquisitionType", _str),
+    ("AcquisitionNumber", "AcquisitionNumber", _int), ("ScanningSequence", "ScanningSequence", _str),
+    ("SequenceVariant", "SequenceVariant", _str), ("ScanOptions", "ScanOptions", _str),
+    ("SequenceName", "SequenceName", _str), ("SpacingBetweenSlices", "SpacingBetweenSlices", _float),
+    ("SAR", "SAR", _float), ("EchoNumber", "EchoNumbers", _int), ("PixelBandwidth", "PixelBandwidth", _float),
+    ("EchoTrainLength", "EchoTrainLength", _int), ("PercentPhaseFOV", "PercentPhaseFieldOfView", _float),
+    ("PercentSampling", "PercentSampling", _float), ("PhaseEncodingSteps", "NumberOfPhaseEncodingSteps", _int),
+    ("PatientPosition", "PatientPosition", _str),
+)
+
+
 def _ms_to_s(v: Any) -> float | None:
     x = _float(v)
     return round(x / 1000.0, 6) if x is not None else None
@@ -134,40 +148,26 @@ def bids_sidecar(ds: Any, extra: dict[str, Any], attrs: dict[str, Any], recon_sh
     s: dict[str, Any] = {
         "Modality": attrs.get("modality") or None,
         "MagneticFieldStrength": attrs.get("magnetic_field_strength"),
-        "ImagingFrequency": _float(ds.get("ImagingFrequency")),
         "Manufacturer": vendor,
-        "ManufacturersModelName": _str(ds.get("ManufacturerModelName")),
-        "SoftwareVersions": _str(ds.get("SoftwareVersions")),
-        "MRAcquisitionType": _str(ds.get("MRAcquisitionType")),
         "SeriesNumber": attrs.get("series_number"),
-        "AcquisitionNumber": _int(ds.get("AcquisitionNumber")),
-        "ScanningSequence": _str(ds.get("ScanningSequence")),
-        "SequenceVariant": _str(ds.get("SequenceVariant")),
-        "ScanOptions": _str(ds.get("ScanOptions")),
-        "SequenceName": _str(ds.get("SequenceName")),
         "ImageType": image_type(ds.get("ImageType") or attrs.get("image_type"), component, vendor),
         "SliceThickness": attrs.get("slice_thickness_mm"),
-        "SpacingBetweenSlices": _float(ds.get("SpacingBetweenSlices")),
-        "SAR": _float(ds.get("SAR")),
-        "EchoNumber": _int(ds.get("EchoNumbers")),
         "EchoTime": _ms_to_s(attrs.get("echo_time_ms")),
         "RepetitionTime": _ms_to_s(attrs.get("repetition_time_ms")),
         "InversionTime": _ms_to_s(ds.get("InversionTime")),
         "FlipAngle": attrs.get("flip_angle_deg"),
-        "PixelBandwidth": _float(ds.get("PixelBandwidth")),
-        "EchoTrainLength": _int(ds.get("EchoTrainLength")) if vendor != "Philips" else None,
-        "PercentPhaseFOV": _float(ds.get("PercentPhaseFieldOfView")),
-        "PercentSampling": _float(ds.get("PercentSampling")),
-        "PhaseEncodingSteps": _int(ds.get("NumberOfPhaseEncodingSteps")),
         "AcquisitionMatrixPE": acq_pe,
         "ReconMatrixPE": recon_pe,
         "InPlanePhaseEncodingDirectionDICOM": pe_dir or None,
         "ImageOrientationPatientDICOM": [_float(v) for v in ds.get("ImageOrientationPatient") or []] or None,
-        "PatientPosition": _str(ds.get("PatientPosition")),
         "BodyPart": attrs.get("body_part") or None,
         "SliceTiming": slice_times_s,
         "ConversionSoftware": "imaging_pipelines",
     }
+    for key, keyword, convert in _COPIED:
+        s[key] = convert(ds.get(keyword))
+    if vendor == "Philips":
+        s["EchoTrainLength"] = None  # dcm2niix reports another value for Philips (not derived here)
     axis = {"COL": "j", "ROW": "i"}.get(pe_dir)
     positive = extra.get("PhaseEncodingDirectionPositive")
     if axis and positive in (0, 1):
