@@ -24,7 +24,7 @@ from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
 from .dicom_diffusion import fsl_gradients
-from .dicom_sidecar import bids_sidecar, slice_times
+from .dicom_sidecar import bids_sidecar, slice_times, vendor_fields
 from .dicom_intensity import StackIntensity, refill, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
 from .dicom_planar import centred_origin
@@ -301,8 +301,10 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     files = list(dict.fromkeys(r.path for r in ordered))
     attrs["stack"] = label
     tr_s = attrs["repetition_time_ms"] / 1000.0 if attrs.get("repetition_time_ms") else None
-    attrs["bids"] = bids_sidecar(ds, first.source.extra, attrs, (first.rows, first.cols),
-                                 slice_times(layout.grid[0], first.source.extra, tr_s)
+    details = dicom_header.read_details(first.path) or ds  # once per stack: sidecar and presentation elements
+    extra = vendor_fields(details)
+    attrs["bids"] = bids_sidecar(details, extra, attrs, (first.rows, first.cols),
+                                 slice_times(layout.grid[0], extra, tr_s)
                                  if nt > 1 and layout.gaps is None else None,
                                  first.split_labels.get("component", ""))
     if array.ndim == 4 and intensity.method != "RGB":
@@ -318,7 +320,7 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     origin = layout.origin
     if first.synthetic_geometry:
         origin = centred_origin(array.shape[-3:], layout.spacing)
-        attrs["planar"] = planar_attributes(ds)
+        attrs["planar"] = planar_attributes(details)
         warnings.append("no patient geometry in the DICOM header (ImagePositionPatient/ImageOrientationPatient): "
                         "identity orientation, volume centred at 0 mm, slices in InstanceNumber order")
     volume = Volume(array=array, spacing=layout.spacing, origin=origin, direction=layout.direction,

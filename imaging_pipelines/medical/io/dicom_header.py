@@ -17,7 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from .dicom_diffusion import DIFFUSION_TAGS, classic_gradient, frame_gradient
-from .dicom_sidecar import SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE, vendor_fields
+from .dicom_sidecar import SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE
 from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
 from .dicom_radiograph import PLANAR_KEYWORDS, planar_spacing
 from .dicom_planar import PLANAR_ORIENTATION, planar_position
@@ -69,7 +69,13 @@ READ_TAGS = [
     # Philips private scale slope (precise floating-point values); GE image components / field maps
     0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS, UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE,
     # planar images (radiographs): spacing calibration and presentation
-    *PLANAR_KEYWORDS, "VOILUTSequence", *DIFFUSION_TAGS, *SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE,
+    "ImagerPixelSpacing", *DIFFUSION_TAGS,
+]
+
+# Read once per stack, from its first file (BIDS sidecar, radiograph presentation): see read_details.
+DETAIL_TAGS = [
+    "Manufacturer", "ManufacturerModelName", "ImageType", "PhotometricInterpretation", "VOILUTSequence",
+    *PLANAR_KEYWORDS, *SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE, 0x00290010, 0x00291010,
 ]
 
 
@@ -117,6 +123,15 @@ def read_file(path: str) -> Any:
         if not _UID_RE.match(sop):
             raise NotDicom()
         return ds
+
+
+def read_details(path: str) -> Any:
+    """The per-stack detail elements (:data:`DETAIL_TAGS`) of one file, or None when it cannot be read again."""
+    try:
+        with _open_capped(path) as fp:
+            return pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=DETAIL_TAGS)
+    except Exception:
+        return None
 
 
 def convert_elements(ds) -> None:
@@ -296,8 +311,6 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     """Slice records of one image file (single-frame, Siemens mosaic or enhanced multi-frame), with their
     diffusion weighting when the file has one."""
     records = _records_for(path, ds)
-    if records:
-        records[0].source.extra = vendor_fields(ds)
     if records and not has_functional_groups(ds):
         first = records[0]
         gradient = classic_gradient(ds, first.row_cos, first.col_cos, first.normal)

@@ -26,7 +26,6 @@ class PixelSource:
     path: str
     dataset: Any
     _frames: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)  # vendor private values for the sidecar (see dicom_sidecar)
 
     def frames(self) -> np.ndarray:
         if self._frames is None:

@@ -7,8 +7,6 @@ from typing import Any
 
 from .dicom_multiframe import has_functional_groups
 from .dicom_pixels import NATIVE_LITTLE_ENDIAN, n_frames, transfer_syntax
-from .dicom_radiograph import PLANAR_KEYWORDS
-from .dicom_sidecar import SIDECAR_KEYWORDS
 from .dicom_slices import SliceRecord
 
 # What the series builder still reads from a single-frame file once its slice records exist.
@@ -16,7 +14,7 @@ _KEPT_AFTER_RECORDS = (
     "Modality", "SeriesDescription", "SeriesNumber", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
     "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "ImageType", "BodyPartExamined", "Rows", "Columns",
     "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "NumberOfFrames", "PixelData", "InstanceNumber", *PLANAR_KEYWORDS, *SIDECAR_KEYWORDS,
+    "NumberOfFrames", "PixelData", "InstanceNumber",
 )
 
 
@@ -33,8 +31,6 @@ class SlimHeader(dict):
             value = ds.get(keyword)
             if value is not None:
                 self[keyword] = _plain(value)
-        if ds.get("VOILUTSequence"):
-            self["VOILUTSequence"] = True  # only its presence is reported
         self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
 
     def __getattr__(self, name: str) -> Any:
