@@ -15,7 +15,7 @@ import numpy as np
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.privacy import slug
 from imaging_pipelines.core.volume import Volume
-from imaging_pipelines.medical.ingest import dicom_series_name, image_file_name
+from imaging_pipelines.medical.naming import dicom_series_name, image_file_name
 from imaging_pipelines.medical.io.image_files import read_image_file, write_nifti
 
 

@@ -12,13 +12,12 @@ import warnings
 
 import numpy as np
 
-with warnings.catch_warnings():  # nibabel.nicom warns that its *wrappers* are experimental on import
-    warnings.simplefilter("ignore")
-    from nibabel.nicom import csareader
-
 
 def siemens_csa_image(ds) -> dict | None:
-    """The Siemens CSA image header (0029,1010) as parsed by nibabel, or None."""
+    """The Siemens CSA image header (0029,1010) as parsed by nibabel, or None (nibabel imported on first use)."""
+    with warnings.catch_warnings():  # nibabel.nicom warns that its *wrappers* are experimental on import
+        warnings.simplefilter("ignore")
+        from nibabel.nicom import csareader
     try:
         return csareader.get_csa_header(ds, "image")
     except Exception:
@@ -34,6 +33,8 @@ def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
     normal = None
     csa = siemens_csa_image(ds)
     if csa:
+        from nibabel.nicom import csareader
+
         try:
             n = csareader.get_n_mosaic(csa)
         except Exception:
