@@ -6,35 +6,26 @@ Geometry conventions: see :mod:`imaging_pipelines.medical.io.dicom_slices` (LPS 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from .dicom_diffusion import DIFFUSION_TAGS, classic_gradient, frame_gradient
-from .dicom_sidecar import SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE
-from .dicom_components import COMPONENT_TAGS, classic_component, from_image_type
-from .dicom_radiograph import PLANAR_KEYWORDS, planar_spacing
+from .dicom_components import classic_component, from_image_type
+from .dicom_diffusion import classic_gradient, frame_gradient
+from .dicom_files import (DETAIL_TAGS, READ_TAGS, NotDicom, SizeCappedFile, convert_elements,  # noqa: F401
+                          is_dicom_file, read_details, read_file, read_identity)
+from .dicom_mosaic import mosaic_first_tile_position, mosaic_info, tile_shape, uih_grid
+from .dicom_multiframe import (FrameLookup, frame_values, has_functional_groups, macro_item, philips_scale_in,
+                               private_scale_slope, shared_mr_parameters)
+from .dicom_pixels import PixelDecodeError, check_pixel_data, is_supported_colour, n_frames, transfer_syntax
 from .dicom_planar import PLANAR_ORIENTATION, planar_position
-from .dicom_mosaic import (UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE, mosaic_first_tile_position, mosaic_info,
-                           tile_shape, uih_grid)
-from .dicom_multiframe import (FrameLookup, frame_values, macro_item, has_functional_groups, philips_scale_in, private_scale_slope,
-                               shared_mr_parameters)
-from .dicom_pixels import (NATIVE_LITTLE_ENDIAN, PixelDecodeError, check_pixel_data, is_supported_colour, n_frames,
-                           transfer_syntax)
+from .dicom_radiograph import planar_spacing
 from .dicom_slices import PixelSource, SliceRecord, orientation_key, orientation_label, unit_cosines
 
-_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 MAX_POSITION_MM = 1e6  # |ImagePositionPatient| beyond 1 km is a corrupt header, not a patient
-
-
-class NotDicom(Exception):
-    """The file is not DICOM (skipped)."""
 
 
 class SkipFile(Exception):
@@ -50,98 +41,6 @@ class FileHeader:
     study_uid: str
     series_uid: str
     patient_id: str
-
-
-# Top-level elements the reader uses (parsing only these is ~35% faster than a full parse).
-READ_TAGS = [
-    "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality", "SeriesNumber",
-    "SeriesDescription", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength", "RepetitionTime",
-    "EchoTime", "FlipAngle", "SliceThickness", "SpacingBetweenSlices", "ImageType", "BodyPartExamined",
-    "AcquisitionNumber", "AcquisitionTime", "InstanceNumber", "TemporalPositionIdentifier", "EchoNumbers",
-    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "RescaleSlope",
-    "RescaleIntercept", "NumberOfFrames", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
-    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated",
-    "BitsStored", "HighBit", "PixelRepresentation", "ExtendedOffsetTable", "ExtendedOffsetTableLengths",
-    "PixelData", "FloatPixelData", "DoubleFloatPixelData",
-    # Siemens: CSA header private blocks and NumberOfImagesInMosaic
-    0x00190010, 0x0019100A, 0x00290010, 0x00290011, 0x00290012, 0x00291010, 0x00291020, 0x00291110,
-    0x00291120, 0x00291210, 0x00291220,
-    # Philips private scale slope (precise floating-point values); GE image components / field maps
-    0x2005100E, "ImagesInAcquisition", *COMPONENT_TAGS, UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE,
-    # planar images (radiographs): spacing calibration and presentation
-    "ImagerPixelSpacing", *DIFFUSION_TAGS,
-]
-
-# Read once per stack, from its first file (BIDS sidecar, radiograph presentation): see read_details.
-DETAIL_TAGS = [
-    "Manufacturer", "ManufacturerModelName", "ImageType", "PhotometricInterpretation", "VOILUTSequence",
-    *PLANAR_KEYWORDS, *SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE, 0x00290010, 0x00291010,
-]
-
-
-class SizeCappedFile:
-    """A binary file whose ``read(n)`` never requests more than the bytes left in it.
-
-    A corrupt element length (up to 4 GiB) would otherwise make the read allocate that many bytes up front.
-    """
-
-    def __init__(self, fp):
-        self._fp = fp
-        self._size = os.fstat(fp.fileno()).st_size
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            return self._fp.read()
-        return self._fp.read(max(0, min(n, self._size - self._fp.tell())))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
-
-    def __enter__(self) -> SizeCappedFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._fp.close()
-
-
-def _open_capped(path: str) -> SizeCappedFile:
-    return SizeCappedFile(open(path, "rb"))
-
-
-def read_file(path: str) -> Any:
-    """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
-    with _open_capped(path) as fp:
-        head = fp.read(132)
-        fp.seek(0)
-        if len(head) == 132 and head[128:132] == b"DICM":
-            return pydicom.dcmread(fp, specific_tags=READ_TAGS)
-        try:
-            ds = pydicom.dcmread(fp, force=True, specific_tags=READ_TAGS)
-            sop = str(ds.get("SOPClassUID", "") or "")
-        except Exception as exc:
-            raise NotDicom() from exc
-        if not _UID_RE.match(sop):
-            raise NotDicom()
-        return ds
-
-
-def read_details(path: str) -> Any:
-    """The per-stack detail elements (:data:`DETAIL_TAGS`) of one file, or None when it cannot be read again."""
-    try:
-        with _open_capped(path) as fp:
-            return pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=DETAIL_TAGS)
-    except Exception:
-        return None
-
-
-def convert_elements(ds) -> None:
-    """Decode every parsed top-level element now (pydicom decodes lazily), so a malformed value raises here."""
-    for _ in ds:
-        pass
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        for _ in meta:
-            pass
 
 
 def sop_class(ds) -> str:
@@ -424,33 +323,3 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
         ))
         records[-1].gradient = frame_gradient(macro_item(lookup, f, "MRDiffusionSequence"))
     return records
-
-
-def read_identity(path: str) -> tuple[str, str] | None:
-    """(PatientID, SeriesInstanceUID) from one header-only read (raw: PHI); None if the file is not DICOM."""
-    try:
-        with _open_capped(path) as fp:
-            head = fp.read(132)
-            fp.seek(0)
-            force = not (len(head) == 132 and head[128:132] == b"DICM")
-            ds = pydicom.dcmread(fp, force=force, stop_before_pixels=True,
-                                 specific_tags=["PatientID", "SOPClassUID", "SeriesInstanceUID"])
-    except (InvalidDicomError, OSError, Exception):
-        return None
-    if force and not _UID_RE.match(str(ds.get("SOPClassUID", "") or "")):
-        return None
-    return str(ds.get("PatientID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
-
-
-def is_dicom_file(path: str) -> bool:
-    """DICM magic at offset 128, or (no preamble) a parseable dataset with a valid SOPClassUID."""
-    try:
-        with _open_capped(path) as fp:
-            head = fp.read(132)
-            if len(head) == 132 and head[128:132] == b"DICM":
-                return True
-            fp.seek(0)
-            ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception:
-        return False
-    return bool(_UID_RE.match(str(ds.get("SOPClassUID", "") or "")))
