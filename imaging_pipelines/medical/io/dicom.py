@@ -280,6 +280,8 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     shape = (nt, nz, first.rows, first.cols) if nt > 1 else (nz, first.rows, first.cols)
     ds = first.source.dataset
     attrs = series_attributes(ds)
+    if first.series_offset and attrs.get("series_number") is not None:
+        attrs["series_number"] += first.series_offset
     planes = [r.pixels() for r in ordered]
     if is_monochrome1(ds):
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)

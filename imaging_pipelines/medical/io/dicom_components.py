@@ -22,7 +22,9 @@ GE_PULSE_SEQUENCE = 0x0019109C
 GE_INTERNAL_PULSE_SEQUENCE = 0x0019109E
 GE_LOCATIONS_IN_ACQUISITION = 0x0021104F
 GE_IMAGE_TYPE = 0x0043102F
-COMPONENT_TAGS = [GE_PULSE_SEQUENCE, GE_INTERNAL_PULSE_SEQUENCE, GE_LOCATIONS_IN_ACQUISITION, GE_IMAGE_TYPE]
+GE_USER_DATA_12 = 0x001910B3
+COMPONENT_TAGS = [GE_PULSE_SEQUENCE, GE_INTERNAL_PULSE_SEQUENCE, GE_LOCATIONS_IN_ACQUISITION, GE_IMAGE_TYPE,
+                  GE_USER_DATA_12]
 
 SUFFIX = {"": "", "magnitude": "", "phase": "_ph", "real": "_real", "imaginary": "_imaginary", "fieldmap_hz": "_fieldmaphz"}
 
@@ -41,8 +43,8 @@ def _private(ds: Any, tag: int) -> Any:
 
 def _int(value: Any) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        return int(float(value)) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -81,3 +83,22 @@ def classic_component(ds: Any, image_type: Sequence[str]) -> str:
         if ge_type in (0, 1, 2, 3):
             return ("magnitude", "phase", "real", "imaginary")[ge_type]
     return from_image_type(image_type)
+
+
+def ge_pepolar(ds: Any) -> tuple[bool, bool]:
+    """(image stored with reversed phase encoding, belongs to the reversed series) for GE ``epi_pepolar``.
+
+    dcm2niix: user data 12 (0019,10B3) 1 = every volume reversed; 2 = odd TemporalPositionIdentifier reversed;
+    3 = even (non-zero) ones reversed. Reversed images are stored upside down (rows flipped, geometry unchanged);
+    in modes 2 and 3 they become a separate series (series number + 1000)."""
+    if not str(ds.get("Manufacturer", "") or "").upper().startswith("GE"):
+        return False, False
+    if "epi_pepolar" not in str(_private(ds, GE_PULSE_SEQUENCE) or ""):
+        return False, False
+    mode = _int(_private(ds, GE_USER_DATA_12))
+    volume = _int(ds.get("TemporalPositionIdentifier"))
+    if mode == 1:
+        return True, False
+    if volume is not None and volume > 0 and ((mode == 2 and volume % 2 == 1) or (mode == 3 and volume % 2 == 0)):
+        return True, True
+    return False, False

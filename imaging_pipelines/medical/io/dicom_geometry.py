@@ -44,7 +44,20 @@ def _cluster_positions(records: list[SliceRecord], normal: np.ndarray) -> list[l
             groups[-1].append(n)
         else:
             groups.append([n])
-    return [sorted((records[n] for n in g), key=lambda r: r.time_key) for g in groups]
+    clustered = [[records[n] for n in g] for g in groups]
+    by_volume = _acquisitions_are_volumes(clustered)
+    return [sorted(g, key=lambda r: ((r.acquisition or 0) if by_volume else 0, r.time_key)) for g in clustered]
+
+
+def _acquisitions_are_volumes(groups: list[list[SliceRecord]]) -> bool:
+    """True when AcquisitionNumber labels whole volumes (every position once per acquisition number, in every
+    acquisition), so it can order the time points; False when it varies within volumes (some Philips DWI)."""
+    if len(groups) < 1 or not all(len(g) > 1 for g in groups):
+        return False
+    per_position = [sorted(r.acquisition for r in g if r.acquisition is not None) for g in groups]
+    if any(len(p) != len(g) or len(set(p)) != len(p) for p, g in zip(per_position, groups)):
+        return False
+    return all(p == per_position[0] for p in per_position)
 
 
 def split_by_acquisition(records: list[SliceRecord]) -> list[list[SliceRecord]] | None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydicom.uid import UID
 
-from .dicom_components import classic_component, from_image_type
+from .dicom_components import classic_component, from_image_type, ge_pepolar
 from .dicom_diffusion import classic_gradient, frame_gradient
 from .dicom_files import (DETAIL_TAGS, READ_TAGS, NotDicom, SizeCappedFile, convert_elements,  # noqa: F401
                           is_dicom_file, read_details, read_file, read_identity)
@@ -211,6 +211,10 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     diffusion weighting when the file has one."""
     records = _records_for(path, ds)
     if records and not has_functional_groups(ds):
+        flip_rows, reversed_series = ge_pepolar(ds)
+        for r in records:
+            r.flip_rows, r.series_offset = flip_rows, 1000 if reversed_series else 0
+    if records and not has_functional_groups(ds):
         first = records[0]
         gradient = classic_gradient(ds, first.row_cos, first.col_cos, first.normal)
         for r in records:
@@ -245,14 +249,19 @@ def _records_for(path: str, ds) -> list[SliceRecord]:
     nominal = _positive(ds.get("SpacingBetweenSlices")) or _positive(ds.get("SliceThickness"))
     instance = _int(ds.get("InstanceNumber")) or 0
     acq = _int(ds.get("AcquisitionNumber"))
-    time_key = (acq or 0, _int(ds.get("TemporalPositionIdentifier")) or 0,
+    # images at one position are ordered by TemporalPositionIdentifier, AcquisitionTime, InstanceNumber: not by
+    # AcquisitionNumber, which some Philips DWI series vary within a volume (dcm2niix orders by InstanceNumber)
+    time_key = (0, _int(ds.get("TemporalPositionIdentifier")) or 0,
                 dicom_time_seconds(ds.get("AcquisitionTime")), instance, path)
     image_type = _image_type(ds.get("ImageType"))
     echo = _int(ds.get("EchoNumbers"))
     component = classic_component(ds, image_type)
-    extra_key = (echo, image_type, component)
+    reversed_series = ge_pepolar(ds)[1]
+    extra_key = (echo, image_type, component, reversed_series)
     extra_labels = {"echo": f"echo {echo}" if echo is not None else "echo ?",
                     "image type": "\\".join(image_type), "component": component}
+    if reversed_series:
+        extra_labels["phase encoding"] = "reversed phase encoding"
 
     scale = philips_scale_in(ds)
     if uih is not None:
@@ -309,7 +318,12 @@ def _enhanced_records(source: PixelSource, ds) -> list[SliceRecord]:
         stack_id = str(v["stack_id"]) if v["stack_id"] not in (None, "") else None
         image_type = _image_type(v["image_type"])
         acq = _int(v["acquisition_number"])
-        time_key = (_int(v["temporal_index"]) or 0, acq or 0,
+        # frames at one position: ordered by their DimensionIndexValues, last dimension slowest (as dcm2niix),
+        # then TemporalPositionIndex, acquisition time and frame number
+        raw_dims = v["dimension_index"]
+        raw_dims = [raw_dims] if isinstance(raw_dims, (int, float, str)) else list(raw_dims or [])
+        dims = tuple(_int(x) or 0 for x in reversed(raw_dims))
+        time_key = (dims, _int(v["temporal_index"]) or 0,
                     dicom_time_seconds(v["acquisition_datetime"]), f, source.path)
         component = from_image_type(image_type, v["complex_component"])
         labels = {"echo": f"TE {echo:g} ms" if echo is not None else "TE ?", "stack": f"stack {stack_id}",

@@ -65,6 +65,7 @@ def frame_values(ds, frame: int, lookup: FrameLookup) -> dict[str, Any]:
         "intercept": g(frame, "PixelValueTransformationSequence", "RescaleIntercept", 0.0),
         "stack_id": g(frame, "FrameContentSequence", "StackID"),
         "temporal_index": g(frame, "FrameContentSequence", "TemporalPositionIndex"),
+        "dimension_index": g(frame, "FrameContentSequence", "DimensionIndexValues"),
         "acquisition_datetime": g(frame, "FrameContentSequence", "FrameAcquisitionDateTime"),
         "acquisition_number": g(frame, "FrameContentSequence", "FrameAcquisitionNumber"),
         "echo_time": g(frame, "MREchoSequence", "EffectiveEchoTime"),

@@ -64,7 +64,9 @@ class SliceRecord:
     private_scale: float | None = None
     synthetic_geometry: bool = False  # no ImagePositionPatient/ImageOrientationPatient: see dicom_planar
     tile_cols: int = 0
-    gradient: tuple | None = None  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
+    gradient: tuple | None = None
+    flip_rows: bool = False  # stored upside down (GE epi_pepolar reversed volumes): rows reversed on reading
+    series_offset: int = 0  # added to SeriesNumber (dcm2niix: +1000 for GE reversed-polarity volumes)  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
 
     @property
     def path(self) -> str:
@@ -78,6 +80,8 @@ class SliceRecord:
     def pixels(self) -> np.ndarray:
         """The stored (unscaled) 2D pixel array (rows, cols)."""
         frame = self.source.frames()[self.frame]
+        if self.flip_rows:
+            frame = frame[::-1]
         if self.tile is None:
             return frame
         per_side = self.tile_cols or int(np.ceil(np.sqrt(self.n_tiles)))
