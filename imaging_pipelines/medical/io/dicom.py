@@ -23,7 +23,7 @@ from . import dicom_header
 from .dicom_geometry import layout_stack, split_by_acquisition
 from .dicom_header import FileHeader, NotDicom, SkipFile, records_for, series_attributes
 from .dicom_components import SUFFIX as COMPONENT_SUFFIX
-from .dicom_diffusion import fsl_gradients
+from .dicom_diffusion import drop_derived_trace, fsl_gradients
 from .dicom_sidecar import bids_sidecar, slice_times, vendor_fields
 from .dicom_intensity import StackIntensity, refill, rgb_stack, stack_intensity
 from .dicom_multiframe import has_functional_groups
@@ -274,6 +274,10 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
         warnings.append(f"{reason}series split into {n_stacks} stacks; this one is '{label}'")
     layout = layout_stack(records)
     warnings.extend(layout.warnings)
+    layout.grid, dropped = drop_derived_trace(layout.grid)
+    if dropped:
+        warnings.append(f"{dropped} derived isotropic (trace/ADC) volume(s) left out: b > 0 without a gradient "
+                        f"direction (Philips), as dcm2niix does")
     ordered = [r for row in layout.grid for r in row]
     nt, nz = len(layout.grid), len(layout.grid[0])
     first = ordered[0]

@@ -9,7 +9,8 @@ Gradient sources (each turned into a unit vector in patient LPS coordinates):
 * GE (0043,1039)[0] b-value, (0019,10BB/10BC/10BD) direction in image axes: with column phase encoding
   ``v1 * row + v2 * col - v3 * normal`` (row phase encoding: ``v2 * row - v1 * col - v3 * normal``), dcm2niix's
   ``geCorrectBvecs`` expressed in patient space (validated on axial data);
-* UIH (0065,1009) b-value, (0065,1037) direction in image axes (row, col, normal).
+* UIH (0065,1009) b-value, (0065,1037) direction in image axes (row, col, normal);
+* Philips (2001,1003) b-value, (2005,10B0/10B1/10B2) direction along RL, AP, FH (= LPS axes).
 
 ``.bvec`` components are along the written volume's voxel axes i, j, k (row, column, slice directions), with the
 first one negated when the voxel-to-world matrix has a positive determinant (FSL convention, as dcm2niix).
@@ -21,15 +22,21 @@ from typing import Any
 
 import numpy as np
 
+PHILIPS_B = 0x20011003
+PHILIPS_DIRECTION = (0x200510B0, 0x200510B1, 0x200510B2)  # RL, AP, FH: LPS axes
 DIFFUSION_TAGS = ["DiffusionBValue", "DiffusionGradientOrientation", 0x00431039, 0x001910BB, 0x001910BC, 0x001910BD,
-                  0x00651009, 0x00651037, "InPlanePhaseEncodingDirection"]
+                  0x00651009, 0x00651037, "InPlanePhaseEncodingDirection", PHILIPS_B, *PHILIPS_DIRECTION]
 
 
 def _numbers(value: Any) -> list[float] | None:
     if value is None:
         return None
     value = getattr(value, "value", value)
-    if isinstance(value, bytes):
+    if isinstance(value, bytes):  # FL/FD private element read without its VR
+        if len(value) in (4, 8):
+            import struct
+
+            return [struct.unpack("<f" if len(value) == 4 else "<d", value)[0]]
         return None
     if isinstance(value, (str, int, float)):
         value = [value]
@@ -90,6 +97,13 @@ def _vendor_gradient(ds: Any, manufacturer: str, row: np.ndarray, col: np.ndarra
         else:
             world = v1 * row + v2 * col - v3 * normal
         return b0, _unit(world)
+    if "PHILIPS" in manufacturer:
+        bv = _numbers(ds.get(PHILIPS_B))
+        g = [_numbers(ds.get(t)) for t in PHILIPS_DIRECTION]
+        if bv is None:
+            return None
+        world = np.array([v[0] for v in g]) if all(v is not None for v in g) else np.zeros(3)
+        return bv[0], _unit(world)
     if "UIH" in manufacturer:
         bv, g = _numbers(ds.get(0x00651009)), _numbers(ds.get(0x00651037))
         if bv is None:
@@ -139,3 +153,19 @@ def bval_bvec_text(bvals: list[float], bvecs: np.ndarray) -> tuple[str, str]:
     bval = " ".join(f"{b:g}" for b in bvals) + "\n"
     bvec = "".join(" ".join(f"{x:g}" for x in row) + "\n" for row in bvecs)
     return bval, bvec
+
+
+def drop_derived_trace(grid: list[list[Any]]) -> tuple[list[list[Any]], int]:
+    """The time points of a Philips diffusion stack without its derived isotropic (trace/ADC) volumes, which
+    have b > 0 and no gradient direction (dcm2niix ``removeADC``), and how many were left out. Nothing is left out
+    when fewer than two diffusion volumes would remain."""
+    if len(grid) < 2:
+        return grid, 0
+    manufacturer = str(grid[0][0].source.dataset.get("Manufacturer", "") or "").upper()
+    gradients = [row[0].gradient for row in grid]
+    if "PHILIPS" not in manufacturer or any(g is None for g in gradients):
+        return grid, 0
+    trace = [n for n, (b, g) in enumerate(gradients) if b > 0 and g is None]
+    if not trace or len(grid) - len(trace) < 2:
+        return grid, 0
+    return [row for n, row in enumerate(grid) if n not in trace], len(trace)
