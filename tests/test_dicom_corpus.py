@@ -9,6 +9,7 @@ Data: $IMAGING_SHARED_DATA or <repo>/../shared/data.
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 from pathlib import Path
 
@@ -104,3 +105,21 @@ def test_ome_zarr_image_attributes_hold_the_sidecar(tmp_path):
     (vol,) = read_volume_store(as_upath(tmp_path / "p.zarr")).values()
     assert vol.attributes["bids"] == sidecar
     assert vol.attributes["diffusion"]["bvals"][1] == pytest.approx(928.2885599370205)
+
+
+_REF_STEMS = {r["ref_nifti"][:-7] for r in ROWS}
+# dcm2niix's names, except "_e1" that only disambiguates two series of one folder ("_e1" / "_e1a", dcm_qa_xa30i)
+SUFFIXED = [r for r in ROWS if re.search(r"_(e\d+|ph|real|imaginary|fieldmaphz)$", Path(r["ref_nifti"]).name[:-7])
+            and r["ref_nifti"][:-7] + "a" not in _REF_STEMS]
+
+
+@pytest.mark.parametrize("row", SUFFIXED or [None], ids=lambda r: Path(r["ref_nifti"]).name.split(".")[0] if r else "missing")
+def test_split_volumes_named_like_dcm2niix(row, out_root):
+    """Echoes and image components get dcm2niix's file name suffixes (_e2, _ph, _real, _fieldmaphz, ...)."""
+    if row is None:
+        pytest.skip(f"reference corpus not found: {CORPUS}")
+    out = out_root / hashlib.sha1(row["input_dir"].encode()).hexdigest()[:10]
+    name, why = match_reference(CORPUS / row["input_dir"], CORPUS / row["ref_nifti"], out)
+    assert name is not None, why
+    suffix = re.search(r"((_e\d+)?(_ph|_real|_imaginary|_fieldmaphz)?)$", Path(row["ref_nifti"]).name[:-7]).group(1)
+    assert name[:-7].endswith(suffix), f"{name} does not end with {suffix}"

@@ -206,17 +206,19 @@ def _stack_labels(stacks: list[tuple[list[SliceRecord], dict[str, str]]]) -> lis
 
 
 def _name_suffixes(stacks: list[tuple[list[SliceRecord], dict[str, str]]]) -> list[str]:
-    """dcm2niix-style file name suffix of each stack: ``_e<n>`` (multi-echo, or echo > 1) + component suffix."""
-    echoes = [s[1].get("echo", "") for s in stacks]
-    distinct = sorted(set(echoes), key=_echo_sort_key)
+    """dcm2niix-style file name suffix of each stack: ``_e<n>`` (several echoes of one image component, or echo
+    number > 1) + component suffix (``_ph``, ``_real``, ...)."""
     out = []
-    for (_, labels), echo in zip(stacks, echoes):
-        n = distinct.index(echo) + 1
+    for _, labels in stacks:
+        echo, component = labels.get("echo", ""), labels.get("component", "")
+        same_kind = sorted({s[1].get("echo", "") for s in stacks if s[1].get("component", "") == component},
+                           key=_echo_sort_key)
+        n = same_kind.index(echo) + 1
         if echo.startswith("echo ") and echo[5:].isdigit():
             n = int(echo[5:])
-        multi = len(distinct) > 1
-        part = f"_e{n}" if echo and echo not in ("echo ?", "TE ?") and (multi or n > 1) else ""
-        out.append(part + COMPONENT_SUFFIX.get(labels.get("component", ""), ""))
+        known = echo and echo not in ("echo ?", "TE ?")
+        part = f"_e{n}" if known and (len(same_kind) > 1 or n > 1) else ""
+        out.append(part + COMPONENT_SUFFIX.get(component, ""))
     return out
 
 

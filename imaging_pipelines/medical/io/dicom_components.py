@@ -53,10 +53,10 @@ def from_image_type(image_type: Sequence[str], complex_component: str | None = N
     ComplexImageComponent; '' when none is named."""
     values = {part.strip().upper() for v in image_type for part in str(v).split("_")}
     cc = (complex_component or "").strip().upper()
+    if "MAP" in values and values & {"B0", "FIELD"}:  # B0 / FIELD_MAP: a REAL image holding the field map in Hz
+        return "fieldmap_hz"
     if cc in ("PHASE", "REAL", "IMAGINARY"):
         return cc.lower()
-    if "B0" in values and "MAP" in values:
-        return "fieldmap_hz"
     if values & {"P", "PHASE"} or "PHASE MAP" in values:
         return "phase"
     if values & {"R", "REAL"}:
