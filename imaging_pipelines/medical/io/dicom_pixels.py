@@ -150,7 +150,7 @@ def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Excep
     native = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) in NATIVE_LITTLE_ENDIAN]
     for i in native:
         one(i)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or (os.cpu_count() or 1)  # all cores: the decoders release the GIL
     if len(compressed) > 1 and workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, compressed))
