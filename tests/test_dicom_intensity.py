@@ -25,7 +25,8 @@ def _planes(n=3, seed=0):
 
 def test_uniform_scaling_keeps_stored_values_and_scale_factors():
     planes = _planes()
-    si = stack_intensity(planes, [0.5] * 3, [-10.0] * 3, [None] * 3, (3, 4, 5), "SIEMENS", enhanced=False)
+    si = stack_intensity(iter(planes), planes[0].dtype, [0.5] * 3, [-10.0] * 3, [None] * 3, (3, 4, 5), "SIEMENS",
+                         enhanced=False)
     assert si.stored.dtype == np.uint16 and np.array_equal(si.stored[1], planes[1])
     assert (si.scl_slope, si.scl_inter) == (0.5, -10.0)
     assert np.allclose(si.physical, np.stack(planes) * 0.5 - 10.0)
@@ -34,7 +35,8 @@ def test_uniform_scaling_keeps_stored_values_and_scale_factors():
 
 def test_philips_private_scale_slope_is_used_and_recorded():
     planes = _planes()
-    si = stack_intensity(planes, [2.0] * 3, [0.0] * 3, [4.0] * 3, (3, 4, 5), "Philips Medical Systems", False)
+    si = stack_intensity(iter(planes), planes[0].dtype, [2.0] * 3, [0.0] * 3, [4.0] * 3, (3, 4, 5),
+                         "Philips Medical Systems", False)
     assert si.scl_slope == pytest.approx(0.25)
     assert np.allclose(si.physical, np.stack(planes) / 4.0)
     assert "2005,100E" in si.metadata()["method"]
@@ -42,15 +44,18 @@ def test_philips_private_scale_slope_is_used_and_recorded():
 
 def test_varying_scaling_gives_float_per_image():
     planes = _planes()
-    si = stack_intensity(planes, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0], [None] * 3, (3, 4, 5), "GE", False)
+    si = stack_intensity(iter(planes), planes[0].dtype, [1.0, 2.0, 3.0], [0.0, 0.0, 1.0], [None] * 3, (3, 4, 5),
+                         "GE", False)
     assert si.stored.dtype == np.float32 and (si.scl_slope, si.scl_inter) == (1.0, 0.0)
     assert np.allclose(si.physical[2], planes[2] * 3.0 + 1.0)
 
 
 def test_integral_scaling_stays_integer():
     planes = [np.full((2, 2), 1000, dtype=np.int16)] * 2
-    si = stack_intensity(planes, [1.0, 1.0], [-1024.0, -1024.0], [None, None], (2, 2, 2), "GE", False)
+    si = stack_intensity(iter(planes), planes[0].dtype, [1.0, 1.0], [-1024.0, -1024.0], [None, None], (2, 2, 2),
+                         "GE", False)
     assert si.physical.dtype == np.int16 and int(si.physical[0, 0, 0]) == -24
+    assert si.stored is si.physical and (si.scl_slope, si.scl_inter) == (1.0, 0.0)  # one array kept
 
 
 @pytest.mark.parametrize("image_type,expected", [

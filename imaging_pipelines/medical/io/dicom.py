@@ -9,7 +9,7 @@ form a time series. Every header is parsed once; pixels are decoded once per fil
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
 
@@ -288,19 +288,22 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     attrs = series_attributes(ds)
     if first.series_offset and attrs.get("series_number") is not None:
         attrs["series_number"] += first.series_offset
-    planes = [r.pixels() for r in ordered]
+    first_plane = ordered[0].pixels()
+    planes = _planes_releasing(ordered)
     if is_monochrome1(ds):
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
         signed = int(ds.get("PixelRepresentation") or 0) == 1
-        planes = [invert_monochrome1(p, bits, signed) for p in planes]
+        planes = (invert_monochrome1(p, bits, signed) for p in planes)
+        first_plane = invert_monochrome1(first_plane, bits, signed)
         warnings.append("MONOCHROME1 image: stored values inverted to MONOCHROME2 (low values dark)")
-    if planes[0].ndim == 3:  # 8-bit RGB: colour along the first (time) axis of the volume, R, G, B
-        intensity = rgb_stack(planes, shape)
+    if first_plane.ndim == 3:  # 8-bit RGB: colour along the first (time) axis of the volume, R, G, B
+        intensity = rgb_stack(list(planes), shape)
         warnings.append("colour (RGB) image: the volume holds R, G and B as 3 time points")
     else:
-        intensity = stack_intensity(planes, [r.slope for r in ordered], [r.intercept for r in ordered],
-                                    [r.private_scale for r in ordered], shape, attrs.get("manufacturer") or "",
-                                    has_functional_groups(ds))
+        intensity = stack_intensity(planes, first_plane.dtype, [r.slope for r in ordered],
+                                    [r.intercept for r in ordered], [r.private_scale for r in ordered], shape,
+                                    attrs.get("manufacturer") or "", has_functional_groups(ds))
+    del first_plane
     if layout.gaps is not None and intensity.method != "RGB":
         intensity = refill(intensity, layout.gaps)
         attrs["interpolated_slices"] = list(layout.gaps.filled)
@@ -344,6 +347,16 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
         files=files,
         intensity=intensity,
     )
+
+
+def _planes_releasing(ordered: list[SliceRecord]) -> Iterator[np.ndarray]:
+    """The stored 2D planes in output order; a file's decoded frames are dropped once its last plane is out, so
+    the decoded files and the stacked volume are not all held at once."""
+    last = {id(r.source): n for n, r in enumerate(ordered)}
+    for n, r in enumerate(ordered):
+        yield r.pixels()
+        if last[id(r.source)] == n:
+            r.source.release()
 
 
 def _time_step_from_keys(grid: list[list[SliceRecord]]) -> float | None:

@@ -21,7 +21,7 @@ The choice is recorded in the volume attributes as ``intensity_scaling``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,17 +87,19 @@ def _physical(stored: np.ndarray, slope: float, inter: float) -> np.ndarray:
     return (stored.astype(np.float64) * slope + inter).astype(np.float32)
 
 
-def stack_intensity(planes: Sequence[np.ndarray], slopes: Sequence[float], intercepts: Sequence[float],
-                    philips_scale: Sequence[float | None], shape: tuple[int, ...], manufacturer: str,
-                    enhanced: bool) -> StackIntensity:
-    """Scale the 2D ``planes`` (in output order) of one stack into ``shape`` (see module docstring)."""
+def stack_intensity(planes: Iterable[np.ndarray], dtype: np.dtype, slopes: Sequence[float],
+                    intercepts: Sequence[float], philips_scale: Sequence[float | None], shape: tuple[int, ...],
+                    manufacturer: str, enhanced: bool) -> StackIntensity:
+    """Scale the 2D ``planes`` (in output order, stored type ``dtype``) of one stack into ``shape`` (see module
+    docstring). Integral scaling (e.g. CT to HU) is applied to the stored values themselves (NIfTI scale factors
+    1 and 0), so that only one array of the volume's size is kept."""
     philips = "PHILIPS" in manufacturer.upper()
     ss0 = philips_scale[0] if philips and philips_scale else None
     varies = _varies(slopes, intercepts)
     if enhanced and philips and len({s for s in philips_scale}) > 1:
         varies = True  # dcm2niix isScaleVariesEnh: any change of RS, RI or SS between frames
     if not varies:
-        stored = np.empty(shape, dtype=planes[0].dtype)
+        stored = np.empty(shape, dtype=dtype)
         flat = stored.reshape(-1, *shape[-2:])
         for n, p in enumerate(planes):
             flat[n] = p
@@ -106,7 +108,12 @@ def stack_intensity(planes: Sequence[np.ndarray], slopes: Sequence[float], inter
         if ss0:
             slope, inter = philips_precise(slopes[0], intercepts[0], ss0)
             method = "Philips precise floating point (private scale slope 2005,100E)"
-        return StackIntensity(stored, slope, inter, _physical(stored, slope, inter), method)
+        physical = _physical(stored, slope, inter)
+        if physical is not stored and physical.dtype.kind in "iu":  # integral: keep only one array
+            del stored
+            applied = method + " (integral, applied)" if (slope, inter) != (1.0, 0.0) else method
+            return StackIntensity(physical, 1.0, 0.0, physical, applied)
+        return StackIntensity(stored, slope, inter, physical, method)
     stored = np.empty(shape, dtype=np.float32)
     flat = stored.reshape(-1, *shape[-2:])
     for n, (p, s, b) in enumerate(zip(planes, slopes, intercepts)):

@@ -61,12 +61,12 @@ class SliceRecord:
     split_labels: dict[str, str] = field(default_factory=dict)  # human label of each split_key component
     nominal_spacing: float | None = None  # SpacingBetweenSlices or SliceThickness (mm), for 1-slice stacks
     multiframe: bool = False
-    private_scale: float | None = None
+    private_scale: float | None = None  # Philips private scale slope SS (2005,100E), see dicom_intensity
     synthetic_geometry: bool = False  # no ImagePositionPatient/ImageOrientationPatient: see dicom_planar
-    tile_cols: int = 0
-    gradient: tuple | None = None
+    tile_cols: int = 0  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)
+    gradient: tuple | None = None  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion
     flip_rows: bool = False  # stored upside down (GE epi_pepolar reversed volumes): rows reversed on reading
-    series_offset: int = 0  # added to SeriesNumber (dcm2niix: +1000 for GE reversed-polarity volumes)  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion  # tiles per row of a grid image (0: ceil(sqrt(n_tiles)), the Siemens mosaic layout)  # Philips private scale slope SS (2005,100E), see dicom_intensity
+    series_offset: int = 0  # added to SeriesNumber (dcm2niix: +1000 for GE reversed-polarity volumes)
 
     @property
     def path(self) -> str:
