@@ -10,9 +10,10 @@ Confidentiality Profile, with its options, as data (``basic_profile.csv``: Table
 No dagster import here.
 """
 
-from imaging_pipelines.medical.deid.apply import deidentify, hashed_uid
+from imaging_pipelines.medical.deid.apply import deidentify, hashed_uid, reference_uids
 from imaging_pipelines.medical.deid.check import profile_violations
 from imaging_pipelines.medical.deid.descriptors import clean_descriptor
 from imaging_pipelines.medical.deid.table import DeidOptions, profile_table
 
-__all__ = ["DeidOptions", "clean_descriptor", "deidentify", "hashed_uid", "profile_table", "profile_violations"]
+__all__ = ["DeidOptions", "clean_descriptor", "deidentify", "hashed_uid", "profile_table", "profile_violations",
+           "reference_uids"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydicom.dataelem import DataElement
@@ -67,6 +68,15 @@ def hashed_uid(uid: str) -> str:
     """``2.25.<decimal of the first 128 bits of HMAC-SHA256(key, uid)>``: at most 44 characters, a valid UID."""
     digest = hmac.new(pseudonym_key(), b"uid\x00" + str(uid).strip().encode(), hashlib.sha256).digest()
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+REFERENCE_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+
+
+def reference_uids(datasets: Iterable[Dataset]) -> frozenset[str]:
+    """The study, series, instance and frame-of-reference UIDs of ``datasets``: what a derived object (SEG, SR)
+    must keep to reference them (``DeidOptions.keep_uids``)."""
+    return frozenset(str(ds.get(k)) for ds in datasets for k in REFERENCE_UID_KEYWORDS if ds.get(k))
 
 
 def date_shift_days(pseudonym: str, options: DeidOptions) -> int:

@@ -73,6 +73,5 @@ def resolve(action: str, sop_class_uid: str, path: tuple[str, ...], keyword: str
 
 
 def single_action(action: str, options: DeidOptions, sop_class_uid: str, path: tuple[str, ...], keyword: str) -> str:
-    """:func:`resolve` with the references kept whenever the options keep any UID."""
-    return resolve(action, sop_class_uid, path, keyword,
-                   keep_references=bool(options.keep_uids) or options.retain_uids)
+    """:func:`resolve` under ``options`` (``keep_source_references``)."""
+    return resolve(action, sop_class_uid, path, keyword, keep_references=options.keep_source_references)

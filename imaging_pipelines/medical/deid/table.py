@@ -40,7 +40,9 @@ class DeidOptions:
       content and graphics are processed item by item instead of being removed.
     * ``retain_uids``: keep every UID. Whatever this option says, the UIDs in ``keep_uids`` are kept: the
       project keeps the source's study, series, instance and frame-of-reference UIDs that a SEG/SR must
-      reference, and the UIDs it made for the new object itself.
+      reference, and the UIDs it made for the new object itself (a partial Retain UIDs, recorded as such).
+    * ``keep_source_references`` (project default): the ``X/Z/U*`` reference sequences (Referenced Image,
+      Source Image) stay, their items processed (UIDs by ``U``), so a SEG keeps its per-frame references.
     * ``retain_device_identity`` / ``retain_institution_identity`` / ``retain_patient_characteristics``.
     """
 
@@ -53,6 +55,7 @@ class DeidOptions:
     clean_graphics: bool = False
     retain_uids: bool = False
     keep_uids: frozenset[str] = field(default_factory=frozenset)
+    keep_source_references: bool = True
     retain_device_identity: bool = False
     retain_institution_identity: bool = False
     retain_patient_characteristics: bool = False
