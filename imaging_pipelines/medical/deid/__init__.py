@@ -11,9 +11,9 @@ No dagster import here.
 """
 
 from imaging_pipelines.medical.deid.apply import deidentify, hashed_uid, reference_uids
-from imaging_pipelines.medical.deid.check import profile_violations
+from imaging_pipelines.medical.deid.check import ProfileViolationError, profile_violations
 from imaging_pipelines.medical.deid.descriptors import clean_descriptor
 from imaging_pipelines.medical.deid.table import DeidOptions, profile_table
 
-__all__ = ["DeidOptions", "clean_descriptor", "deidentify", "hashed_uid", "profile_table", "profile_violations",
+__all__ = ["DeidOptions", "ProfileViolationError", "clean_descriptor", "deidentify", "hashed_uid", "profile_table", "profile_violations",
            "reference_uids"]

@@ -80,6 +80,10 @@ def _walk(ds: Dataset, path: tuple[str, ...], options: DeidOptions, sop_class: s
                 _walk(item, path + (elem.keyword,), options, sop_class, found)
 
 
+class ProfileViolationError(RuntimeError):
+    """A DICOM object the project wrote holds attributes the PS3.15 profile table does not allow."""
+
+
 def profile_violations(ds: Dataset, options: DeidOptions | None = None, *, pseudonym: str | None = None) -> list[str]:
     """Every attribute of ``ds`` the profile table does not allow under ``options`` (module docstring)."""
     options = options or DeidOptions()

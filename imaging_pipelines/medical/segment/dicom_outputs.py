@@ -6,7 +6,7 @@
 (temporary files in ``folder``, renamed into place only after both pass), both de-identified by DICOM
 PS3.15 Annex E with the patient pseudonym, and reads each back to check it with
 :func:`imaging_pipelines.medical.deid.profile_violations`: an object with any attribute the profile does not
-allow is not published and a ``ValueError`` raised.
+allow is not published and a :class:`~imaging_pipelines.medical.deid.ProfileViolationError` raised.
 ``name`` must already be free of patient data (an image name made from SeriesNumber/modality, never a
 DICOM descriptor). Geometry: ``mask`` and ``image`` on the source series grid (LPS mm, ``[z, y, x]``).
 """
@@ -21,7 +21,7 @@ import pydicom
 
 from imaging_pipelines.core.storage import atomic_local_file
 from imaging_pipelines.core.volume import Volume
-from imaging_pipelines.medical.deid import profile_violations
+from imaging_pipelines.medical.deid import ProfileViolationError, profile_violations
 from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
 from imaging_pipelines.medical.segment.dicom_sr import write_measurement_report
 
@@ -31,7 +31,7 @@ __all__ = ["write_dicom_outputs"]
 def _check(path: Path, final_name: str, pseudonym: str) -> None:
     problems = profile_violations(pydicom.dcmread(str(path), stop_before_pixels=True), pseudonym=pseudonym)
     if problems:
-        raise ValueError(f"{final_name}: {len(problems)} attribute(s) not allowed by the PS3.15 profile, not "
+        raise ProfileViolationError(f"{final_name}: {len(problems)} attribute(s) not allowed by the PS3.15 profile, not "
                          f"written: {'; '.join(problems[:5])}")
 
 
