@@ -41,7 +41,7 @@ from imaging_pipelines.core.storage import atomic_local_file
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import DeidOptions, deidentify, reference_uids
 
-__all__ = ["SEG_TYPES", "default_segment_codes", "read_dicom_seg_labels", "write_dicom_seg"]
+__all__ = ["SEG_TYPES", "complete_type2", "default_segment_codes", "read_dicom_seg_labels", "write_dicom_seg"]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
@@ -50,6 +50,20 @@ LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 _SITE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
                   "DeviceSerialNumber", "OperatorsName")
 SEG_TYPES = ("BINARY", "LABELMAP")
+
+
+# Type 2 patient/study attributes highdicom copies from a source image and requires to exist (may be empty)
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate",
+                       "StudyTime", "AccessionNumber", "ReferringPhysicianName")
+
+
+def complete_type2(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds`` with every missing :data:`TYPE2_PATIENT_STUDY` attribute added empty (in memory; files that leave
+    out Type 2 attributes exist, and highdicom refuses them)."""
+    for keyword in TYPE2_PATIENT_STUDY:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
 
 
 # (segmented property category, segmented property type) by normalised segment name; anything else: Tissue.
@@ -173,7 +187,7 @@ def write_dicom_seg(
     if not source_files:
         raise ValueError("no source files given")
 
-    datasets = [pydicom.dcmread(str(path)) for path in source_files]
+    datasets = [complete_type2(pydicom.dcmread(str(path))) for path in source_files]
     series_uids = {ds.SeriesInstanceUID for ds in datasets}
     if len(series_uids) != 1:
         raise ValueError(f"source files belong to {len(series_uids)} series; pass the files of one series")

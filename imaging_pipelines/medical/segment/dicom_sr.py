@@ -33,6 +33,7 @@ from pydicom.uid import generate_uid
 from imaging_pipelines.core.storage import atomic_local_file
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import DeidOptions, deidentify, reference_uids
+from imaging_pipelines.medical.segment.dicom_seg import complete_type2
 
 __all__ = ["segment_statistics", "write_measurement_report"]
 
@@ -109,7 +110,7 @@ def write_measurement_report(
         raise ValueError(f"{Path(seg_file).name}: not a DICOM SEG (no SegmentSequence)")
     if not source_files:
         raise ValueError("no source files given")
-    sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    sources = [complete_type2(pydicom.dcmread(str(f), stop_before_pixels=True)) for f in source_files]
     series = {str(s.SeriesInstanceUID) for s in sources}
     if len(series) != 1:
         raise ValueError(f"source files belong to {len(series)} series; pass the files of one series")
