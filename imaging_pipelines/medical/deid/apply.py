@@ -8,7 +8,8 @@ by the IOD of the dataset's SOP class, :mod:`.iod`):
   (:data:`DUMMY_BY_VR`; a sequence: its items are processed); ``K`` keep; ``U`` / ``U*`` replace UIDs;
 * ``C`` clean: text is reduced to its safe imaging terms (:func:`.descriptors.clean_descriptor`; nothing
   safe left: the Basic action applies), dates under Retain Longitudinal with Modified Dates are shifted by a
-  whole number of days (times are kept), a sequence's items are processed.
+  whole number of days (times are kept), a sequence is kept only if all text in its items is already clean
+  (:func:`sequence_is_clean`), otherwise its Basic action applies.
 * **UIDs**: a UID not in ``options.keep_uids`` becomes ``2.25.<128-bit keyed hash of it>`` (HMAC-SHA256 under
   the pseudonym key of :mod:`imaging_pipelines.core.privacy`): the same source UID always gives the same new
   UID, so references between de-identified objects stay consistent and nobody without the key can map back.
@@ -158,13 +159,28 @@ def _clean(ds: Dataset, elem: DataElement, basic: str, walk: _Walk, path: tuple[
     _apply(ds, elem, basic, basic, walk, path)
 
 
+def sequence_is_clean(elem: DataElement) -> bool:
+    """Whether every text value anywhere in the sequence's items is already a clean descriptor: Clean
+    Descriptors / Structured Content / Graphics keep a sequence only then (codes and their meanings included,
+    so in practice most coded sequences take the Basic action instead)."""
+    for item in elem.value:
+        for inner in item.iterall():
+            if inner.VR in TEXT_VRS | {"SH"} and inner.value not in (None, ""):
+                values = inner.value if isinstance(inner.value, MultiValue | list) else [inner.value]
+                if any(clean_descriptor(str(v)) != str(v) for v in values):
+                    return False
+    return True
+
+
 def _apply(ds: Dataset, elem: DataElement, action: str, basic: str, walk: _Walk, path: tuple[str, ...]) -> None:
     """One resolved action on ``elem``; ``basic``: the resolved Basic Profile action (C falls back to it)."""
     if action == "X":
         del ds[elem.tag]
     elif action == "Z":
         elem.value = DicomSequence([]) if elem.VR == "SQ" else None
-    elif elem.VR == "SQ":  # D, K, C, U, U*: keep the sequence, process its items
+    elif action == "C" and elem.VR == "SQ" and not sequence_is_clean(elem):
+        _apply(ds, elem, basic, basic, walk, path)
+    elif elem.VR == "SQ":  # D, K, C (clean items), U, U*: keep the sequence, process its items
         for item in elem.value:
             _walk(item, path + (elem.keyword,), walk)
     elif action == "D":
@@ -202,7 +218,7 @@ def _walk(ds: Dataset, path: tuple[str, ...], walk: _Walk) -> None:
     table = profile_table()
     for tag in list(ds.keys()):
         elem = ds[tag]
-        row = table.row(tag)
+        row = None if tag.is_private else table.row(tag)  # private ones left are retained: only walked
         if row is None:
             if elem.VR == "SQ":
                 for item in elem.value:

@@ -21,7 +21,13 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from imaging_pipelines.medical.deid.apply import DUMMY_BY_VR, IDENTITY_KEYWORDS, TEXT_VRS, safe_private_tags
+from imaging_pipelines.medical.deid.apply import (
+    DUMMY_BY_VR,
+    IDENTITY_KEYWORDS,
+    TEXT_VRS,
+    safe_private_tags,
+    sequence_is_clean,
+)
 from imaging_pipelines.medical.deid.descriptors import clean_descriptor
 from imaging_pipelines.medical.deid.iod import single_action
 from imaging_pipelines.medical.deid.table import DeidOptions, profile_table
@@ -49,6 +55,8 @@ def _check(elem: DataElement, action: str, options: DeidOptions, path: tuple[str
         return f"{where}: present; the profile removes it (X)"
     if action == "Z" and not _empty(elem) and not (not path and elem.keyword in IDENTITY_KEYWORDS):
         return f"{where}: holds a value; the profile empties it (Z)"
+    if action == "C" and elem.VR == "SQ" and not sequence_is_clean(elem):
+        return f"{where}: sequence holds text that is not clean (C)"
     if action == "C" and elem.VR in TEXT_VRS and not _empty(elem):
         dirty = [v for v in _values(elem) if str(v) and clean_descriptor(str(v)) != str(v)]
         if dirty:
