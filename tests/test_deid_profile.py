@@ -248,3 +248,13 @@ def test_private_descriptor_and_characteristics_options():
     assert "SeriesDescription" not in kept and kept.PatientAge == "047Y" and kept.PatientWeight == 71
     assert [str(e.value) for e in kept if e.tag.is_private] == ["SAFE VENDOR", "1000"]
     assert profile_violations(kept, options) == [] and profile_violations(kept) != []
+
+
+def test_clean_never_keeps_what_it_cannot_clean():
+    """Under Clean Descriptors: a short-string descriptor is cleaned, a binary one (MakerNote) removed, one with
+    no safe word takes its Basic action (RT Plan Label: D, a dummy)."""
+    ds = _dataset(Occupation="QUIMBY LTD MR", MakerNote=b"QUIMBY^ZEBEDEE 19450312 ", RTPlanLabel="QUIMBY")
+    assert len(profile_violations(ds)) >= 3
+    deidentify(ds, "p1")
+    assert ds.Occupation == "MR" and "MakerNote" not in ds and ds.RTPlanLabel == "ANONYMIZED"
+    assert profile_violations(ds) == []

@@ -49,7 +49,7 @@ DUMMY_BY_VR: dict[str, object] = {
     "OB": b"\x00\x00", "OW": b"\x00\x00", "OF": b"\x00\x00\x00\x00", "OD": b"\x00" * 8, "OL": b"\x00" * 4,
     "OV": b"\x00" * 8, "UN": b"\x00\x00", "UR": "urn:anonymized",
 }
-TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "PN", "AE"}
+TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "PN", "AE", "CS"}
 METHOD_CODES = {  # CID 7050 De-identification Method
     "basic": ("113100", "Basic Application Confidentiality Profile"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
@@ -137,7 +137,8 @@ def _dummy(elem: DataElement, walk: _Walk, path: tuple[str, ...]) -> None:
 
 
 def _clean(ds: Dataset, elem: DataElement, basic: str, walk: _Walk, path: tuple[str, ...]) -> None:
-    """Action C: cleaned text / shifted date / kept code or number; falls back to the Basic action."""
+    """Action C: cleaned text / shifted date; anything else (binary values such as MakerNote, numbers, a text
+    with no safe word, a date that cannot be shifted) takes the Basic action."""
     if elem.VR in ("DA", "DT"):
         shifted = None
         if walk.options.retain_longitudinal == "modified" and elem.value not in (None, ""):
@@ -154,8 +155,6 @@ def _clean(ds: Dataset, elem: DataElement, basic: str, walk: _Walk, path: tuple[
         if cleaned:
             elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
             return
-    elif elem.VR not in TEXT_VRS | {"DA", "DT", "TM"}:
-        return  # codes and numbers of a patient-characteristics kind: kept
     _apply(ds, elem, basic, basic, walk, path)
 
 
@@ -165,7 +164,7 @@ def sequence_is_clean(elem: DataElement) -> bool:
     so in practice most coded sequences take the Basic action instead)."""
     for item in elem.value:
         for inner in item.iterall():
-            if inner.VR in TEXT_VRS | {"SH"} and inner.value not in (None, ""):
+            if inner.VR in TEXT_VRS and inner.value not in (None, ""):
                 values = inner.value if isinstance(inner.value, MultiValue | list) else [inner.value]
                 if any(clean_descriptor(str(v)) != str(v) for v in values):
                     return False

@@ -57,6 +57,8 @@ def _check(elem: DataElement, action: str, options: DeidOptions, path: tuple[str
         return f"{where}: holds a value; the profile empties it (Z)"
     if action == "C" and elem.VR == "SQ" and not sequence_is_clean(elem):
         return f"{where}: sequence holds text that is not clean (C)"
+    if action == "C" and elem.VR not in TEXT_VRS | {"SQ", "DA", "DT", "TM"}:
+        return f"{where}: a {elem.VR} value cannot be cleaned; the profile removes it"
     if action == "C" and elem.VR in TEXT_VRS and not _empty(elem):
         dirty = [v for v in _values(elem) if str(v) and clean_descriptor(str(v)) != str(v)]
         if dirty:
