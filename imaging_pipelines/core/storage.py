@@ -69,25 +69,40 @@ def local_path(path: UPath) -> Path:
     return Path(path.path if hasattr(path, "path") else str(path))
 
 
-def write_text_atomic(path: UPath | str, text: str) -> str:
-    """Write a small text file so that readers see the old file or the whole new one, never a part: locally a
-    temporary sibling then ``os.replace``; on object stores one PUT (which replaces an object whole)."""
+@contextmanager
+def atomic_local_file(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary sibling of the local file ``target`` (same folder, ``.<name>.<random>.partial<suffix>``)
+    for the caller to write; it replaces ``target`` by ``os.replace`` only if the block succeeds, and is
+    removed if it fails. Readers see the old file or the whole new one, never a part."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".gz") else target.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: UPath | str, data: bytes) -> str:
+    """Write a file so that readers see the old file or the whole new one: locally :func:`atomic_local_file`,
+    on object stores one PUT (which replaces an object whole)."""
     path = as_upath(path)
     if is_local(path):
-        target = local_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return str(target)
+        with atomic_local_file(local_path(path)) as tmp:
+            tmp.write_bytes(data)
+        return str(local_path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(data)
     return str(path)
+
+
+def write_text_atomic(path: UPath | str, text: str) -> str:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def recover_interrupted(final: UPath) -> None:

@@ -70,7 +70,6 @@ def _predictor(dataset, root, device: str, notes: list[str]):
 
 def segment_partition(dataset, partition: str, root: UPath | str, device: str = "auto") -> SegmentationOutcome:
     """Segment the partition's selected images; write the store, the NIfTI masks and DICOM SEGs."""
-    from imaging_pipelines.medical.segment.baselines import run_baseline
     from imaging_pipelines.medical.segment.postprocess import postprocess_labels
 
     start = time.perf_counter()
@@ -87,9 +86,7 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
                                             cfg.postprocess.keep_largest, cfg.postprocess.fill_holes)
         images[case.name] = case.image
         labels[case.name] = {"segmentation": prediction}
-        for baseline in cfg.baselines:
-            mask, _ = run_baseline(baseline, case.image)
-            labels[case.name][f"baseline_{baseline}"] = mask.with_array(mask.array * np.uint8(cfg.label_values[1]))
+        labels[case.name].update(baseline_masks(case, cfg.baselines, cfg.label_values[1], notes))
         if case.reference is not None:
             labels[case.name]["reference"] = case.reference
         row = {"image": case.name, "method": method}
@@ -110,6 +107,23 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     return SegmentationOutcome(str(path), list(images), rows, notes, checks, time.perf_counter() - start,
                                method=method, model_version=version, volumes_ml=volumes, lesion_count=lesions,
                                outputs=outputs, objects=objects)
+
+
+def baseline_masks(case: SegmentationInput, baselines: list[str], value: int, notes: list[str]) -> dict[str, Volume]:
+    """``{"baseline_<name>": mask}`` of every baseline that succeeds on ``case`` (masks written with label
+    ``value``). A baseline that fails (e.g. an empty brain mask after erosion) is noted and skipped: it never
+    takes the method's own mask or the other baselines down with it."""
+    from imaging_pipelines.medical.segment.baselines import run_baseline
+
+    masks = {}
+    for name in baselines:
+        try:
+            mask, _ = run_baseline(name, case.image)
+        except (ValueError, RuntimeError) as exc:  # SimpleITK raises RuntimeError
+            notes.append(f"{case.name}: baseline {name} skipped: {exc}")
+            continue
+        masks[f"baseline_{name}"] = mask.with_array(mask.array * np.uint8(value))
+    return masks
 
 
 def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) -> tuple[list[tuple[str, int, float]], list[dict]]:
@@ -137,8 +151,10 @@ def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutco
 
 def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInput, source: Volume | None,
                             prediction: Volume, notes: list[str]) -> list[str]:
-    """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, as a pseudonymised
-    DICOM SEG."""
+    """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, the de-identified
+    DICOM SEG (catalog ``dicom_seg_type``) and TID 1500 measurement report (``dicom_sr``); every file is
+    published atomically."""
+    from imaging_pipelines.core.storage import write_bytes_atomic
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.preprocess.resample import resample_like
 
@@ -150,14 +166,11 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        local = write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")
-        (folder / local.name).write_bytes(local.read_bytes())
-        written.append(str(folder / local.name))
+        local = [write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")]
         if cfg_wants_seg(dataset, source):
-            seg = write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes)
-            if seg is not None:
-                (folder / seg.name).write_bytes(seg.read_bytes())
-                written.append(str(folder / seg.name))
+            local += write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes, image=source)
+        for path in local:
+            written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
     return written
 
 
@@ -166,28 +179,32 @@ def cfg_wants_seg(dataset, source: Volume) -> bool:
 
 
 def write_partition_seg(dataset, root, partition: str, name: str, mask: Volume, tmp: Path,
-                        notes: list[str]) -> Path | None:
-    """A DICOM SEG of ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid."""
+                        notes: list[str], image: Volume | None = None) -> list[Path]:
+    """The DICOM SEG (and SR, catalog ``dicom_sr``; it needs ``image``, the intensities on the mask's grid) of
+    ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid, written in ``tmp``
+    and de-identified with the partition key as pseudonym. A profile violation raises."""
     try:
-        from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
+        from imaging_pipelines.medical.segment.dicom_outputs import write_dicom_outputs
     except ImportError:
         notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
-        return None
+        return []
     import importlib.util
 
     if importlib.util.find_spec("highdicom") is None:
         notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
-        return None
-    names = {v: k for k, v in dataset.segmentation.classes.items()}
+        return []
+    cfg = dataset.segmentation
+    names = {v: k for k, v in cfg.classes.items()}
     for files in candidate_series_files(dataset, root, partition, mask.spatial_shape):
         try:
-            return write_dicom_seg(mask, files, tmp / f"{name}.seg.dcm", names, "imaging_pipelines",
-                                   algorithm_version=str(mask.attributes.get("model_version") or "classical")[:16],
-                                   patient_pseudonym=partition)
-        except ValueError:
+            return write_dicom_outputs(mask, mask if image is None else image, files, tmp, name, names,
+                                       patient_pseudonym=partition, seg_type=cfg.dicom_seg_type,
+                                       algorithm_version=str(mask.attributes.get("model_version") or "classical")[:16],
+                                       write_sr=cfg.dicom_sr and image is not None)
+        except ValueError:  # this series is not on the mask's grid; a profile violation is not a ValueError
             continue
     notes.append(f"{name}: no DICOM series of this patient lies on the mask's grid; no DICOM SEG written")
-    return None
+    return []
 
 
 def candidate_series_files(dataset, root, partition: str, shape_zyx: tuple[int, int, int]) -> list[list[str]]:
