@@ -146,10 +146,9 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     ``stored`` (same shape and order as ``volume.array``) and ``scl`` = (scl_slope, scl_inter) write the voxels
     as stored values plus NIfTI scale factors, as dcm2niix does, instead of the physical values.
     """
-    import os
-    import tempfile
-
     import nibabel as nib
+
+    from imaging_pipelines.core.storage import atomic_local_file
 
     if stored is None:
         data = volume.nifti_data()
@@ -169,14 +168,6 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     else:
         img.header.set_xyzt_units("mm")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_local_file(path) as tmp:
+        nib.save(img, str(tmp))
     return path
