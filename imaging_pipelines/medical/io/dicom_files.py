@@ -6,6 +6,7 @@ radiograph presentation, Siemens protocol values) are read once from each stack'
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Any
@@ -82,9 +83,14 @@ def _open_capped(path: str) -> SizeCappedFile:
     return SizeCappedFile(open(path, "rb"))
 
 
+SMALL_FILE_BYTES = 16 << 20  # files up to this size are read into memory first: pydicom's many small reads are
+# then served from a buffer (no file wrapper call each); a buffer never returns more than the file holds
+
+
 def read_file(path: str) -> Any:
     """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
-    with _open_capped(path) as fp:
+    with _open_capped(path) as capped:
+        fp = io.BytesIO(capped.read()) if os.fstat(capped.fileno()).st_size <= SMALL_FILE_BYTES else capped
         head = fp.read(132)
         fp.seek(0)
         if len(head) == 132 and head[128:132] == b"DICM":

@@ -84,8 +84,9 @@ def philips_scale_in(group: Any) -> float | None:
         return None
     if PHILIPS_SCALE_SLOPE in group:
         return _as_float(group[PHILIPS_SCALE_SLOPE].value)
-    for elem in group:
-        if elem.tag.group == 0x2005 and elem.VR == "SQ" and elem.value:
+    for tag in [t for t in group.keys() if t >> 16 == 0x2005]:  # only group 2005 elements are decoded
+        elem = group[tag]
+        if elem.VR == "SQ" and elem.value:
             item = elem.value[0]
             if PHILIPS_SCALE_SLOPE in item:
                 return _as_float(item[PHILIPS_SCALE_SLOPE].value)
