@@ -211,13 +211,15 @@ def print_report(res: dict[str, Any], is_ct: bool) -> None:
             print(f"   {'':<18} SimpleITK read: {', '.join(s['shapes'])}")
     if "error" in proj or not ref:
         return
-    goal = 1.0 if is_ct else 3.0  # CT: no slower than dcm2niix; other series (GE MR): within 3x
+    # issue 17 goals: JPEG 2000 CT at most 0.8x dcm2niix (whole process); other series (the 150-file GE MR) at most
+    # 4x whole process and 1.5x in process (read only, against dcm2niix's whole process)
+    goal, read_goal = (0.8, 0.8) if is_ct else (4.0, 1.5)
     wall_ratio = proj["wall_median"] / ref
     read_ratio = proj["read_median"] / ref
     mem_ratio = proj["peak_increase_mib"] / vol_mib if vol_mib else float("inf")
     ok = lambda c: "PASS" if c else "FAIL"  # noqa: E731
     print(f"   goal wall <= {goal:.1f}x dcm2niix: process wall {wall_ratio:.2f}x {ok(wall_ratio <= goal)}; "
-          f"in-process read only {read_ratio:.2f}x {ok(read_ratio <= goal)}")
+          f"in-process read only {read_ratio:.2f}x (goal <= {read_goal:.1f}x) {ok(read_ratio <= read_goal)}")
     traced = proj.get("traced_peak_median")
     if traced is not None and vol_mib:
         print(f"   goal peak memory < 3x volume: allocations during the read (tracemalloc peak) {traced / MIB:.1f} MiB = "
