@@ -315,7 +315,7 @@ def _build_stack(records: list[SliceRecord], label: str | None, n_stacks: int, n
     details = dicom_header.read_details(first.path) or ds  # once per stack: sidecar and presentation elements
     extra = vendor_fields(details)
     attrs["bids"] = bids_sidecar(details, extra, attrs, (first.rows, first.cols),
-                                 slice_times(layout.grid[0], extra, tr_s)
+                                 slice_times(layout.grid, extra, tr_s)
                                  if nt > 1 and layout.gaps is None else None,
                                  first.split_labels.get("component", ""))
     if array.ndim == 4 and intensity.method != "RGB":

@@ -23,8 +23,9 @@ GE_INTERNAL_PULSE_SEQUENCE = 0x0019109E
 GE_LOCATIONS_IN_ACQUISITION = 0x0021104F
 GE_IMAGE_TYPE = 0x0043102F
 GE_USER_DATA_12 = 0x001910B3
+GE_RTIA_TIMER = 0x0021105E
 COMPONENT_TAGS = [GE_PULSE_SEQUENCE, GE_INTERNAL_PULSE_SEQUENCE, GE_LOCATIONS_IN_ACQUISITION, GE_IMAGE_TYPE,
-                  GE_USER_DATA_12]
+                  GE_USER_DATA_12, GE_RTIA_TIMER]
 
 SUFFIX = {"": "", "magnitude": "", "phase": "_ph", "real": "_real", "imaginary": "_imaginary", "fieldmap_hz": "_fieldmaphz"}
 
@@ -102,3 +103,14 @@ def ge_pepolar(ds: Any) -> tuple[bool, bool]:
     if volume is not None and volume > 0 and ((mode == 2 and volume % 2 == 1) or (mode == 3 and volume % 2 == 0)):
         return True, True
     return False, False
+
+
+def ge_slice_time(ds: Any) -> float | None:
+    """GE RTIA timer (0021,105E): the image's acquisition time within the volume (s), used for SliceTiming."""
+    if not str(ds.get("Manufacturer", "") or "").upper().startswith("GE"):
+        return None
+    value = _private(ds, GE_RTIA_TIMER)
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

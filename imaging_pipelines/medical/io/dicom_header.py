@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydicom.uid import UID
 
-from .dicom_components import classic_component, from_image_type, ge_pepolar
+from .dicom_components import classic_component, from_image_type, ge_pepolar, ge_slice_time
 from .dicom_diffusion import classic_gradient, frame_gradient
 from .dicom_files import (DETAIL_TAGS, READ_TAGS, NotDicom, SizeCappedFile, convert_elements,  # noqa: F401
                           is_dicom_file, read_details, read_file, read_identity)
@@ -212,8 +212,10 @@ def records_for(path: str, ds) -> list[SliceRecord]:
     records = _records_for(path, ds)
     if records and not has_functional_groups(ds):
         flip_rows, reversed_series = ge_pepolar(ds)
+        slice_time = ge_slice_time(ds)
         for r in records:
             r.flip_rows, r.series_offset = flip_rows, 1000 if reversed_series else 0
+            r.slice_time = slice_time
     if records and not has_functional_groups(ds):
         first = records[0]
         gradient = classic_gradient(ds, first.row_cos, first.col_cos, first.normal)

@@ -183,14 +183,23 @@ def bids_sidecar(ds: Any, extra: dict[str, Any], attrs: dict[str, Any], recon_sh
     return {k: v for k, v in s.items() if v is not None}
 
 
-def slice_times(records: list, extra: dict[str, Any], tr_s: float | None) -> list[float] | None:
-    """Acquisition time (s) of each slice of the first volume, in k order, relative to the earliest: the Siemens
-    mosaic table (MosaicRefAcqTimes) or the AcquisitionTime of single-frame images when all lie within one TR."""
+def slice_times(grid: list[list[Any]], extra: dict[str, Any], tr_s: float | None) -> list[float] | None:
+    """Acquisition time (s) of each slice, in k order, relative to the earliest (``grid[t][k]``: the stack's
+    records): the Siemens mosaic table (MosaicRefAcqTimes); the GE RTIA timer (0021,105E) of the second volume (the
+    first one's is unreliable, as dcm2niix; units of 1e-4 s recognised by the span over TR); or the AcquisitionTime of
+    single-frame images when all lie within one TR."""
+    records = grid[0]
     times = extra.get("MosaicRefAcqTimes")
     if times and all(r.tile is not None and r.tile < len(times) for r in records):
         return [round(times[r.tile] / 1000.0, 6) for r in records]
     if any(r.multiframe or r.tile is not None for r in records) or len(records) < 2:
         return None
+    if len(grid) > 1 and all(r.slice_time is not None for r in grid[1]):  # GE RTIA timer
+        t = np.array([r.slice_time for r in grid[1]], dtype=float)
+        t = t - t.min()
+        if tr_s and 9.0 < t.max() / (tr_s * 1000.0) < 10.0:
+            t = t / 10000.0
+        return [round(float(x), 6) for x in t] if 0 < t.max() < (tr_s or np.inf) else None
     t = np.array([r.time_key[2] for r in records], dtype=float)
     t = t - t.min()
     if not tr_s or t.max() <= 0 or t.max() >= tr_s:

@@ -67,6 +67,7 @@ class SliceRecord:
     gradient: tuple | None = None  # (b-value s/mm^2, LPS unit vector or None), see dicom_diffusion
     flip_rows: bool = False  # stored upside down (GE epi_pepolar reversed volumes): rows reversed on reading
     series_offset: int = 0  # added to SeriesNumber (dcm2niix: +1000 for GE reversed-polarity volumes)
+    slice_time: float | None = None  # acquisition time within the volume (s), GE RTIA timer
 
     @property
     def path(self) -> str:
