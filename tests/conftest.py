@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite opts into the public development pseudonym key (its data is synthetic); without this opt-in (or
+# IMAGING_PIPELINES_PSEUDONYM_KEY) the definitions refuse to load. Subprocesses (servers, workers) inherit it.
+os.environ.setdefault("IMAGING_PIPELINES_ALLOW_DEVELOPMENT_KEY", "1")
+
 
 def shared_data_root() -> Path:
     return Path(os.environ.get("IMAGING_SHARED_DATA", REPO.parent / "shared" / "data"))

