@@ -50,7 +50,9 @@ def catalog_schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        from imaging_pipelines.core.storage import write_text_atomic
+
+        write_text_atomic(output, text)
         typer.echo(f"wrote {output}")
 
 

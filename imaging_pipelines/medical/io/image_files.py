@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
 from imaging_pipelines.medical.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
@@ -151,6 +152,6 @@ def write_nifti(volume: Volume, path: str | PathLike) -> Path:
     else:
         img.header.set_xyzt_units("mm")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    with atomic_file(path) as tmp:  # the temporary name ends like ``path``: nibabel picks the same format
+        nib.save(img, str(tmp))
     return path
