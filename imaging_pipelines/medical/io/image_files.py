@@ -6,6 +6,7 @@ NIfTI affines are RAS; `Volume` is LPS: the conversion lives in `Volume.from_nif
 from __future__ import annotations
 
 import math
+import os
 import re
 from os import PathLike
 from pathlib import Path
@@ -16,7 +17,7 @@ from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
 from imaging_pipelines.medical.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
-from imaging_pipelines.core.limits import MAX_VOXELS, check_claimed_size
+from imaging_pipelines.core.limits import MAX_VOXELS, check_claimed_size, check_compression_ratio
 from imaging_pipelines.config.registry import FORMAT_SUFFIXES
 from imaging_pipelines.core.volume import Volume
 
@@ -64,6 +65,8 @@ def read_nifti(path: str | PathLike) -> Volume:
         img = nib.load(str(path))
         itemsize, available = nifti_claim(path, img)
         _check_size(path, img.shape, itemsize, available, stored_nbytes(img))
+        if str(path).lower().endswith(".gz"):
+            check_compression_ratio(path, stored_nbytes(img), os.path.getsize(path))
         data = np.asanyarray(img.dataobj)
     except (ImagingInputError, MemoryError):
         raise
