@@ -231,7 +231,9 @@ def discover_scenes(
             continue
         refused = _refused_entry(entry)
         if refused:
-            source = SceneSource(safe_scene_name(shown_name(entry.name)), str(entry), (), None, None, (refused,))
+            name = shown_name(entry.name)
+            name = name.rsplit(".", 1)[0] if entry.suffix.lower() in (".tif", ".tiff") else name
+            source = SceneSource(safe_scene_name(name), str(entry), (), None, None, (refused,))
         elif entry.is_dir():
             source = _scan_folder(entry, cfg, suffixes)
         elif entry.is_file() and entry.suffix.lower() in (".tif", ".tiff") and not _is_label_raster(entry, suffixes):
