@@ -146,6 +146,9 @@ class InboxChecks(BaseModel):
     allow_incomplete_series: bool = Field(
         False, description="ingest a DICOM series with missing slices (InstanceNumber or position gaps) with a "
         "warning instead of failing it")
+    allow_burned_in_annotation: bool = Field(
+        False, description="ingest series whose pixels may show identifying text (BurnedInAnnotation or "
+        "RecognizableVisualFeatures YES, secondary captures, screen saves); default: quarantined with a note")
 
     def quiescence(self) -> float:
         """The quiescence period in seconds: this block's value, else the environment's, else 30."""

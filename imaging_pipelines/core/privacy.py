@@ -95,3 +95,37 @@ def redact_quoted(message: str, max_len: int = 300) -> str:
     content such as names or dates) and cut to ``max_len`` characters."""
     text = _QUOTED.sub("<value>", str(message))
     return text if len(text) <= max_len else text[: max_len - 3] + "..."
+
+
+# Protocol vocabulary that can never identify anyone: the only words of a free-text DICOM descriptor
+# (SeriesDescription, ProtocolName) that reach image names, stores, metadata and reports.
+SAFE_DESCRIPTOR_TOKENS = frozenset("""
+t1 t1w t2 t2w t2star pd pdw flair stir dwi dti adc trace b0 b1000 swi swan bold epi fmri rest resting asl pcasl
+perfusion dsc dce mra tof pc angio venous arterial phase cine gre spgr fspgr mprage mp2rage tfe tse fse se ir
+space cube vibe lava dixon water fat inphase outphase opp in out ffe bffe fiesta trufi haste ssfp sense grappa
+ax axi axial sag sagittal cor coronal obl oblique tra transverse mpr mip minip reformat recon 2d 3d 4d iso hr
+pre post gd contrast c ce nc plain delayed early late wash
+ct mr mri pet spect cta ctp cbf cbv mtt tmax nm us cr dx mg xa rf pt sr seg
+head brain neuro spine cervical thoracic lumbar chest thorax lung lungs abdomen abd pelvis liver kidney renal
+heart cardiac cardio knee hip shoulder ankle wrist hand foot neck orbit orbits sinus iac pituitary prostate
+breast bone soft tissue body whole wb extremity
+std standard sharp smooth soft lung bone kernel thin thick low dose ld hd routine
+localizer loc scout survey topogram calibration cal map maps mapping fieldmap b0map
+demo image series task echo mag magnitude real imag diff
+pe ap pa lr rl hf fh si""".split())
+_DESCRIPTOR_NUMBER = re.compile(r"^(\d{1,2}(mm|d|t|ch)|[bse]\d{1,4})$")  # 5mm, 3d, 3t, b800, e2; never a bare number
+
+
+def clean_descriptor(text: str, max_len: int = 40) -> str:
+    """The safe part of a free-text DICOM descriptor (SeriesDescription, ProtocolName): its lower-case words
+    that are in :data:`SAFE_DESCRIPTOR_TOKENS` or short parameter numbers (``5mm``, ``3d``, ``b800``), joined
+    by ``_``. Anything else (names, dates, IDs, free comments) is dropped. When no word survives, ``desc_`` +
+    8 hex digits of a keyed hash of the text stand in (stable under one key, not reversible without it).
+    ``""`` for an empty descriptor."""
+    words = [w for w in _SAFE.sub(" ", text).lower().split() if w]
+    if not words:
+        return ""
+    kept = [w for w in words if w in SAFE_DESCRIPTOR_TOKENS or _DESCRIPTOR_NUMBER.match(w)]
+    if kept:
+        return "_".join(kept)[:max_len].strip("_")
+    return "desc_" + pseudonymise(text, "descriptor")[1:9]

@@ -17,7 +17,7 @@ from imaging_pipelines.core.inbox_safety import within
 from imaging_pipelines.core.remote_inbox import is_remote
 from imaging_pipelines.medical.inbox import InboxFile
 from imaging_pipelines.medical.io.image_files import read_image_file
-from imaging_pipelines.core.privacy import slug
+from imaging_pipelines.core.privacy import clean_descriptor, slug
 from imaging_pipelines.core.volume import Volume
 
 
@@ -32,9 +32,15 @@ class IngestedPatient:
 
 
 def dicom_series_name(series) -> str:
-    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks)."""
+    """``s003_mr_epi_ap``: series number, modality and the cleaned descriptor (never free text: a name or a
+    date in SeriesDescription does not survive :func:`clean_descriptor`), + ``_<stack>`` when the series was
+    split into stacks."""
     number = series.series_number if series.series_number is not None else 0
-    name = f"s{number:03d}_{slug(series.series_description or series.modality or 'series')}"
+    descriptor = clean_descriptor(series.series_description or "")
+    modality = slug(series.modality, 8) if series.modality else ""
+    if not descriptor or descriptor.startswith("desc_"):  # no safe word: the modality says what it is
+        descriptor = "_".join(p for p in (modality, descriptor) if p)
+    name = f"s{number:03d}_{descriptor or 'series'}"
     stack = series.volume.attributes.get("stack")
     return f"{name}_{slug(str(stack), 20)}" if stack else name
 
@@ -60,14 +66,16 @@ def _unique(name: str, taken: dict) -> str:
 
 
 def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, file_modality: str = "MR",
-                         allow_incomplete_series: bool = False) -> IngestedPatient:
+                         allow_incomplete_series: bool = False, allow_burned_in: bool = False) -> IngestedPatient:
     """Read a patient's files and keep the series the catalog's selection rules accept.
 
     Raises :class:`ImagingInputError` naming the files (by their path inside the inbox) when any file
     is unreadable, so a partial patient never replaces a complete one, when a DICOM series is incomplete or
     holds one image twice with different pixels (:mod:`imaging_pipelines.medical.io.series_integrity`; an
     incomplete one is a note with ``allow_incomplete_series``), when a linked file now points outside the
-    data roots, or when no image is left.
+    data roots, or when no image is left. A series whose pixels may show identifying text is quarantined
+    (a note) unless ``allow_burned_in``. Image names and the stored series description carry only the cleaned
+    descriptor (:func:`~imaging_pipelines.core.privacy.clean_descriptor`).
     """
     from imaging_pipelines.medical.io.dicom import read_dicom_files
     from imaging_pipelines.medical.io.series_integrity import check_series_integrity
@@ -80,7 +88,7 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
     shown = lambda path: inbox_name.get(path, Path(path).name)  # noqa: E731
     dicom_paths = [local for local, f in zip(inbox_name, files) if f.format == "dicom"]
     if dicom_paths:
-        integrity = check_series_integrity(dicom_paths, shown, allow_incomplete_series)
+        integrity = check_series_integrity(dicom_paths, shown, allow_incomplete_series, allow_burned_in)
         result.notes += integrity.notes
         folder = read_dicom_files(integrity.keep)
         if folder.errors:
@@ -93,7 +101,9 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
             if not selection.keeps(series.modality, series.series_description, n_slices):
                 result.notes.append(f"series {name} ({series.modality}, {n_slices} slices) not selected by the catalog rules")
                 continue
-            result.images[_unique(name, result.images)] = series.volume
+            volume = replace(series.volume, attributes={  # the store keeps the cleaned descriptor only
+                **series.volume.attributes, "series_description": clean_descriptor(series.series_description or "")})
+            result.images[_unique(name, result.images)] = volume
     for local, f in zip(inbox_name, files):
         if f.format == "dicom":
             continue
@@ -191,7 +201,8 @@ def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans
         raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
     start = time.perf_counter()
     patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality,
-                                   dataset.inbox_checks.allow_incomplete_series)
+                                   dataset.inbox_checks.allow_incomplete_series,
+                                   dataset.inbox_checks.allow_burned_in_annotation)
     path = partition_store_path(root, dataset.id, asset, partition)
     write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset},
                        labels=patient.labels)

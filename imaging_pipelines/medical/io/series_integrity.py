@@ -15,6 +15,9 @@ are two versions of the same images. So, per SeriesInstanceUID:
   An incomplete series fails with a message saying what is missing (``allow_incomplete`` turns that into a
   note). Files still being copied are not read at all: the inbox listing waits until they are quiescent.
 
+The same header read finds images whose pixels may show identifying text (:mod:`burned_in`): their series is
+quarantined (not read; a note) unless ``allow_burned_in``.
+
 Messages name files by their inbox path (``shown``) and never carry header values (no UIDs).
 """
 
@@ -30,11 +33,13 @@ import numpy as np
 import pydicom
 
 from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.medical.io.burned_in import TAGS as BURNED_IN_TAGS
+from imaging_pipelines.medical.io.burned_in import burned_in_reason
 
 GAP_FACTOR = 1.5  # a step this many times the typical slice spacing means slices are missing
 _TAGS = ["SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "ImagePositionPatient",
          "ImageOrientationPatient", "NumberOfFrames", "ImagesInAcquisition", "AcquisitionNumber", "Rows",
-         "Columns", "BitsAllocated", "SamplesPerPixel"]
+         "Columns", "BitsAllocated", "SamplesPerPixel", *BURNED_IN_TAGS]
 
 
 @dataclass
@@ -49,6 +54,7 @@ class _Header:
     frames: int
     in_acquisition: int | None
     acquisition: str
+    burned_in: str | None = None
 
 
 @dataclass
@@ -86,7 +92,7 @@ def _header(path: str) -> _Header | None:
         position = orientation = None
     return _Header(path, sop, series, str(ds.get("SeriesNumber", "") or "?"), _int(ds.get("InstanceNumber")),
                    position, orientation, _int(ds.get("NumberOfFrames")) or 1, _int(ds.get("ImagesInAcquisition")),
-                   str(ds.get("AcquisitionNumber", "") or ""))
+                   str(ds.get("AcquisitionNumber", "") or ""), burned_in_reason(ds))
 
 
 def _looks_like_dicom(path: str) -> bool:
@@ -195,10 +201,11 @@ def _frames_problem(h: _Header) -> str | None:
 
 
 def check_series_integrity(paths: list[str | os.PathLike], shown: Callable[[str], str] = os.path.basename,
-                           allow_incomplete: bool = False) -> IntegrityOutcome:
-    """Check the DICOM files ``paths`` series by series (module docstring). Returns the files to read; raises
-    :class:`ImagingInputError` naming the files for a duplicate with different pixels, and for an incomplete
-    series unless ``allow_incomplete`` (then a note). Files that are not DICOM are passed on untouched."""
+                           allow_incomplete: bool = False, allow_burned_in: bool = False) -> IntegrityOutcome:
+    """Check the DICOM files ``paths`` series by series (module docstring). Returns the files to read (without
+    quarantined series unless ``allow_burned_in``); raises :class:`ImagingInputError` naming the files for a
+    duplicate with different pixels, and for an incomplete series unless ``allow_incomplete`` (then a note).
+    Files that are not DICOM are passed on untouched."""
     paths = [os.fspath(p) for p in paths]
     headers = {p: _header(p) for p in paths}
     by_series: dict[str, list[_Header]] = defaultdict(list)
@@ -211,6 +218,12 @@ def check_series_integrity(paths: list[str | os.PathLike], shown: Callable[[str]
     # message; its series' completeness cannot be judged without it
     damaged = any(_looks_like_dicom(p) for p in keep)
     for members in by_series.values():
+        reasons = sorted({h.burned_in for h in members if h.burned_in})
+        if reasons and not allow_burned_in:
+            notes.append(f"series {members[0].number} ({len(members)} file(s), e.g. {shown(members[0].path)}) "
+                         f"quarantined: {'; '.join(reasons)}, so its pixels may show identifying text; not ingested "
+                         "(inbox_checks.allow_burned_in_annotation lets it through)")
+            continue
         members = _deduplicate(members, shown, notes)
         keep.update(h.path for h in members)
         problems = [] if damaged else _completeness(members, shown)
