@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from imaging_pipelines.medical.io.image_files import write_nifti
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.tools.demo.cohort import generate_demo_cohort
 from tests.conftest import REPO, write_catalog
+from tests.test_crash_safety import kill_when
 
 DS = "kill_ds"
 SEGMENTATION = {"method": "otsu", "input": "ingested", "modalities": ["MR"], "image_pattern": "t1w",
@@ -84,17 +84,7 @@ def killed_run(home: Path, partition: str, assets: list[str], kill_at: str, tmp_
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", RUN_TRAPPED, str(home), partition, *assets], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    try:
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"the run ended before the trap: {proc.stderr.read().decode()[-3000:]}")
-            assert time.time() < deadline, "the run never reached the trap"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, marker.exists)
 
 
 @pytest.fixture(scope="module")

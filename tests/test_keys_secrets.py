@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -25,7 +24,8 @@ from imaging_pipelines.core.privacy import (
 from imaging_pipelines.dagster_layer.backfill_client import BackfillError, DagsterGraphQL, graphql_url
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
-from tests.dagster_server import free_port, start_server, stop_server
+from tests.dagster_server import free_port, persistent_dagster_home, start_server, stop_server
+from tests.test_ui_server import graphql
 from tests.pipeline_helpers import materialization_metadata, run_pipeline, write_patient
 
 SENTINEL_KEY = "AKIAPLANTEDSENTINEL7"
@@ -107,20 +107,10 @@ def test_env_references_resolve_only_in_the_process(monkeypatch):
                                          "client_kwargs": {"aws_secret_access_key": SENTINEL_SECRET}}
 
 
-def _graphql(port: int, query: str) -> str:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return resp.read().decode()
-
-
 def test_no_deployment_secret_in_instance_storage_or_graphql(workspace, tmp_path, monkeypatch):
     """A deployment whose credentials are env references: a run is made and a real webserver serves the
     instance; neither the sqlite files nor the GraphQL answers (resources, run config, snapshots) hold them."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home = persistent_dagster_home(tmp_path, monkeypatch)
     monkeypatch.setenv("TEST_KEY_VAR", SENTINEL_KEY)
     monkeypatch.setenv("TEST_SECRET_VAR", SENTINEL_SECRET)
     deployment = tmp_path / "deployment.yaml"
@@ -136,11 +126,11 @@ def test_no_deployment_secret_in_instance_storage_or_graphql(workspace, tmp_path
     proc = start_server("webserver", port, tmp_path / "webserver.log")
     try:
         answers = [
-            _graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {"
+            json.dumps(graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {"
                            " ... on RepositoryLocation { repositories { allTopLevelResourceDetails { name"
-                           " configFields { name } configuredValues { key value type } } } } } } } } }"),
-            _graphql(port, "{ runsOrError { ... on Runs { results { runId runConfigYaml tags { key value }"
-                           " executionPlan { steps { key } } } } } }"),
+                           " configFields { name } configuredValues { key value type } } } } } } } } }")),
+            json.dumps(graphql(port, "{ runsOrError { ... on Runs { results { runId runConfigYaml tags { key value }"
+                           " executionPlan { steps { key } } } } } }")),
         ]
     finally:
         stop_server(proc)
