@@ -35,6 +35,7 @@ import pydicom
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.burned_in import TAGS as BURNED_IN_TAGS
 from imaging_pipelines.medical.io.burned_in import burned_in_reason
+from imaging_pipelines.medical.io.dicom_header import SizeCappedFile
 
 GAP_FACTOR = 1.5  # a step this many times the typical slice spacing means slices are missing
 _TAGS = ["SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "ImagePositionPatient",
@@ -74,10 +75,25 @@ def _int(value) -> int | None:
 
 
 def _header(path: str) -> _Header | None:
+    """The file's header fields, or None when it is not DICOM or any of them is malformed (pydicom converts
+    values when they are first read: that is inside this guard); the series reader then reports the file."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+        return _read_header(path)
+    except MemoryError:
+        raise
     except Exception:  # noqa: BLE001 - not DICOM or unreadable: the series reader reports it
         return None
+
+
+def _dcmread(path: str, **kwargs):
+    """``pydicom.dcmread`` through a file whose reads stop at its end, so a corrupt length field cannot make
+    pydicom allocate more than the file holds."""
+    with SizeCappedFile(open(path, "rb")) as fp:
+        return pydicom.dcmread(fp, **kwargs)
+
+
+def _read_header(path: str) -> _Header | None:
+    ds = _dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
     sop, series = str(ds.get("SOPInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
     if not sop or not series:
         return None
@@ -86,7 +102,7 @@ def _header(path: str) -> _Header | None:
         if ds.get("ImagePositionPatient") is not None and ds.get("ImageOrientationPatient") is not None:
             position = np.asarray([float(v) for v in ds.ImagePositionPatient], float)
             orientation = tuple(round(float(v), 3) for v in ds.ImageOrientationPatient)
-            if position.shape != (3,) or len(orientation) != 6:
+            if position.shape != (3,) or len(orientation) != 6 or not np.isfinite([*position, *orientation]).all():
                 position = orientation = None
     except (TypeError, ValueError):
         position = orientation = None
@@ -105,9 +121,14 @@ def _looks_like_dicom(path: str) -> bool:
         return False
 
 
-def _pixel_digest(path: str) -> str:
-    ds = pydicom.dcmread(path)
-    data = ds.get("PixelData")
+def _pixel_digest(path: str, shown: Callable[[str], str]) -> str:
+    try:
+        ds = _dcmread(path)
+        data = ds.get("PixelData")
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged copy: name it
+        raise ImagingInputError(shown(path), f"cannot read its pixel data ({type(exc).__name__})") from None
     return hashlib.sha256(bytes(data) if data is not None else b"").hexdigest()
 
 
@@ -119,7 +140,7 @@ def _deduplicate(headers: list[_Header], shown: Callable[[str], str], notes: lis
     for copies in by_sop.values():
         first = copies[0]
         for other in copies[1:]:
-            if _pixel_digest(other.path) != _pixel_digest(first.path):
+            if _pixel_digest(other.path, shown) != _pixel_digest(first.path, shown):
                 raise ImagingInputError(shown(first.path), (
                     f"series {first.number}: the same image (SOPInstanceUID) was received twice with different "
                     f"pixel data: {shown(first.path)} and {shown(other.path)}; remove the wrong copy"))
@@ -165,10 +186,14 @@ def _completeness(headers: list[_Header], shown: Callable[[str], str]) -> list[s
     problems, positioned = _position_problems(headers, shown)
     numbers = [h.instance for h in headers if h.frames == 1]
     if len(numbers) >= 3 and None not in numbers and len(set(numbers)) == len(numbers):
-        missing = sorted(set(range(min(numbers), max(numbers) + 1)) - set(numbers))
-        if missing and (problems or not positioned):
-            shown_missing = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            problems.append(f"InstanceNumber(s) {shown_missing} missing of {min(numbers)}..{max(numbers)}")
+        low, high = min(numbers), max(numbers)
+        n_missing = high - low + 1 - len(numbers)
+        if n_missing and (problems or not positioned):
+            if n_missing <= 10:
+                shown_missing = ", ".join(map(str, sorted(set(range(low, high + 1)) - set(numbers))))
+            else:  # never enumerate a range a corrupt header may make huge
+                shown_missing = f"{n_missing} numbers"
+            problems.append(f"InstanceNumber(s) {shown_missing} missing of {low}..{high}")
     acquisitions = {h.acquisition for h in headers}
     expected = {h.in_acquisition for h in headers} - {None, 0}
     if len(acquisitions) == 1 and len(expected) == 1 and len(headers) < next(iter(expected)):
@@ -184,7 +209,7 @@ def _completeness(headers: list[_Header], shown: Callable[[str], str]) -> list[s
 def _frames_problem(h: _Header) -> str | None:
     """A multi-frame file with less native pixel data than NumberOfFrames needs (encapsulated data: None)."""
     try:
-        ds = pydicom.dcmread(h.path, defer_size=1024)
+        ds = _dcmread(h.path, stop_before_pixels=False, defer_size=1024)
         if ds.file_meta.TransferSyntaxUID.is_encapsulated:
             return None
         raw = ds.get_item(0x7FE00010)
