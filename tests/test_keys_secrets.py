@@ -180,3 +180,49 @@ def test_backfill_client_sends_the_bearer_token_and_refuses_it_over_plain_http(m
     assert graphql_url(None, "10.0.0.1", 3001) == "http://10.0.0.1:3001/graphql"
     with pytest.raises(BackfillError, match="http\\(s\\) URL"):
         graphql_url("ftp://x")
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    """(certificate, key) PEM files for 127.0.0.1, made with `cryptography`."""
+    import datetime
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_backfill_client_over_https_with_a_bearer_token(tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(BackfillError, match="CERTIFICATE_VERIFY_FAILED"):  # an unknown CA is not trusted
+            DagsterGraphQL(url=url, token="right-token")("{ assetNodes { isPartitioned } }")
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # the private CA of deploy/README.md
+        assert DagsterGraphQL(url=url, token="right-token")("{ assetNodes { isPartitioned } }") == {"assetNodes": []}
+        assert _Recorder.seen[-1] == {"path": "/graphql", "authorization": "Bearer right-token"}
+    finally:
+        server.shutdown()
