@@ -112,6 +112,7 @@ def run(
     training job when models are needed, then the cohort / mosaic job. Runs are recorded in the instance of
     DAGSTER_HOME (default var/dagster_home; browse with `make ui`). Exit code 0: all done; 1: some
     partition or job failed; 2: bad arguments."""
+    from imaging_pipelines.core.privacy import PseudonymKeyError
     from imaging_pipelines.dagster_layer.headless_run import run_dataset, summary_lines
     from imaging_pipelines.dagster_layer.run_plan import RunArgumentError
 
@@ -122,7 +123,7 @@ def run(
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
         outcome = run_dataset(dataset, split(partitions), all_partitions, split(assets), workers, echo=typer.echo)
-    except (RunArgumentError, CatalogError) as exc:
+    except (RunArgumentError, CatalogError, PseudonymKeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     for line in summary_lines(outcome):
