@@ -214,6 +214,7 @@ def test_cohort_report_lists_failures_of_runs_no_sensor_saw(workspace):
     """Runs executed in process (no daemon, no sensor): the cohort report still lists the failed partition,
     and a later success clears it."""
     from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_job, run_sensor_once
+    from imaging_pipelines.dagster_layer.operations import reconcile_failures, record_run_outcome
 
     write_patient(workspace / "inbox" / "case_a", "PID-A")
     files_b = write_patient(workspace / "inbox" / "case_b", "PID-B", seed=1)
@@ -237,3 +238,16 @@ def test_cohort_report_lists_failures_of_runs_no_sensor_saw(workspace):
         assert run_job(defs, "test_ds__cohort_job", instance).success
         assert "no failures" in (storage_root() / "test_ds" / "reports" / "index.html").read_text()
         assert read_failures(storage_root(), "test_ds") == []
+        files_b[2].write_bytes(data[: len(data) // 2])  # fails again: the earlier success must not clear it
+        assert not materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b].success
+        assert run_job(defs, "test_ds__cohort_job", instance).success
+        (again,) = read_failures(storage_root(), "test_ds")
+        assert again["partition"] == key_b and again["run_id"] != failure["run_id"]
+        # a success no one recorded, then a failure a sensor recorded: the older success must not clear it
+        files_b[2].write_bytes(data)
+        assert materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b].success
+        files_b[2].write_bytes(data[: len(data) // 2])
+        last = materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b]
+        record_run_outcome(storage_root(), instance, last.run_id, {"test_ds"})  # as the run-failure sensor does
+        reconcile_failures(storage_root(), instance, "test_ds")
+        assert [f["run_id"] for f in read_failures(storage_root(), "test_ds")] == [last.run_id]
