@@ -44,6 +44,9 @@ test: install browser-deps postgres-deps ## run the default test suite (slow tes
 test-all: install browser-deps postgres-deps ## run every test, slow ones included
 	$(BIN)/python -m pytest -m ""
 
+# The demo's synthetic patients are pseudonymised with the public development key: `ui` opts into it unless
+# IMAGING_PIPELINES_PSEUDONYM_KEY is set (docs/privacy.md).
+ui: export IMAGING_PIPELINES_ALLOW_DEVELOPMENT_KEY := $(if $(IMAGING_PIPELINES_PSEUDONYM_KEY),,1)
 ui: install ## the Dagster UI on http://127.0.0.1:3000 over the instance the demo wrote to
 	$(BIN)/python -c "from imaging_pipelines.dagster_layer.local_runs import ensure_dagster_home; ensure_dagster_home()"
 	$(BIN)/dg dev -h 127.0.0.1 -p 3000

@@ -121,6 +121,8 @@ def materialise(stage: str) -> float:
 
     from imaging_pipelines.dagster_layer.factory import build_definitions
 
+    os.environ.setdefault("IMAGING_PIPELINES_ALLOW_DEVELOPMENT_KEY", "1")  # synthetic partitions: the public key is fine
+
     job = build_definitions().resolve_job_def("bench__patient_job")
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("bench__patients", [PARTITION])

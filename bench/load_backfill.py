@@ -262,6 +262,8 @@ def main() -> int:
     from imaging_pipelines.dagster_layer.local_runs import run_sensor_once
     from imaging_pipelines.dagster_layer.factory import build_definitions
 
+    os.environ.setdefault("IMAGING_PIPELINES_ALLOW_DEVELOPMENT_KEY", "1")  # synthetic partitions: the public key is fine
+
     memory = PeakMemory()
     memory.start()
     t0 = time.perf_counter()

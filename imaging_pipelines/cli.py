@@ -50,7 +50,9 @@ def catalog_schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        from imaging_pipelines.core.storage import write_text_atomic
+
+        write_text_atomic(output, text)
         typer.echo(f"wrote {output}")
 
 
@@ -110,6 +112,7 @@ def run(
     training job when models are needed, then the cohort / mosaic job. Runs are recorded in the instance of
     DAGSTER_HOME (default var/dagster_home; browse with `make ui`). Exit code 0: all done; 1: some
     partition or job failed; 2: bad arguments."""
+    from imaging_pipelines.core.privacy import PseudonymKeyError
     from imaging_pipelines.dagster_layer.headless_run import run_dataset, summary_lines
     from imaging_pipelines.dagster_layer.run_plan import RunArgumentError
 
@@ -120,7 +123,7 @@ def run(
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
         outcome = run_dataset(dataset, split(partitions), all_partitions, split(assets), workers, echo=typer.echo)
-    except (RunArgumentError, CatalogError) as exc:
+    except (RunArgumentError, CatalogError, PseudonymKeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     for line in summary_lines(outcome):
@@ -171,6 +174,10 @@ def backfill(
                                                        "e.g. ingested_scans,preprocessed"),
     host: str = typer.Option("127.0.0.1", help="Dagster webserver host"),
     port: int = typer.Option(3000, help="Dagster webserver port"),
+    url: str = typer.Option(None, "--url", help="the webserver's base URL instead of --host/--port, e.g. "
+                                                "https://dagster.example.org (behind the TLS proxy of deploy/)"),
+    token: str = typer.Option(None, "--token", envvar="IMAGING_PIPELINES_DAGSTER_TOKEN", show_envvar=True,
+                              help="bearer token for an authenticating proxy (better: the environment variable)"),
     wait: bool = typer.Option(False, "--wait", help="follow the backfill with a progress bar until it is done"),
     timeout: float = typer.Option(None, help="with --wait: give up after this many seconds"),
 ) -> None:
@@ -187,13 +194,13 @@ def backfill(
     )
 
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
-    client = DagsterGraphQL(host, port)
     try:
+        client = DagsterGraphQL(host, port, url=url, token=token)
         target = resolve_target(client, dataset, split(partitions), all_partitions, split(assets))
         backfill_id = launch_backfill(client, target)
         typer.echo(f"launched backfill {backfill_id}: {len(target.partitions)} partition(s) of {dataset}, assets "
                    + ", ".join("/".join(p[1:]) for p in target.assets))
-        typer.echo(f"  http://{host}:{port}/runs/b/{backfill_id}")
+        typer.echo(f"  {client.base_url}/runs/b/{backfill_id}")
         if not wait:
             return
         outcome = wait_for_backfill(client, backfill_id, target.partitions, timeout_s=timeout)

@@ -10,6 +10,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite opts into the public development pseudonym key (its data is synthetic); without this opt-in (or
+# IMAGING_PIPELINES_PSEUDONYM_KEY) the definitions refuse to load. Subprocesses (servers, workers) inherit it.
+os.environ.setdefault("IMAGING_PIPELINES_ALLOW_DEVELOPMENT_KEY", "1")
+# Tests write complete files and scan at once: no quiescence wait unless a test's catalog sets one.
+os.environ.setdefault("IMAGING_PIPELINES_QUIESCENT_SECONDS", "0")
+
 
 def shared_data_root() -> Path:
     return Path(os.environ.get("IMAGING_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -16,6 +16,15 @@ from tests.conftest import REPO
 BIN = Path(sys.executable).parent
 
 
+def persistent_dagster_home(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh ``DAGSTER_HOME`` under ``tmp_path`` (telemetry off) that runs and a started server share."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -130,6 +130,7 @@ def test_code_location_loads_with_deployment_from_environment():
     """`import imaging_pipelines.definitions` as the code server does, with a deployment file selected."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGING_PIPELINES_")}
     env[DEPLOYMENT_ENV] = str(REPO / "deploy" / "k8s.yaml")
+    env["IMAGING_PIPELINES_PSEUDONYM_KEY"] = "a-production-like-secret-for-this-test"  # no dev-key opt-in here
     code = ("from imaging_pipelines.definitions import defs; "
             "j = defs.resolve_job_def('demo_cohort__patient_job'); print(j.executor_def.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

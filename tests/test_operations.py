@@ -208,3 +208,46 @@ def test_failed_run_is_recorded_without_retries_and_cleared_by_a_success(workspa
         # a success of a partition without an open failure writes nothing
         success_sensor(_recorder_context("run_success_recorder", ok, instance, ok.get_run_success_event()))
         assert len((storage_root() / "test_ds" / FAILURES_FILE).read_text().splitlines()) == 2
+
+
+def test_cohort_report_lists_failures_of_runs_no_sensor_saw(workspace):
+    """Runs executed in process (no daemon, no sensor): the cohort report still lists the failed partition,
+    and a later success clears it."""
+    from imaging_pipelines.dagster_layer.local_runs import materialise_partitions, run_job, run_sensor_once
+    from imaging_pipelines.dagster_layer.operations import reconcile_failures, record_run_outcome
+
+    write_patient(workspace / "inbox" / "case_a", "PID-A")
+    files_b = write_patient(workspace / "inbox" / "case_b", "PID-B", seed=1)
+    data = files_b[2].read_bytes()
+    files_b[2].write_bytes(data[: len(data) // 2])
+    key_b = pseudonymise("PID-B", "dicom-patient-id")
+    defs = build_definitions()
+    with instance_for_test() as instance:
+        keys = [r.partition_key for r in run_sensor_once(defs, "test_ds", instance).run_requests]
+        results = materialise_partitions(defs, "test_ds", keys, instance, progress=False)
+        assert [k for k, r in results.items() if not r.success] == [key_b]
+        assert read_failures(storage_root(), "test_ds") == []  # no sensor ran
+        report = run_job(defs, "test_ds__cohort_job", instance)
+        assert report.success
+        html = (storage_root() / "test_ds" / "reports" / "index.html").read_text()
+        assert "1 failure(s)" in html and "no failures" not in html and key_b in html
+        (failure,) = read_failures(storage_root(), "test_ds")
+        assert failure["partition"] == key_b and failure["failed_assets"] == ["ingested_scans"]
+        files_b[2].write_bytes(data)
+        assert materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b].success
+        assert run_job(defs, "test_ds__cohort_job", instance).success
+        assert "no failures" in (storage_root() / "test_ds" / "reports" / "index.html").read_text()
+        assert read_failures(storage_root(), "test_ds") == []
+        files_b[2].write_bytes(data[: len(data) // 2])  # fails again: the earlier success must not clear it
+        assert not materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b].success
+        assert run_job(defs, "test_ds__cohort_job", instance).success
+        (again,) = read_failures(storage_root(), "test_ds")
+        assert again["partition"] == key_b and again["run_id"] != failure["run_id"]
+        # a success no one recorded, then a failure a sensor recorded: the older success must not clear it
+        files_b[2].write_bytes(data)
+        assert materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b].success
+        files_b[2].write_bytes(data[: len(data) // 2])
+        last = materialise_partitions(defs, "test_ds", [key_b], instance, progress=False)[key_b]
+        record_run_outcome(storage_root(), instance, last.run_id, {"test_ds"})  # as the run-failure sensor does
+        reconcile_failures(storage_root(), instance, "test_ds")
+        assert [f["run_id"] for f in read_failures(storage_root(), "test_ds")] == [last.run_id]

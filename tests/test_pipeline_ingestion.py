@@ -12,6 +12,7 @@ from imaging_pipelines.medical.io.ome_zarr import read_volume_store
 from imaging_pipelines.core.storage import partition_store_path, storage_root
 from imaging_pipelines.core.privacy import pseudonymise
 from tests.dicom_factory import write_basic_text_sr
+from tests.conftest import write_catalog
 from tests.pipeline_helpers import materialization_metadata, run_pipeline, write_patient
 
 
@@ -94,6 +95,15 @@ def test_missing_slice_non_image_and_non_dicom_files_are_reported(workspace):
     files[4].unlink()  # a missing slice
     write_basic_text_sr(folder / "report.dcm", patient_id="PID-C")
     (folder / "notes.txt").write_text("scanned on the new machine\n")
+    with DagsterInstance.ephemeral() as instance:  # by default an incomplete series fails, saying what is missing
+        _, runs = run_pipeline(instance)
+        (key,) = runs
+        assert not runs[key].success
+        failure = next(e for e in runs[key].all_events if e.event_type_value == "STEP_FAILURE")
+        message = failure.event_specific_data.error.message
+        assert "incomplete DICOM series" in message and files[3].name in message and files[5].name in message
+        assert "InstanceNumber(s) 5 missing of 1..8" in message
+    write_catalog(workspace, inbox_checks="{allow_incomplete_series: true}")  # ingest it anyway, with warnings
     with DagsterInstance.ephemeral() as instance:
         _, runs = run_pipeline(instance)
         (key,) = runs

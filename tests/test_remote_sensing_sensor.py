@@ -53,8 +53,9 @@ def test_sensor_adds_tiles_and_reruns_changed_scenes_only(rs_root):
         assert sorted(r.partition_key for r in rerun.run_requests) == [k for k in keys if k.startswith(changed + "__")]
 
 
-def test_identity_tile_chain_gives_back_the_scene_bit_for_bit(rs_root, shared_data, tmp_path):
+def test_identity_tile_chain_gives_back_the_scene_bit_for_bit(rs_root, shared_data, tmp_path, monkeypatch):
     source = shared_data / "remote_sensing" / "landsat_rgb" / "RGB.byte.tif"
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", os.pathsep.join([str(rs_root), str(shared_data)]))  # the link's target
     (rs_root / "inbox").mkdir()
     os.symlink(source, rs_root / "inbox" / "rgb.tif")
     entry = {"id": "rgb", "domain": "remote_sensing", "inbox": "../inbox", "formats": ["geotiff"], "partitioning": "tile",

@@ -7,7 +7,7 @@ import urllib.request
 
 from dagster import DagsterInstance
 
-from tests.dagster_server import free_port, start_server, stop_server
+from tests.dagster_server import free_port, persistent_dagster_home, start_server, stop_server
 from tests.pipeline_helpers import run_pipeline, write_patient
 
 
@@ -21,10 +21,7 @@ def graphql(port: int, query: str) -> dict:
 
 
 def test_webserver_shows_partitions_and_materialisations(workspace, tmp_path, monkeypatch):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home = persistent_dagster_home(tmp_path, monkeypatch)
     write_patient(workspace / "inbox" / "case_a", "PID-A")
     write_patient(workspace / "inbox" / "case_b", "PID-B", seed=1)
     catalog = workspace / "catalog" / "test_ds.yaml"  # the segmentation chain too (no image selected: no training)

@@ -130,6 +130,34 @@ class ScheduleConfig(BaseModel):
         return value
 
 
+QUIESCENT_SECONDS_ENV = "IMAGING_PIPELINES_QUIESCENT_SECONDS"
+DEFAULT_QUIESCENT_SECONDS = 30.0
+
+
+class InboxChecks(BaseModel):
+    """How a hostile or busy inbox is treated (:mod:`imaging_pipelines.core.inbox_safety`,
+    :mod:`imaging_pipelines.medical.io.series_integrity`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quiescent_seconds: float | None = Field(
+        None, ge=0, description="a file is read only after its size, mtime and ctime stayed unchanged this "
+        "long (s); default IMAGING_PIPELINES_QUIESCENT_SECONDS, else 30")
+    allow_incomplete_series: bool = Field(
+        False, description="ingest a DICOM series with missing slices (InstanceNumber or position gaps) with a "
+        "warning instead of failing it")
+    allow_burned_in_annotation: bool = Field(
+        False, description="ingest series whose pixels may show identifying text (BurnedInAnnotation or "
+        "RecognizableVisualFeatures YES, secondary captures, screen saves); default: quarantined with a note")
+
+    def quiescence(self) -> float:
+        """The quiescence period in seconds: this block's value, else the environment's, else 30."""
+        if self.quiescent_seconds is not None:
+            return self.quiescent_seconds
+        env = os.environ.get(QUIESCENT_SECONDS_ENV, "").strip()
+        return float(env) if env else DEFAULT_QUIESCENT_SECONDS
+
+
 class DatasetConfig(BaseModel):
     """One dataset of the catalog."""
 
@@ -149,6 +177,7 @@ class DatasetConfig(BaseModel):
     remote_sensing: RemoteSensingConfig | None = Field(None, description="bands, tiling, masks, indices, "
                                                        "composites and segmentation of remote_sensing datasets")
     sensor: SensorConfig = Field(default_factory=SensorConfig)
+    inbox_checks: InboxChecks = Field(default_factory=InboxChecks)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     source_file: str = Field("", exclude=True)
 

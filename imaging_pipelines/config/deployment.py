@@ -16,12 +16,15 @@ steps at a time unless ``max_concurrent`` says otherwise. Examples in ``deploy/`
       k8s: {job_namespace: imaging, job_image: registry/imaging:1.0}   # dagster-k8s k8s_job_executor config
     storage:
       root: s3://bucket/prefix
-      storage_options: {endpoint_url: "http://minio:9000"}
+      storage_options: {endpoint_url: "http://minio:9000", secret: {env: AWS_SECRET_ACCESS_KEY}}
+    privacy:
+      allow_development_key: false  # true: the public pseudonym key (demo data only)
     gpu_steps:                    # op tags of the steps in the `gpu` pool (models, segmentation)
       k8s: {container_config: {resources: {limits: {nvidia.com/gpu: 1}}}}
       dask_resources: {GPU: 1}
 
-Unknown keys are refused; every error names the file and the field (``file: field: message``). The
+Credentials in ``storage_options`` are refused unless written as ``{env: VARIABLE}`` references
+(:mod:`imaging_pipelines.core.secrets`): the deployment's values end up in run snapshots. Unknown keys are refused; every error names the file and the field (``file: field: message``). The
 ``executor.k8s`` and ``gpu_steps.k8s`` blocks are checked against dagster-k8s's own config schema when the
 Dagster definitions are built (:mod:`imaging_pipelines.dagster_layer.executors`).
 """
@@ -33,7 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from imaging_pipelines.core.secrets import plain_secret_fields
 
 DEPLOYMENT_ENV = "IMAGING_PIPELINES_DEPLOYMENT"
 DEFAULT_MAX_CONCURRENT = 4  # imaging steps hold whole volumes in memory: at most this many at once (and <= cores)
@@ -79,7 +84,24 @@ class ExecutorSettings(_Strict):
 
 class StorageSettings(_Strict):
     root: str | None = Field(None, description="folder or fsspec URI; default IMAGING_PIPELINES_STORAGE_ROOT")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec filesystem options")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec filesystem options; "
+                                            "credentials only as {env: VARIABLE} references")
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_plain_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        plain = plain_secret_fields(options)
+        if plain:
+            raise ValueError(
+                f"credential(s) {', '.join(plain)} written as plain values: they would be stored in every run's "
+                "configuration and served by the webserver; write {env: VARIABLE} (e.g. secret: {env: "
+                "AWS_SECRET_ACCESS_KEY}) or leave them to the filesystem's usual environment variables")
+        return options
+
+
+class PrivacySettings(_Strict):
+    allow_development_key: bool = Field(False, description="use the public development pseudonym key when "
+                                        "IMAGING_PIPELINES_PSEUDONYM_KEY is not set (demo data only)")
 
 
 class GpuSteps(_Strict):
@@ -92,6 +114,7 @@ class Deployment(_Strict):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     gpu_steps: GpuSteps = Field(default_factory=GpuSteps)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     _source: str = PrivateAttr(default=NO_FILE)
 
     @property

@@ -20,6 +20,9 @@ MAX_IMAGE_BYTES_ENV = "IMAGING_PIPELINES_MAX_IMAGE_BYTES"
 DEFAULT_MAX_IMAGE_BYTES = 8 * 2**30  # bytes
 MAX_VOXELS = 2**31  # elements (voxels x samples), whatever the byte limit
 DEFLATE_MAX_RATIO = 1032  # deflate/gzip cannot expand a stream by more than this factor
+MAX_GZIP_RATIO_ENV = "IMAGING_PIPELINES_MAX_GZIP_RATIO"
+DEFAULT_MAX_GZIP_RATIO = 200  # decompressed / compressed bytes allowed for a large compressed image
+GZIP_RATIO_FLOOR_BYTES = 256 * 2**20  # below this decompressed size any ratio is fine (mostly empty label maps)
 
 
 def max_image_bytes() -> int:
@@ -82,3 +85,29 @@ def check_claimed_size(path: str | PathLike | None, dims: Sequence[int], itemsiz
                                    stored_bytes=stored_bytes)
     if problem:
         raise ImagingInputError(path, problem)
+
+
+def max_gzip_ratio() -> float:
+    """The largest decompressed / compressed ratio accepted for a large image: ``$IMAGING_PIPELINES_MAX_GZIP_RATIO``
+    or :data:`DEFAULT_MAX_GZIP_RATIO`."""
+    raw = os.environ.get(MAX_GZIP_RATIO_ENV, "").strip()
+    try:
+        return float(raw) if raw else float(DEFAULT_MAX_GZIP_RATIO)
+    except ValueError:
+        raise ValueError(f"{MAX_GZIP_RATIO_ENV}={raw!r} is not a number") from None
+
+
+def check_compression_ratio(path: str | PathLike, decompressed_bytes: int, compressed_bytes: int) -> None:
+    """Refuse a compressed image whose header claims more than :data:`GZIP_RATIO_FLOOR_BYTES` of data at a
+    ratio above :func:`max_gzip_ratio` (a decompression bomb: a few hundred KiB that would become GiBs in
+    memory), before anything is decompressed. Real scans compress 2-10x; a mostly empty volume that large
+    and that compressible is refused too (raise ``IMAGING_PIPELINES_MAX_GZIP_RATIO`` to accept it)."""
+    limit = max_gzip_ratio()
+    if decompressed_bytes <= GZIP_RATIO_FLOOR_BYTES or compressed_bytes <= 0:
+        return
+    ratio = decompressed_bytes / compressed_bytes
+    if ratio > limit:
+        raise ImagingInputError(path, (
+            f"{format_bytes(compressed_bytes)} of compressed data would decompress to {format_bytes(decompressed_bytes)} "
+            f"(ratio {ratio:.0f}, more than the {limit:g} allowed): a decompression bomb or a nearly empty volume; "
+            f"refused before decompressing (raise {MAX_GZIP_RATIO_ENV} to accept it)"))

@@ -36,6 +36,7 @@ from pathlib import Path
 from upath import UPath
 
 from imaging_pipelines.config.paths import PROJECT_ROOT
+from imaging_pipelines.core.secrets import resolve_env_refs
 
 STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
@@ -45,10 +46,13 @@ VERSION_PREFIX = "v-"
 
 
 def storage_root(root: str | os.PathLike | None = None, storage_options: dict | None = None) -> UPath:
-    """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem."""
+    """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem, each
+    ``{env: VARIABLE}`` reference replaced by that variable's value here (credentials are never stored in
+    configuration: :mod:`imaging_pipelines.core.secrets`)."""
     if isinstance(root, UPath) and not storage_options:
         return root
-    return UPath(str(root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT), **(storage_options or {}))
+    options = resolve_env_refs(storage_options or {})
+    return UPath(str(root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT), **options)
 
 
 def as_upath(path: UPath | str | os.PathLike) -> UPath:
@@ -69,40 +73,94 @@ def local_path(path: UPath) -> Path:
     return Path(path.path if hasattr(path, "path") else str(path))
 
 
-@contextmanager
-def atomic_local_file(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of the local file ``target`` (same folder, ``.<name>.<random>.partial<suffix>``)
-    for the caller to write; it replaces ``target`` by ``os.replace`` only if the block succeeds, and is
-    removed if it fails. Readers see the old file or the whole new one, never a part."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".gz") else target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
-    os.close(fd)
+PARTIAL_PREFIX = ".partial-"  # temporary files of the atomic writer: .partial-<host>-<pid>-<random>.<name>
+
+
+def _fsync_dir(folder: Path) -> None:
     try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
-def write_bytes_atomic(path: UPath | str, data: bytes) -> str:
-    """Write a file so that readers see the old file or the whole new one: locally :func:`atomic_local_file`,
-    on object stores one PUT (which replaces an object whole)."""
-    path = as_upath(path)
-    if is_local(path):
-        with atomic_local_file(local_path(path)) as tmp:
-            tmp.write_bytes(data)
-        return str(local_path(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return str(path)
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove the temporary files that killed writers of ``target`` left next to it: ours
+    (``.partial-<host>-<pid>-<random>.<name>``) at once when their process of this host has ended, any
+    other's (and the older ``.<name>.*.partial`` form) when untouched for STALE_STAGING_SECONDS. Returns
+    the files removed."""
+    removed = []
+    candidates = [*target.parent.glob(f"{PARTIAL_PREFIX}*.{target.name}"), *target.parent.glob(f".{target.name}.*.partial")]
+    for leftover in candidates:
+        token = leftover.name.removeprefix(PARTIAL_PREFIX).split(".", 1)[0]
+        try:
+            stale = _writer_gone(f"partial-{token}") or time.time() - leftover.stat().st_mtime > STALE_STAGING_SECONDS
+            if stale:
+                leftover.unlink()
+                removed.append(leftover)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
-def write_text_atomic(path: UPath | str, text: str) -> str:
-    """:func:`write_bytes_atomic` of ``text`` in UTF-8."""
+@contextmanager
+def atomic_file(path: UPath | str | os.PathLike) -> Iterator[Path]:
+    """The one atomic file writer: yield a local temporary path to write ``path``'s content into (with any
+    library: ``nib.save``, rasterio, ``torch.save``, pydicom); publish it only if the block succeeds.
+
+    Locally the temporary file is a sibling, ``.partial-<writer>.<name>`` (same folder, so same filesystem;
+    it ends with the target's name, so writers that read the format from the suffix, such as ``.nii.gz``, see
+    the right one). On success it is fsynced, renamed over ``path`` and the folder fsynced: readers see the
+    old file or the whole new one, never a part, even after a power cut. On failure it is removed. A writer
+    killed before the rename leaves its temporary file, which the next write of ``path`` removes
+    (:func:`remove_stale_partials`). On object stores the file is written locally and uploaded with one PUT,
+    which replaces an object whole."""
+    target = as_upath(path)
+    token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
+    if is_local(target):
+        final = local_path(target)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)
+        tmp = final.with_name(f"{PARTIAL_PREFIX}{token}.{final.name}")
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:  # the content must be on disk before the name points at it
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="imaging-pipelines-upload-") as folder:
+        tmp = Path(folder) / target.name
+        yield tmp
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.fs.put_file(str(tmp), target.path)
+
+
+def write_bytes_atomic(path: UPath | str | os.PathLike, data: bytes) -> str:
+    """Write ``data`` to ``path`` through :func:`atomic_file`; returns the path written."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+
+
+def write_text_atomic(path: UPath | str | os.PathLike, text: str) -> str:
+    """Write UTF-8 ``text`` to ``path`` through :func:`atomic_file`; returns the path written."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def copy_file_atomic(source: str | os.PathLike, path: UPath | str | os.PathLike) -> str:
+    """Publish the local file ``source`` at ``path`` (local or object store) through :func:`atomic_file`,
+    streamed in 8 MiB blocks."""
+    with atomic_file(path) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 8 << 20)
+    return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
 
 
 def recover_interrupted(final: UPath) -> None:
@@ -225,6 +283,13 @@ def readable_store(final: UPath) -> UPath:
         return final
     version = published_version(final)
     return final / version if version else final
+
+
+def store_exists(final: UPath) -> bool:
+    """Whether the store ``final`` has published data, after putting back a store that an interrupted
+    publish left aside (:func:`readable_store`): readers test this, never ``final.exists()``, so a store
+    between its two publishing renames is recovered rather than taken for missing."""
+    return readable_store(as_upath(final)).exists()
 
 
 def _remove(path: UPath) -> None:

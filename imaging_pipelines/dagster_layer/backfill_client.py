@@ -9,9 +9,12 @@ backfill daemon (started by ``dagster dev``) turns it into runs: one run per par
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ FINISHED_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 PARTITION_TAG = "dagster/partition"
 DATASET_TAG = "imaging_pipelines/dataset"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+TOKEN_ENV = "IMAGING_PIPELINES_DAGSTER_TOKEN"  # bearer token for a webserver behind an authenticating proxy
 
 
 def run_partition(tags: dict[str, str]) -> str | None:
@@ -36,27 +40,71 @@ class BackfillError(Exception):
     """A problem the command reports in one line (server unreachable, unknown dataset or partition, ...)."""
 
 
-class DagsterGraphQL:
-    """A minimal client of the webserver's ``/graphql`` endpoint (standard library only)."""
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 3000, timeout_s: float = 60.0):
-        self.url = f"http://{host}:{port}/graphql"
+
+def graphql_url(url: str | None = None, host: str = "127.0.0.1", port: int = 3000) -> str:
+    """The ``/graphql`` endpoint: ``url`` (the webserver's base URL, e.g. ``https://dagster.example.org``,
+    ``/graphql`` appended unless given) or ``http://host:port/graphql``."""
+    if not url:
+        return f"http://{host}:{port}/graphql"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BackfillError(f"--url must be an http(s) URL such as https://dagster.example.org (got {url!r})")
+    path = parsed.path.rstrip("/")
+    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path if path.endswith("/graphql")
+                                    else path + "/graphql", parsed.query, ""))
+
+
+class DagsterGraphQL:
+    """A minimal client of the webserver's ``/graphql`` endpoint (standard library only).
+
+    ``url``: the webserver's base URL (``https://...`` behind a TLS proxy; the system's CA certificates, or
+    ``SSL_CERT_FILE``, verify it); else ``http://host:port``. ``token``: a bearer token sent as
+    ``Authorization: Bearer ...`` (default ``IMAGING_PIPELINES_DAGSTER_TOKEN``); it is never sent over plain
+    HTTP to a host other than the loopback."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 3000, timeout_s: float = 60.0, url: str | None = None,
+                 token: str | None = None):
+        self.url = graphql_url(url, host, port)
         self.timeout_s = timeout_s
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        parsed = urllib.parse.urlsplit(self.url)
+        if self.token and parsed.scheme != "https" and not _is_loopback(parsed.hostname or ""):
+            raise BackfillError(f"refusing to send the bearer token over plain HTTP to {parsed.hostname}: "
+                                "use an https:// --url (the reverse proxy of deploy/ terminates TLS)")
+
+    @property
+    def base_url(self) -> str:
+        """The webserver's base URL (for links to its pages)."""
+        return self.url.removesuffix("/graphql")
 
     def __call__(self, query: str, variables: dict | None = None) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(self.url, data=body, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url, data=body, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
+            if exc.code in (401, 403):
+                raise BackfillError(f"the webserver at {self.url} refused the request (HTTP {exc.code}): give a "
+                                    f"valid bearer token with --token or {TOKEN_ENV}") from None
             raise BackfillError(f"the Dagster webserver at {self.url} answered HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BackfillError(
                 f"cannot reach the Dagster webserver at {self.url} ({reason}); start it with `make ui` "
-                "(or `dagster dev -w workspace.yaml`) or pass --host / --port"
+                "(or `dagster dev -w workspace.yaml`) or pass --url (or --host / --port)"
             ) from None
         if payload.get("errors"):
             raise BackfillError("GraphQL error: " + "; ".join(e.get("message", str(e)) for e in payload["errors"]))

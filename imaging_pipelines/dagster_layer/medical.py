@@ -26,7 +26,7 @@ from imaging_pipelines.dagster_layer.asset_helpers import (
     input_failure,
 )
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
-from imaging_pipelines.dagster_layer.metadata import ingestion_metadata, stage_metadata
+from imaging_pipelines.dagster_layer.metadata import materialization, ingestion_metadata, stage_metadata
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.resources import ImagingStorage
@@ -67,7 +67,7 @@ def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsD
         for warning in result.warnings:
             context.log.warning(f"partition {key}: {warning}")
         context.log.info(f"partition {key}: {len(result.images)} image(s) written to {result.store_path}")
-        return MaterializeResult(metadata=ingestion_metadata(result), check_results=check_results(ingestion_checks(result.images)))
+        return materialization(metadata=ingestion_metadata(result), check_results=check_results(ingestion_checks(result.images)))
 
     return ingested_scans
 
@@ -107,7 +107,7 @@ def build_stage_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefin
         except (ImagingInputError, FileNotFoundError) as exc:
             raise input_failure(context, partition, exc) from None
         context.log.info(f"partition {partition}: {len(result.images)} image(s) written to {result.store_path}")
-        return MaterializeResult(metadata=stage_metadata(result), check_results=check_results(result.checks))
+        return materialization(metadata=stage_metadata(result), check_results=check_results(result.checks))
 
     return stage_asset
 

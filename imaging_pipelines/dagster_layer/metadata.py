@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+from typing import Any
 
+from dagster import MaterializeResult, MetadataValue, TableColumn, TableRecord, TableSchema
+
+from imaging_pipelines.core.privacy import key_status
 from imaging_pipelines.core.stage_result import StageResult
 from imaging_pipelines.medical.ingest import PartitionIngestion
 from imaging_pipelines.report.preview import preview_markdown, store_preview
@@ -18,6 +21,12 @@ SERIES_SCHEMA = TableSchema(
         TableColumn("warnings", "int"),
     ]
 )
+
+
+def materialization(metadata: dict | None = None, **kwargs: Any) -> MaterializeResult:
+    """A ``MaterializeResult`` whose metadata also says which pseudonym key made its partition keys and
+    pseudonyms (``pseudonym_key``: ``development (NOT for patient data)`` under the public key)."""
+    return MaterializeResult(metadata={**(metadata or {}), "pseudonym_key": key_status()}, **kwargs)
 
 
 def bullet_list(items: list[str]) -> MetadataValue:

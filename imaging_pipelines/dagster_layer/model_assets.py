@@ -27,6 +27,7 @@ from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.dagster_layer.asset_helpers import (
     GPU_POOL, asset_key, check_result, check_specs, input_failure,
 )
+from imaging_pipelines.dagster_layer.metadata import materialization
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.models.outcome import MetricCheck, ModelOutcome
 from imaging_pipelines.models.protocol import ModelTask, train_or_reuse
@@ -65,7 +66,7 @@ def build_model_asset(dataset: DatasetConfig, task: ModelTask[Any], deps: list[s
         except ValueError as exc:
             raise input_failure(context, None, exc) from None
         context.log.info(f"{task.what} {outcome.version}: {'trained' if outcome.trained else 'reused'}")
-        return MaterializeResult(metadata=model_metadata(outcome), data_version=DataVersion(outcome.version),
+        return materialization(metadata=model_metadata(outcome), data_version=DataVersion(outcome.version),
                                  check_results=[model_check_result(check, outcome)] if check else None)
 
     return model_asset

@@ -137,7 +137,7 @@ def _append_record(root, dataset_id: str, record: dict) -> None:
             fh.write(line)
     else:  # object stores have no append: rewrite the (small) file
         previous = path.read_text() if path.exists() else ""
-        path.write_text(previous + line)
+        write_text_atomic(path, previous + line)
 
 
 def _record_key(record: dict) -> str:
@@ -219,6 +219,8 @@ def record_failed_run(root, context: RunFailureSensorContext, dataset_ids: set[s
     dataset_id = run_dataset(run, dataset_ids)
     if dataset_id is None:
         return None
+    if run.run_id in recorded_run_ids(root, dataset_id):
+        return None  # already recorded (by reconcile_failures or the headless command)
     record = failure_record(run, context.failure_event, context.get_step_failure_events(), dataset_id)
     _append_record(root, dataset_id, record)
     return record
@@ -268,6 +270,60 @@ def build_failure_sensors(datasets: list[DatasetConfig]) -> list[SensorDefinitio
             context.log.info(f"cleared failure of {record['dataset']} {record['partition'] or record['job']}")
 
     return [run_failure_recorder, run_success_recorder]
+
+
+def recorded_run_ids(root, dataset_id: str) -> set[str]:
+    """Run ids that already have a line in the dataset's failure record."""
+    path = failures_path(as_upath(root), dataset_id)
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text().splitlines():
+        try:
+            ids.add(json.loads(line).get("run_id"))
+        except ValueError:
+            continue
+    return ids - {None}
+
+
+def reconcile_failures(root, instance, dataset_id: str, limit: int = 20000) -> int:
+    """Record every finished run of the dataset that the record misses (runs executed in process, by
+    ``dg launch``, by a headless command or a webserver whose daemon's sensors did not see them): its failure,
+    or the success that clears an open failure of the same partition, oldest first, like the run-status
+    sensors. Called before a cohort report reads the record, so it never says "no failures" while partitions
+    failed. ``limit``: newest finished runs looked at. Returns the number of records written."""
+    seen = recorded_run_ids(root, dataset_id)
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS]),
+                                       limit=limit)
+    ended = {r.dagster_run.run_id: _end_time(r) for r in records}
+    written = 0
+    for record in sorted(records, key=_end_time):
+        run = record.dagster_run
+        if run.run_id in seen or run_dataset(run, {dataset_id}) is None:
+            continue
+        if run.status == DagsterRunStatus.SUCCESS:
+            key = _record_key({"partition": run_partition(run.tags), "assets": _asset_names(run, dataset_id),
+                               "job": run.job_name})
+            open_failure = next((f for f in read_failures(root, dataset_id) if _record_key(f) == key), None)
+            if open_failure is None or _end_time(record) <= _failure_time(instance, open_failure, ended):
+                continue  # clears nothing, or is older than the failure it would clear
+        written += record_run_outcome(root, instance, run.run_id, {dataset_id}) is not None
+    return written
+
+
+def _end_time(record) -> float:
+    return record.end_time or record.create_timestamp.timestamp()
+
+
+def _failure_time(instance, failure: dict, ended: dict[str, float]) -> float:
+    """When the failed run of a record ended (else when the failure was recorded), in seconds since the epoch."""
+    run_id = failure.get("run_id")
+    if run_id in ended:
+        return ended[run_id]
+    record = instance.get_run_record_by_id(run_id) if run_id else None
+    if record is not None:
+        return _end_time(record)
+    return datetime.fromisoformat(failure["time"]).timestamp() if failure.get("time") else 0.0
 
 
 def record_run_outcome(root, instance, run_id: str, dataset_ids: set[str]) -> dict | None:

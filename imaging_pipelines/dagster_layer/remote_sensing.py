@@ -27,7 +27,7 @@ from imaging_pipelines.dagster_layer.asset_helpers import (
     input_failure,
 )
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
-from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
+from imaging_pipelines.dagster_layer.metadata import materialization, rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.dagster_layer.report_assets import build_report_assets
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
@@ -71,7 +71,7 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
             raise input_failure(context, partition, exc) from None
         for note in result.notes:
             context.log.info(f"tile {partition}: {note}")
-        return MaterializeResult(
+        return materialization(
             metadata=stage_metadata(result),
             check_results=check_results(result.checks))
 
@@ -115,7 +115,7 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
             AssetCheckResult(check_name="model_beats_baseline_on_test_tiles", passed=model_beats_baseline(test),
                              description="the model's IoU beats the Otsu baseline for every class on the test tiles",
                              metadata={"test_iou": MetadataValue.json(test)})]
-        return MaterializeResult(
+        return materialization(
             metadata={"scenes": rows_table(rows) if rows else "none", "scenes_complete": len(done),
                       "evaluation_iou": MetadataValue.json(outcome.evaluation),
                       "files": MetadataValue.json({s.scene: s.files for s in done}),

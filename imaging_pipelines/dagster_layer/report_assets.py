@@ -26,8 +26,8 @@ from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
     PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, input_failure,
 )
-from imaging_pipelines.dagster_layer.metadata import report_metadata
-from imaging_pipelines.dagster_layer.operations import read_failures
+from imaging_pipelines.dagster_layer.metadata import materialization, report_metadata
+from imaging_pipelines.dagster_layer.operations import read_failures, reconcile_failures
 from imaging_pipelines.core.errors import ImagingInputError
 
 
@@ -48,7 +48,7 @@ def build_patient_report_asset(dataset: DatasetConfig, partitions: DynamicPartit
             raise input_failure(context, context.partition_key, exc) from None
         for warning in outcome.warnings:
             context.log.warning(f"partition {context.partition_key}: report: {warning}")
-        return MaterializeResult(metadata=report_metadata(outcome))
+        return materialization(metadata=report_metadata(outcome))
 
     return patient_report
 
@@ -67,7 +67,7 @@ def build_scene_reports_asset(dataset: DatasetConfig) -> AssetsDefinition:
         outcomes = [report_scene(dataset, scene, storage.root_path(), run_id=context.run_id) for scene in scenes]
         meta = report_metadata(outcomes[0]) if outcomes else {}
         meta.update(scenes=len(outcomes), reports=MetadataValue.json({s: o.path for s, o in zip(scenes, outcomes)}))
-        return MaterializeResult(metadata=meta)
+        return materialization(metadata=meta)
 
     return scene_report
 
@@ -76,15 +76,16 @@ def build_cohort_report_asset(dataset: DatasetConfig, upstream: list[AssetKey]) 
     @asset(key=asset_key(dataset, COHORT_REPORT), deps=upstream, group_name=dataset.id, kinds={"html"},
            automation_condition=COHORT_AUTOMATION,
            description="The dataset's summary page: tables and plots over every patient or scene, the failed "
-                       "partitions with their errors (from the run-failure sensor) and links to every report.")
+                       "partitions with their errors (every failed run of the instance) and links to every report.")
     def cohort_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
         from imaging_pipelines.report.cohort import cohort_report as write_cohort_report
 
+        reconcile_failures(storage.root_path(), context.instance, dataset.id)  # runs no sensor saw
         failures = read_failures(storage.root_path(), dataset.id)
         outcome = write_cohort_report(dataset, storage.root_path(), failures=failures, run_id=context.run_id)
         meta = report_metadata(outcome)
         meta["failed_partitions"] = len(failures)
-        return MaterializeResult(metadata=meta)
+        return materialization(metadata=meta)
 
     return cohort_report
 

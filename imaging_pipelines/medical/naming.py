@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imaging_pipelines.core.privacy import slug
+from imaging_pipelines.core.privacy import clean_descriptor, slug
 
 
 def dicom_series_name(series, dcm2niix_suffix: bool = False) -> str:
-    """``s003_epi_pe_ap`` (+ ``_<stack>`` when the series was split into stacks; with ``dcm2niix_suffix`` the
-    stack is named by dcm2niix's suffixes ``_e2``, ``_ph``, ``_real``, ``_imaginary``, ``_fieldmaphz`` when it has
-    one)."""
+    """``s003_mr_epi_ap``: series number, modality and the cleaned descriptor (never free text: a name or a
+    date in SeriesDescription does not survive :func:`~imaging_pipelines.core.privacy.clean_descriptor`),
+    + ``_<stack>`` when the series was split into stacks; with ``dcm2niix_suffix`` the stack is named by
+    dcm2niix's suffixes ``_e2``, ``_ph``, ``_real``, ``_imaginary``, ``_fieldmaphz`` when it has one."""
     number = series.series_number if series.series_number is not None else 0
-    name = f"s{number:03d}_{slug(series.series_description or series.modality or 'series')}"
+    descriptor = clean_descriptor(series.series_description or "")
+    modality = slug(series.modality, 8) if series.modality else ""
+    if not descriptor or descriptor.startswith("desc_"):  # no safe word: the modality says what it is
+        descriptor = "_".join(p for p in (modality, descriptor) if p)
+    name = f"s{number:03d}_{descriptor or 'series'}"
     suffix = series.volume.attributes.get("name_suffix")
     if dcm2niix_suffix and suffix is not None:
         return name + suffix

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from upath import UPath
 
-from imaging_pipelines.core.storage import as_upath, write_text_atomic
+from imaging_pipelines.core.storage import as_upath, atomic_file, write_bytes_atomic, write_text_atomic
 
 
 def model_folder(root: UPath | str, dataset_id: str, asset: str) -> UPath:
@@ -26,15 +26,10 @@ def model_folder(root: UPath | str, dataset_id: str, asset: str) -> UPath:
 
 def publish_model(folder: UPath, file_name: str, save: Callable[[Path], Any]) -> UPath:
     """Write a model file through ``save(local_path)`` and publish it as ``folder / file_name`` atomically
-    (copied to ``<file_name>.partial``, then renamed)."""
+    (:func:`~imaging_pipelines.core.storage.atomic_file`)."""
     target = folder / file_name
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / file_name
+    with atomic_file(target) as local:
         save(local)
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / (file_name + ".partial")
-        partial.write_bytes(local.read_bytes())
-        partial.rename(target)
     return target
 
 
@@ -56,5 +51,5 @@ def local_copy(file: UPath) -> Iterator[Path]:
     """A local temporary copy of a (possibly remote) model file, for loaders that need a real path."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / file.name
-        local.write_bytes(file.read_bytes())
+        write_bytes_atomic(local, file.read_bytes())
         yield local

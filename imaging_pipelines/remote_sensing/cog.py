@@ -9,7 +9,6 @@ names (as band descriptions). The file appears atomically: written to a hidden s
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_translate, cog_validate
 from rio_cogeo.profiles import cog_profiles
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.remote_sensing.io import write_geotiff
 from imaging_pipelines.core.raster import Raster
 
@@ -57,20 +57,15 @@ def write_cog(
 
 def _translate(ds, path, blocksize: int, compress: str, overview_resampling: str) -> Path:
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
     profile = cog_profiles.get(compress)
     profile.update(blockxsize=blocksize, blockysize=blocksize)
     if compress == "deflate" and ds.dtypes[0].startswith(("uint", "int")):
         profile.update(predictor=2)  # horizontal differencing: smaller integer files, still lossless
-    try:
+    with atomic_file(final) as tmp:
         cog_translate(
             ds, str(tmp), profile, nodata=ds.nodata, overview_resampling=overview_resampling,
             in_memory=True, quiet=True, forward_band_tags=True,
         )
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 

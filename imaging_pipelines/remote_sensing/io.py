@@ -19,6 +19,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.limits import claimed_size_problem
 from imaging_pipelines.core.raster import PixelWindow, Raster, is_rotated, window_transform
@@ -228,9 +229,17 @@ def write_geotiff(raster: Raster, path: str | os.PathLike, **creation_options) -
         crs=raster.crs_obj, transform=raster.transform, nodata=raster.nodata,
     )
     profile.update(creation_options)
+    if isinstance(path, str) and path.startswith("/vsimem/"):  # GDAL's in-memory files: nothing to publish
+        _write_raster(raster, path, profile)
+        return Path(path)
+    with atomic_file(path) as tmp:
+        _write_raster(raster, tmp, profile)
+    return Path(path)
+
+
+def _write_raster(raster: Raster, path: str | os.PathLike, profile: dict) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(np.ascontiguousarray(raster.array))
             dst.descriptions = tuple(raster.band_names)
-    return Path(path)

@@ -31,6 +31,8 @@ from pathlib import Path
 from affine import Affine
 from rasterio.crs import CRS
 
+from imaging_pipelines.config.catalog import configured_data_roots
+from imaging_pipelines.core.inbox_safety import is_valid_utf8, safe_listing, shown_name, within
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.config.remote_sensing import RemoteSensingConfig, TilingConfig
 from imaging_pipelines.remote_sensing.io import RasterReader
@@ -139,9 +141,11 @@ def _scan_folder(folder: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]
     problems: list[str] = []
     groups: dict[str, list[Path]] = {}
     label_rasters, geojsons = [], []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if _hidden(rel) or not path.is_file():
+    listing = safe_listing(folder, configured_data_roots())  # links outside the data roots refused, no crash
+    problems += listing.problems
+    for entry in listing.files:
+        path, rel = Path(entry.path), Path(entry.relpath)
+        if _hidden(rel):
             continue
         if path.suffix.lower() == ".geojson":
             geojsons.append(path)
@@ -196,6 +200,21 @@ def _single_file_scene(path: Path, cfg: RemoteSensingConfig, suffixes: Sequence[
     )
 
 
+def _refused_entry(entry: Path) -> str | None:
+    """Why a top-level inbox entry cannot be a scene (an undecodable name, a link that dangles, leads outside
+    the data roots or to a folder), or None."""
+    if not is_valid_utf8(entry.name):
+        return "name is not valid UTF-8; skipped (rename it)"
+    if entry.is_symlink():
+        if not entry.exists():
+            return "dangling symbolic link; skipped"
+        if not within(entry, configured_data_roots()):
+            return "symbolic link outside the data roots; refused"
+        if entry.is_dir():
+            return "symbolic link to a folder; not followed"
+    return None
+
+
 def discover_scenes(
     inbox: str | os.PathLike, cfg: RemoteSensingConfig, label_suffixes: Sequence[str] | None = None
 ) -> list[SceneSource]:
@@ -210,7 +229,12 @@ def discover_scenes(
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir():
+        refused = _refused_entry(entry)
+        if refused:
+            name = shown_name(entry.name)
+            name = name.rsplit(".", 1)[0] if entry.suffix.lower() in (".tif", ".tiff") else name
+            source = SceneSource(safe_scene_name(name), str(entry), (), None, None, (refused,))
+        elif entry.is_dir():
             source = _scan_folder(entry, cfg, suffixes)
         elif entry.is_file() and entry.suffix.lower() in (".tif", ".tiff") and not _is_label_raster(entry, suffixes):
             source = _single_file_scene(entry, cfg, suffixes)

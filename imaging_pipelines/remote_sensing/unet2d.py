@@ -22,6 +22,7 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
 
 DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
@@ -250,10 +251,8 @@ def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | Non
         "class_values": [int(v) for v in outcome.class_values],
         "meta": json.dumps(meta or {}, default=str),
     }
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def load_unet2d(path: str | os.PathLike, device: str = "cpu") -> tuple[UNet, Normalisation, list[int], dict]:

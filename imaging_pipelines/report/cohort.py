@@ -15,7 +15,7 @@ from upath import UPath
 
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.medical.io.ome_zarr import read_labels, store_attributes
-from imaging_pipelines.core.storage import as_upath
+from imaging_pipelines.core.storage import as_upath, store_exists
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, Link, ReportOutcome, Section, code_version, report_path, write_report
 from imaging_pipelines.core.stage_result import INGESTED, stage_store
@@ -44,7 +44,7 @@ def _medical_sections(dataset: DatasetConfig, ds_id: str, root, summary: dict) -
     for partition in partitions:
         row: dict = {"patient": partition}
         store = stage_store(root, ds_id, SEGMENTED, partition)
-        if store.exists():
+        if store_exists(store):
             row["method"] = store_attributes(store).get("method")
             totals: dict[str, float] = {}
             for image in store_attributes(store).get("images", []):

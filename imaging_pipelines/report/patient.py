@@ -17,7 +17,7 @@ from upath import UPath
 
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store, store_attributes
-from imaging_pipelines.core.storage import as_upath
+from imaging_pipelines.core.storage import as_upath, store_exists
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, ReportOutcome, Section, code_version, report_path, write_report
 from imaging_pipelines.core.stage_result import INGESTED, PREPROCESSED, REGISTERED, stage_store
@@ -39,7 +39,7 @@ def _classes(dataset: DatasetConfig) -> dict[str, int]:
 def _open(root, dataset_id: str, stage: str, partition: str) -> tuple[UPath, dict, dict]:
     """(store path, root attributes, images) of a stage store; empty dicts when it does not exist."""
     path = stage_store(root, dataset_id, stage, partition)
-    if not path.exists():
+    if not store_exists(path):
         return path, {}, {}
     return path, store_attributes(path), read_volume_store(path)
 

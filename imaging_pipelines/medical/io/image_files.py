@@ -6,16 +6,18 @@ NIfTI affines are RAS; `Volume` is LPS: the conversion lives in `Volume.from_nif
 from __future__ import annotations
 
 import math
+import os
 import re
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
 from imaging_pipelines.medical.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
-from imaging_pipelines.core.limits import MAX_VOXELS, check_claimed_size
+from imaging_pipelines.core.limits import MAX_VOXELS, check_claimed_size, check_compression_ratio
 from imaging_pipelines.config.registry import FORMAT_SUFFIXES
 from imaging_pipelines.core.volume import Volume
 
@@ -63,6 +65,8 @@ def read_nifti(path: str | PathLike) -> Volume:
         img = nib.load(str(path))
         itemsize, available = nifti_claim(path, img)
         _check_size(path, img.shape, itemsize, available, stored_nbytes(img))
+        if str(path).lower().endswith(".gz"):
+            check_compression_ratio(path, stored_nbytes(img), os.path.getsize(path))
         data = np.asanyarray(img.dataobj)
     except (ImagingInputError, MemoryError):
         raise
@@ -148,7 +152,6 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     """
     import nibabel as nib
 
-    from imaging_pipelines.core.storage import atomic_local_file
 
     if stored is None:
         data = volume.nifti_data()
@@ -168,6 +171,6 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     else:
         img.header.set_xyzt_units("mm")
     path = Path(path)
-    with atomic_local_file(path) as tmp:
+    with atomic_file(path) as tmp:  # the temporary name ends like ``path``: nibabel picks the same format
         nib.save(img, str(tmp))
     return path

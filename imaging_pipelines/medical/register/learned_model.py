@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.volume import Volume
 
 DEFAULT_NETWORK = {
@@ -156,9 +157,8 @@ class LearnedModel:
             "training_curve": [float(v) for v in self.training_curve],
             "config": _plain(self.config),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # atomic: a failed write never leaves a half-written model
+        with atomic_file(path) as tmp:  # a failed write never leaves a half-written model
+            torch.save(payload, tmp)
         return path
 
     @classmethod

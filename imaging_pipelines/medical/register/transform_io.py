@@ -13,6 +13,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from imaging_pipelines.core.storage import write_bytes_atomic
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -40,5 +42,5 @@ def transform_from_bytes(data: bytes) -> sitk.Transform:
     suffix = ".h5" if data.startswith(HDF5_SIGNATURE) else ".tfm"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"transform{suffix}"
-        path.write_bytes(data)
+        write_bytes_atomic(path, data)
         return sitk.ReadTransform(str(path)).Downcast()

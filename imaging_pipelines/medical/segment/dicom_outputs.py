@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 
-from imaging_pipelines.core.storage import atomic_local_file
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import ProfileViolationError, profile_violations
 from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
@@ -51,12 +51,12 @@ def write_dicom_outputs(mask: Volume, image: Volume, source_files: list[str], fo
     folder = Path(folder)
     targets = [folder / f"{name}.seg.dcm"] + ([folder / f"{name}.sr.dcm"] if write_sr else [])
     with ExitStack() as stack:
-        seg_tmp = stack.enter_context(atomic_local_file(targets[0]))
+        seg_tmp = stack.enter_context(atomic_file(targets[0]))
         write_dicom_seg(mask, source_files, seg_tmp, segment_names, "imaging_pipelines",
                         algorithm_version=algorithm_version, patient_pseudonym=patient_pseudonym, seg_type=seg_type)
         _check(seg_tmp, targets[0].name, patient_pseudonym)
         if write_sr:
-            sr_tmp = stack.enter_context(atomic_local_file(targets[1]))
+            sr_tmp = stack.enter_context(atomic_file(targets[1]))
             write_measurement_report(seg_tmp, source_files, mask, image, sr_tmp, segment_names,
                                      patient_pseudonym=patient_pseudonym, algorithm_version=algorithm_version)
             _check(sr_tmp, targets[1].name, patient_pseudonym)

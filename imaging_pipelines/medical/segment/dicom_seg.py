@@ -37,7 +37,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from imaging_pipelines.core.storage import atomic_local_file
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import DeidOptions, deidentify, reference_uids
 
@@ -248,7 +248,7 @@ def write_dicom_seg(
         keep = reference_uids([*datasets, seg])
         deidentify(seg, patient_pseudonym, replace(options, keep_uids=options.keep_uids | keep))
     out_path = Path(out_path)
-    with atomic_local_file(out_path) as tmp:
+    with atomic_file(out_path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return out_path
 

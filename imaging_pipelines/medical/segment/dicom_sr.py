@@ -30,7 +30,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from imaging_pipelines.core.storage import atomic_local_file
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import DeidOptions, deidentify, reference_uids
 from imaging_pipelines.medical.segment.dicom_seg import complete_type2
@@ -150,6 +150,6 @@ def write_measurement_report(
     keep = reference_uids([*sources, seg, sr])
     deidentify(sr, patient_pseudonym, replace(options, keep_uids=options.keep_uids | keep))
     out_path = Path(out_path)
-    with atomic_local_file(out_path) as tmp:
+    with atomic_file(out_path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
     return out_path

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imaging_pipelines.core.storage import write_text_atomic
 from imaging_pipelines.medical.io.image_files import write_nifti
 from imaging_pipelines.core.volume import Volume, require_same_grid
 
@@ -157,7 +158,7 @@ def export_nnunet_dataset(
             "name": name,
             "description": "exported by the imaging_pipelines nnU-Net export",
         }
-        (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+        write_text_atomic(staging / "dataset.json", json.dumps(dataset_json, indent=2) + "\n")
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)

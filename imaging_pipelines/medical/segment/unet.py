@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.models.device import autocast_context, pick_device
 from imaging_pipelines.core.volume import Volume
 
@@ -150,9 +151,8 @@ class SegmentationModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"config": self.config(), "state_dict": state}, tmp)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            torch.save({"config": self.config(), "state_dict": state}, tmp)
         return path
 
     @classmethod

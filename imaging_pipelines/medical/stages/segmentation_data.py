@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import store_exists
 from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store
 from imaging_pipelines.core.stage_result import (
     INGESTED, PREPROCESSED, image_modality, stable_fraction, stage_store, stored_partitions,
@@ -54,7 +55,7 @@ def reference_labels(dataset, root: UPath | str, partition: str) -> dict[str, Vo
         return {}
     owner = dataset.id if source.source == "inbox" else source.dataset
     store = stage_store(root, owner, INGESTED, partition)
-    if not store.exists():
+    if not store_exists(store):
         return {}
     refs = {}
     for name in _image_names(store):

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import write_text_atomic
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.config.segmentation import EvaluationConfig
 from imaging_pipelines.medical.io.ome_zarr import read_labels, store_attributes
@@ -50,8 +51,7 @@ def evaluate_partition(dataset: DatasetConfig, partition: str, root: UPath | str
                              "class": name, "split": split,
                              **{k: _finite(scores[value][k]) for k in METRICS}})
     out = evaluation_file(root, dataset.id, partition)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1))
+    write_text_atomic(out, json.dumps(rows, indent=1))
     return StageResult(str(out), sorted({r["image"] for r in rows}), rows, notes, {}, time.perf_counter() - start)
 
 

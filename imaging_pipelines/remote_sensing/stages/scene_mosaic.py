@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import as_upath, copy_file_atomic, store_exists, write_text_atomic
 from imaging_pipelines.config.catalog import DatasetConfig
-from imaging_pipelines.core.storage import as_upath
 from imaging_pipelines.core.stage_result import stage_store
 from imaging_pipelines.remote_sensing.stages.tile_model import tile_split
 from imaging_pipelines.remote_sensing.stages.tile_ingest import PREPARED, SCENE_OUTPUTS, TILE_SEGMENTATION, scene_tiles, scenes
@@ -68,12 +68,6 @@ class _Pooled:
         return out
 
 
-def _publish(local: Path, target: UPath) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(local.read_bytes())
-    return str(target)
-
-
 def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -> SceneOutcome:
     from imaging_pipelines.remote_sensing.cog import validate_cog, write_cog
     from imaging_pipelines.remote_sensing.tiling import stitch
@@ -84,7 +78,7 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
     grid, tiles = scene_tiles(dataset, source)
     keys = [t.key(source.scene) for t in tiles]
     stores = {k: stage_store(root, dataset.id, TILE_SEGMENTATION, k) for k in keys}
-    missing = [k for k, s in stores.items() if not s.exists()]
+    missing = [k for k, s in stores.items() if not store_exists(s)]
     if missing:
         return SceneOutcome(source.scene, False, len(missing))
     classes, probabilities, composites, cloud, nodata, valid_px = [], [], [], 0.0, 0.0, 0
@@ -132,7 +126,6 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
         ok2, errors2, _ = validate_cog(local / "composite.tif")
         outcome.cog_valid, outcome.cog_errors = ok and ok2, errors + errors2
         polygons = class_polygons(scene_classes.array[0], grid.transform, grid.crs, seg.classes)
-        (local / "classes.geojson").write_text(json.dumps(polygons))
         outcome.areas_ha = {k: round(v, 4) for k, v in
                             class_areas_ha(scene_classes.array[0], grid.transform, grid.crs, seg.classes).items()}
         summary = {"scene": source.scene, "crs": str(grid.crs), "height": grid.height, "width": grid.width,
@@ -140,9 +133,10 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
                    "nodata_fraction": outcome.nodata_fraction, "polygons": len(polygons.get("features", [])),
                    "dates": [a.date for a in source.acquisitions],
                    "evaluation_iou": scene_pool.iou().get("all", {})}  # method -> class -> IoU, pooled over tile cores
-        (local / "summary.json").write_text(json.dumps(summary, indent=1))
-        for name in ("classes.tif", "composite.tif", "classes.geojson", "summary.json"):
-            outcome.files[name] = _publish(local / name, folder / name)
+        for name in ("classes.tif", "composite.tif"):
+            outcome.files[name] = copy_file_atomic(local / name, folder / name)
+        outcome.files["classes.geojson"] = write_text_atomic(folder / "classes.geojson", json.dumps(polygons))
+        outcome.files["summary.json"] = write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1))
     log(f"scene {source.scene}: {len(tiles)} tile(s) stitched, areas {outcome.areas_ha} ha")
     return outcome
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import store_exists
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.raster import Raster
 from imaging_pipelines.core.stage_result import stable_fraction, stage_store, stored_partitions
@@ -58,7 +59,7 @@ def labelled_tiles(dataset: DatasetConfig, root: UPath | str, partitions: list[s
     out = []
     for key in sorted(partitions):
         store = stage_store(root, dataset.id, PREPARED, key)
-        if tile_split(dataset, key) != split or not store.exists():
+        if tile_split(dataset, key) != split or not store_exists(store):
             continue
         reference = read_tile_layers(store, "reference").get("reference")
         if reference is None:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import store_exists
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.stage_result import CheckOutcome, StageResult, stage_store
 from imaging_pipelines.remote_sensing.stages.tile_ingest import PREPARED, TILES
@@ -25,7 +26,7 @@ def prepare_tile(dataset: DatasetConfig, partition: str, root: UPath | str) -> S
     start = time.perf_counter()
     cfg = dataset.remote_sensing
     source_store = stage_store(root, dataset.id, TILES, partition)
-    if not source_store.exists():
+    if not store_exists(source_store):
         raise FileNotFoundError(f"{source_store}: no ingested tile (materialise {TILES} first)")
     stack, dates = read_tile_stack(source_store)
     scene, tile = read_tile_info(source_store)

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from upath import UPath
 
+from imaging_pipelines.core.storage import store_exists
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.stage_result import CheckOutcome, StageResult, stage_store
 from imaging_pipelines.remote_sensing.stages.tile_model import load_tile_model, model_inputs, tile_split
@@ -30,7 +31,7 @@ def segment_tile(dataset: DatasetConfig, partition: str, root: UPath | str, devi
     start = time.perf_counter()
     seg = dataset.remote_sensing.segmentation
     source = stage_store(root, dataset.id, PREPARED, partition)
-    if not source.exists():
+    if not store_exists(source):
         raise FileNotFoundError(f"{source}: no analysis-ready tile (materialise {PREPARED} first)")
     composite = read_tile_zarr(source)
     scene, tile = read_tile_info(source)

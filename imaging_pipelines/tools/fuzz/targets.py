@@ -99,8 +99,14 @@ def _oom_in(exc: BaseException | None) -> bool:
 def call_reader(kind: str, path: Path) -> None:
     """Read ``path`` with the project's reader for ``kind``; raises what the reader raises."""
     if kind == "dicom":
+        from imaging_pipelines.core.errors import ImagingInputError
         from imaging_pipelines.medical.io.dicom import read_dicom_folder
+        from imaging_pipelines.medical.io.series_integrity import check_series_integrity
 
+        try:  # the ingestion's header checks (duplicates, completeness, burned-in) see the same files first
+            check_series_integrity(sorted(p for p in path.rglob("*") if p.is_file()))
+        except ImagingInputError:
+            pass  # a clear refusal; the series reader still gets the input
         result = read_dicom_folder(path)
         swallowed = [note.message for note in result.errors if any(m in note.message for m in _OOM_MARKERS)]
         if swallowed:  # an allocation failure reported as a bad file is still an unbounded allocation
