@@ -126,6 +126,11 @@ class SegmentationConfig(BaseModel):
     baselines: list[Literal["otsu", "max_entropy", "watershed", "fast_marching"]] = Field(default_factory=list)
     fallback: Literal["none", "otsu", "max_entropy", "watershed", "fast_marching"] = "otsu"
     dicom_seg: bool = Field(True, description="write a DICOM SEG per segmented DICOM series (extra segment-export)")
+    dicom_seg_type: Literal["BINARY", "LABELMAP"] = Field(
+        "BINARY", description="DICOM SEG type: BINARY (one 1-bit frame per segment and slice) or LABELMAP (one frame "
+                              "per slice holding segment numbers; Label Map Segmentation Storage)")
+    dicom_sr: bool = Field(True, description="beside each DICOM SEG, a TID 1500 measurement report (Comprehensive "
+                                             "3D SR: volume mL, voxel count, mean/min/max intensity per segment)")
     nnunet: NnunetConfig = Field(default_factory=NnunetConfig)
 
     @field_validator("image_pattern")

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from upath import UPath
@@ -161,6 +161,11 @@ def copy_file_atomic(source: str | os.PathLike, path: UPath | str | os.PathLike)
     with atomic_file(path) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
     return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+
+
+def atomic_local_file(target: Path | str) -> AbstractContextManager[Path]:
+    """:func:`atomic_file` for a local file (the name the DICOM SEG / SR writers use)."""
+    return atomic_file(target)
 
 
 def recover_interrupted(final: UPath) -> None:

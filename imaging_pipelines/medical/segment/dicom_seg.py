@@ -1,8 +1,11 @@
 """DICOM Segmentation (SEG) objects for label Volumes, written with highdicom and read back by frame geometry.
 
-* :func:`write_dicom_seg` - a BINARY multi-frame SEG, one segment per label value, referencing a source
-  single-frame DICOM series (MR, CT, PT...) whose grid the label Volume lies on.
-* :func:`read_dicom_seg_labels` - the segments of a SEG as an integer label Volume on a reference grid.
+* :func:`write_dicom_seg` - a multi-frame SEG of type BINARY (one frame per segment and slice, SOP class
+  Segmentation Storage) or LABELMAP (one frame per slice holding segment numbers, SOP class Label Map
+  Segmentation Storage, new in highdicom 0.28), referencing a source single-frame DICOM series (MR, CT,
+  PT...) whose grid the label Volume lies on.
+* :func:`read_dicom_seg_labels` - the segments of a SEG (BINARY, FRACTIONAL or LABELMAP) as an integer
+  label Volume on a reference grid.
 
 Geometry follows :mod:`imaging_pipelines.core.volume`: arrays ``[z, y, x]``, world = patient LPS mm, which is
 also DICOM's patient coordinate system, so ``ImagePositionPatient`` / ``ImageOrientationPatient`` compare
@@ -10,14 +13,14 @@ directly with a Volume's ``origin`` / ``direction``. Slice ``k`` of a Volume sit
 ``origin + direction[:, 2] * spacing[2] * k``; SEG frames and source files are matched to slices by that
 position, never by file name or instance number.
 
-Patient data: a SEG is a derived object that lives next to its source series in a PACS, so the DICOM
-standard requires it to carry the source's Patient, Study and general-equipment context; highdicom copies
-those attributes (patient name, ID, birth date, sex, study UID/date/time, accession number, referring
-physician, and the study description) from the source datasets. Nothing else identifying is kept: the
-SEG's series description, manufacturer, model and software fields are our own constants, and the
-institution, department, station and device serial number that highdicom would record for the source's
-acquisition equipment (``ContributingEquipmentSequence``, optional) are removed. Treat the SEG file like the
-source images (identifiable); de-identify both together if they must leave the clinical environment.
+Patient data: a SEG is a derived object, so the DICOM standard requires it to carry the source's Patient
+and Study context; highdicom copies about 90 such attributes from the source. With ``patient_pseudonym``
+(what the pipeline always passes) the SEG is de-identified by DICOM PS3.15 Annex E
+(:func:`imaging_pipelines.medical.deid.deidentify`, the Basic Profile table with Clean Descriptors): identity
+becomes the pseudonym, dates, names, descriptors and private attributes go, and UIDs are replaced by keyed
+hashes except the source's study, series, instance and frame-of-reference UIDs that the SEG references.
+Without a pseudonym the SEG stays identifiable like its source (for a PACS next to the source series):
+only the site details highdicom would record for the source's equipment are removed.
 Needs the optional dependency ``highdicom`` (imported lazily).
 """
 
@@ -34,9 +37,11 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from imaging_pipelines.core.storage import atomic_local_file
 from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.deid import DeidOptions, deidentify, reference_uids
 
-__all__ = ["default_segment_codes", "read_dicom_seg_labels", "write_dicom_seg"]
+__all__ = ["SEG_TYPES", "complete_type2", "default_segment_codes", "read_dicom_seg_labels", "write_dicom_seg"]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
@@ -44,24 +49,21 @@ LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 # identifying site details highdicom would copy into ContributingEquipmentSequence (not required there)
 _SITE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
                   "DeviceSerialNumber", "OperatorsName")
-
-# identifying patient / study attributes emptied in a pseudonymised SEG (UIDs stay: they reference the source)
-PSEUDONYMISED_KEYWORDS = ("PatientBirthDate", "PatientBirthTime", "PatientAge", "PatientAddress", "OtherPatientIDs",
-                          "OtherPatientNames", "PatientTelephoneNumbers", "AccessionNumber", "ReferringPhysicianName",
-                          "StudyID", "StudyDate", "StudyTime", "StudyDescription", "InstitutionName",
-                          "InstitutionAddress", "PhysiciansOfRecord", "IssuerOfPatientID")
+SEG_TYPES = ("BINARY", "LABELMAP")
 
 
-def pseudonymise_dataset(ds: pydicom.Dataset, pseudonym: str) -> None:
-    """PatientName/PatientID := ``pseudonym``; :data:`PSEUDONYMISED_KEYWORDS` emptied; identifying sequences removed."""
-    ds.PatientName = pseudonym
-    ds.PatientID = pseudonym
-    for keyword in PSEUDONYMISED_KEYWORDS:
-        if keyword in ds:
+# Type 2 patient/study attributes highdicom copies from a source image and requires to exist (may be empty)
+TYPE2_PATIENT_STUDY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate",
+                       "StudyTime", "AccessionNumber", "ReferringPhysicianName")
+
+
+def complete_type2(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """``ds`` with every missing :data:`TYPE2_PATIENT_STUDY` attribute added empty (in memory; files that leave
+    out Type 2 attributes exist, and highdicom refuses them)."""
+    for keyword in TYPE2_PATIENT_STUDY:
+        if keyword not in ds:
             setattr(ds, keyword, "")
-    for keyword in ("OtherPatientIDsSequence", "ReferringPhysicianIdentificationSequence"):
-        if keyword in ds:
-            delattr(ds, keyword)
+    return ds
 
 
 # (segmented property category, segmented property type) by normalised segment name; anything else: Tissue.
@@ -146,8 +148,10 @@ def write_dicom_seg(
     series_description: str = "Segmentation",
     atol_mm: float = 0.01,
     patient_pseudonym: str | None = None,
+    seg_type: str = "BINARY",
+    deid_options: DeidOptions | None = None,
 ) -> Path:
-    """Write ``labels`` as a BINARY DICOM SEG referencing the single-frame series ``source_files``; returns ``out_path``.
+    """Write ``labels`` as a DICOM SEG referencing the single-frame series ``source_files``; returns ``out_path``.
 
     ``labels`` is an integer 3D Volume on exactly the source series grid (same rows, columns, pixel spacing,
     orientation; every slice position matching one source file within ``atol_mm`` mm and every file
@@ -158,14 +162,20 @@ def write_dicom_seg(
     Each segment is AUTOMATIC, identified by ``algorithm_name`` / ``algorithm_version`` (family: artificial
     intelligence). Frames that contain no segment are omitted (standard highdicom behaviour).
 
+    ``seg_type``: ``"BINARY"`` (one 1-bit frame per segment and slice that holds it) or ``"LABELMAP"`` (one
+    8/16-bit frame per slice with a segment, pixel = segment number). Either reproduces ``labels`` exactly.
+
     Patient/study attributes are copied from the source by highdicom, as the standard requires for a SEG
-    that is stored with its source series (see the module docstring); no other source value is copied.
-    With ``patient_pseudonym`` the SEG is pseudonymised instead: PatientName and PatientID become the
-    pseudonym and the other identifying patient/study attributes (:data:`PSEUDONYMISED_KEYWORDS`) are
-    emptied; the study/series/instance UIDs that reference the source stay.
+    (see the module docstring). With ``patient_pseudonym`` the SEG is de-identified by PS3.15 Annex E
+    (``deid_options``, default :class:`~imaging_pipelines.medical.deid.DeidOptions`); the source's study,
+    series, instance and frame-of-reference UIDs and the SEG's own UIDs are kept (added to ``keep_uids``).
+    The file is written atomically (temporary sibling, then rename).
     """
     import highdicom as hd
 
+    seg_type = str(seg_type).upper()
+    if seg_type not in SEG_TYPES:
+        raise ValueError(f"seg_type must be one of {SEG_TYPES}; got {seg_type!r}")
     if labels.is_timeseries:
         raise ValueError(f"labels must be a 3D Volume; got shape {labels.array.shape}")
     array = np.asarray(labels.array)
@@ -177,7 +187,7 @@ def write_dicom_seg(
     if not source_files:
         raise ValueError("no source files given")
 
-    datasets = [pydicom.dcmread(str(path)) for path in source_files]
+    datasets = [complete_type2(pydicom.dcmread(str(path))) for path in source_files]
     series_uids = {ds.SeriesInstanceUID for ds in datasets}
     if len(series_uids) != 1:
         raise ValueError(f"source files belong to {len(series_uids)} series; pass the files of one series")
@@ -214,7 +224,7 @@ def write_dicom_seg(
     seg = hd.seg.Segmentation(
         source_images=[by_slice[k] for k in order],
         pixel_array=numbers[order],
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segmentation_type=hd.seg.SegmentationTypeValues[seg_type],
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
         series_number=int(series_number),
@@ -234,12 +244,12 @@ def write_dicom_seg(
             if keyword in item:
                 delattr(item, keyword)
     if patient_pseudonym is not None:
-        pseudonymise_dataset(seg, patient_pseudonym)
+        options = deid_options or DeidOptions()
+        keep = reference_uids([*datasets, seg])
+        deidentify(seg, patient_pseudonym, replace(options, keep_uids=options.keep_uids | keep))
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    seg.save_as(tmp, enforce_file_format=True)
-    tmp.replace(out_path)
+    with atomic_local_file(out_path) as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
     return out_path
 
 
@@ -271,7 +281,8 @@ def read_dicom_seg_labels(seg_path: str | Path, reference: Volume, *, atol_mm: f
     if reference.is_timeseries:
         raise ValueError("reference must be a 3D Volume")
     seg_type = str(ds.SegmentationType).upper()
-    names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])}
+    names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])
+             if int(item.SegmentNumber) > 0}  # a LABELMAP may describe the background as segment 0
     n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     frames = ds.pixel_array.reshape(n_frames, int(ds.Rows), int(ds.Columns))
 

@@ -151,8 +151,10 @@ def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutco
 
 def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInput, source: Volume | None,
                             prediction: Volume, notes: list[str]) -> list[str]:
-    """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, as a pseudonymised
-    DICOM SEG."""
+    """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, the de-identified
+    DICOM SEG (catalog ``dicom_seg_type``) and TID 1500 measurement report (``dicom_sr``); every file is
+    published atomically."""
+    from imaging_pipelines.core.storage import write_bytes_atomic
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.preprocess.resample import resample_like
 
@@ -164,14 +166,11 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        local = write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")
-        (folder / local.name).write_bytes(local.read_bytes())
-        written.append(str(folder / local.name))
+        local = [write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")]
         if cfg_wants_seg(dataset, source):
-            seg = write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes)
-            if seg is not None:
-                (folder / seg.name).write_bytes(seg.read_bytes())
-                written.append(str(folder / seg.name))
+            local += write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes, image=source)
+        for path in local:
+            written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
     return written
 
 
@@ -180,28 +179,32 @@ def cfg_wants_seg(dataset, source: Volume) -> bool:
 
 
 def write_partition_seg(dataset, root, partition: str, name: str, mask: Volume, tmp: Path,
-                        notes: list[str]) -> Path | None:
-    """A DICOM SEG of ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid."""
+                        notes: list[str], image: Volume | None = None) -> list[Path]:
+    """The DICOM SEG (and SR, catalog ``dicom_sr``; it needs ``image``, the intensities on the mask's grid) of
+    ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid, written in ``tmp``
+    and de-identified with the partition key as pseudonym. A profile violation raises."""
     try:
-        from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
+        from imaging_pipelines.medical.segment.dicom_outputs import write_dicom_outputs
     except ImportError:
         notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
-        return None
+        return []
     import importlib.util
 
     if importlib.util.find_spec("highdicom") is None:
         notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
-        return None
-    names = {v: k for k, v in dataset.segmentation.classes.items()}
+        return []
+    cfg = dataset.segmentation
+    names = {v: k for k, v in cfg.classes.items()}
     for files in candidate_series_files(dataset, root, partition, mask.spatial_shape):
         try:
-            return write_dicom_seg(mask, files, tmp / f"{name}.seg.dcm", names, "imaging_pipelines",
-                                   algorithm_version=str(mask.attributes.get("model_version") or "classical")[:16],
-                                   patient_pseudonym=partition)
-        except ValueError:
+            return write_dicom_outputs(mask, mask if image is None else image, files, tmp, name, names,
+                                       patient_pseudonym=partition, seg_type=cfg.dicom_seg_type,
+                                       algorithm_version=str(mask.attributes.get("model_version") or "classical")[:16],
+                                       write_sr=cfg.dicom_sr and image is not None)
+        except ValueError:  # this series is not on the mask's grid; a profile violation is not a ValueError
             continue
     notes.append(f"{name}: no DICOM series of this patient lies on the mask's grid; no DICOM SEG written")
-    return None
+    return []
 
 
 def candidate_series_files(dataset, root, partition: str, shape_zyx: tuple[int, int, int]) -> list[list[str]]:
