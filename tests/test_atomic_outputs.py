@@ -34,8 +34,8 @@ DS = "kill_ds"
 SEGMENTATION = {"method": "otsu", "input": "ingested", "modalities": ["MR"], "image_pattern": "t1w",
                 "classes": {"lesion": 5}, "labels": {"source": "inbox"}, "dicom_seg": False}
 
-# Runs assets of one partition in its own process with a trap: KILL_AT=fsync:<suffix> stops (sleeps) once the
-# atomic writer has fully written the temporary file of a target ending in <suffix>, just before the rename;
+# Runs assets of one partition in its own process with a trap: KILL_AT=fsync:<part> stops (sleeps) once the
+# atomic writer has fully written the temporary file of a target whose path holds <part>, just before the rename;
 # KILL_AT=rename:<name> stops between a store's two publishing renames (the old store moved aside). The
 # test then SIGKILLs the process there.
 RUN_TRAPPED = r"""
@@ -53,7 +53,7 @@ def stop():
 def fsync(fd):
     real_fsync(fd)
     name = os.readlink(f"/proc/self/fd/{fd}")
-    if kind == "fsync" and ".partial-" in name and name.endswith(pattern):
+    if kind == "fsync" and ".partial-" in name and pattern in name:
         stop()
 
 def rename(src, dst, *a, **k):
@@ -140,6 +140,18 @@ def test_sigkill_during_an_output_write_keeps_the_published_file(chain, tmp_path
         assert json.loads(output.read_text()) == json.loads(before)
     else:
         assert "<html" in output.read_text()
+
+
+def test_sigkill_during_the_mask_write_keeps_the_published_masks(chain, tmp_path):
+    folder = chain["root"] / "storage" / DS / "segmentation_masks" / chain["key"]
+    before = files(folder)
+    assert any(name.endswith(".nii.gz") for name in before)
+    killed_run(chain["home"], chain["key"], ["segmentation"], f"fsync:/segmentation_masks/{chain['key']}/", tmp_path)
+    leftover = [p for p in folder.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
+    assert len(leftover) == 1 and leftover[0].name.endswith(".nii.gz")  # the killed writer's whole temp file
+    assert {k: v for k, v in files(folder).items() if not k.startswith(PARTIAL_PREFIX)} == before
+    assert rerun(chain, ["segmentation"]).success
+    assert files(folder) == before and leftovers(folder) == []  # same mask again, leftover gone
 
 
 def test_sigkill_between_store_renames_then_the_report_recovers_it(chain, tmp_path):
