@@ -143,6 +143,16 @@ class ImportedModelConfig(BaseModel):
         return self.model_copy(update={"path": str(path.absolute())})
 
 
+class EvaluationConfig(BaseModel):
+    """Absolute floors of the cohort checks on the held-out test split. A check judges only with at least
+    ``min_evaluable_cases`` test images that have a reference; with fewer it warns (not judged) instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_test_dice: float = Field(0.5, ge=0, le=1, description="mean test-split Dice every class must reach")
+    min_evaluable_cases: int = Field(3, ge=1, description="test images with a reference needed to judge")
+
+
 class SegmentationConfig(BaseModel):
     """How a medical dataset is segmented.
 
@@ -168,6 +178,7 @@ class SegmentationConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     baselines: list[Literal["otsu", "max_entropy", "watershed", "fast_marching"]] = Field(default_factory=list)
     fallback: Literal["none", "otsu", "max_entropy", "watershed", "fast_marching"] = "otsu"
     dicom_seg: bool = Field(True, description="write a DICOM SEG per segmented DICOM series (extra segment-export)")

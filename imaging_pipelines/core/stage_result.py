@@ -15,9 +15,13 @@ from imaging_pipelines.core.asset_names import INGESTED, PREPROCESSED, REGISTERE
 
 @dataclass
 class CheckOutcome:
+    """One asset check's verdict. ``severity`` ``"warn"``: a failure that only warns (e.g. too few evaluable
+    cases to judge); ``"error"``: a real failure."""
+
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    severity: str = "error"
 
 
 @dataclass

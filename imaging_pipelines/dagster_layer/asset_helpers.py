@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
     AssetsDefinition,
@@ -30,6 +32,7 @@ from dagster import (
 )
 
 from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.core.stage_result import CheckOutcome
 
 # backfill_policy is a beta parameter of @asset; we rely on its documented multi_run semantics only.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function `asset`", category=BetaWarning)
@@ -48,6 +51,18 @@ def check_specs(key: AssetKey, *names: str, blocking: bool = False) -> list[Asse
     """One check spec per name (description: the name in words). ``blocking``: a failed check stops the
     steps downstream of the asset in the same run."""
     return [AssetCheckSpec(n, asset=key, description=n.replace("_", " "), blocking=blocking) for n in names]
+
+
+def check_result(name: str, outcome: CheckOutcome) -> AssetCheckResult:
+    """``outcome`` as the result of check ``name`` (a ``"warn"`` outcome has severity WARN)."""
+    severity = AssetCheckSeverity.WARN if outcome.severity == "warn" else AssetCheckSeverity.ERROR
+    return AssetCheckResult(check_name=name, passed=outcome.passed, description=outcome.description,
+                            metadata=outcome.metadata, severity=severity)
+
+
+def check_results(checks: dict[str, CheckOutcome]) -> list[AssetCheckResult]:
+    """A stage's named :class:`~imaging_pipelines.core.stage_result.CheckOutcome` s as asset check results."""
+    return [check_result(name, outcome) for name, outcome in checks.items()]
 
 
 def input_failure(context, partition: str | None, exc: Exception) -> Failure:

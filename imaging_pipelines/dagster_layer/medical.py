@@ -7,7 +7,6 @@ are blocking: a broken partition stops there and never reaches segmentation or i
 """
 
 from dagster import (
-    AssetCheckResult,
     AssetExecutionContext,
     AssetsDefinition,
     DynamicPartitionsDefinition,
@@ -23,7 +22,8 @@ from imaging_pipelines.core.asset_names import (
 )
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.dagster_layer.asset_helpers import (
-    PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_specs, input_failure,
+    PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
+    input_failure,
 )
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
 from imaging_pipelines.dagster_layer.metadata import ingestion_metadata, stage_metadata
@@ -38,12 +38,6 @@ from imaging_pipelines.medical.stages.quality_checks import (
 )
 from imaging_pipelines.medical.stages.registration import register_partition
 from imaging_pipelines.medical.stages.registration_model import RegistrationModelTask
-
-
-def check_results(checks: dict) -> list[AssetCheckResult]:
-    """The stage's :class:`~imaging_pipelines.core.stage_result.CheckOutcome` s as asset check results."""
-    return [AssetCheckResult(check_name=n, passed=c.passed, description=c.description, metadata=c.metadata)
-            for n, c in checks.items()]
 
 
 def build_ingestion_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:

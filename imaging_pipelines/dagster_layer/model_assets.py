@@ -24,7 +24,9 @@ from dagster import (
 )
 
 from imaging_pipelines.config.catalog import DatasetConfig
-from imaging_pipelines.dagster_layer.asset_helpers import GPU_POOL, asset_key, check_specs, input_failure
+from imaging_pipelines.dagster_layer.asset_helpers import (
+    GPU_POOL, asset_key, check_result, check_specs, input_failure,
+)
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.models.outcome import MetricCheck, ModelOutcome
 from imaging_pipelines.models.protocol import ModelTask, train_or_reuse
@@ -45,9 +47,7 @@ def model_metadata(outcome: ModelOutcome) -> dict[str, Any]:
 
 def model_check_result(check: MetricCheck, outcome: ModelOutcome) -> AssetCheckResult:
     """``check`` evaluated on ``outcome``, as a Dagster check result."""
-    result = check.evaluate(outcome)
-    return AssetCheckResult(check_name=check.name, passed=result.passed, description=result.description,
-                            metadata=result.metadata)
+    return check_result(check.name, check.evaluate(outcome))
 
 
 def build_model_asset(dataset: DatasetConfig, task: ModelTask[Any], deps: list[str], description: str,

@@ -23,7 +23,8 @@ from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.asset_names import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
 from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
-    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_specs, input_failure,
+    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
+    input_failure,
 )
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
 from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
@@ -72,8 +73,7 @@ def build_tile_asset(dataset: DatasetConfig, partitions: DynamicPartitionsDefini
             context.log.info(f"tile {partition}: {note}")
         return MaterializeResult(
             metadata=stage_metadata(result),
-            check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description, metadata=c.metadata)
-                           for n, c in result.checks.items()])
+            check_results=check_results(result.checks))
 
     return tile_asset
 

@@ -25,7 +25,8 @@ from imaging_pipelines.core.asset_names import (
 )
 from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
-    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, check_specs, input_failure,
+    GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, asset_key, check_result, check_results, check_specs,
+    input_failure,
 )
 from imaging_pipelines.dagster_layer.metadata import rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
@@ -35,6 +36,9 @@ from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.medical.stages.segmentation_data import input_stage
 from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
 from imaging_pipelines.models.outcome import MetricCheck
+
+COHORT_CHECKS = ("test_dice_above_floor", "model_beats_baselines_on_test_split")
+
 
 def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     cfg = dataset.segmentation
@@ -79,8 +83,7 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
                 "objects": rows_table(result.objects) if result.objects else MetadataValue.text("none"),
                 "outputs": MetadataValue.md("\n".join(f"- `{p}`" for p in result.outputs) or "none"),
             },
-            check_results=[AssetCheckResult(check_name=n, passed=c.passed, description=c.description,
-                                            metadata=c.metadata) for n, c in result.checks.items()],
+            check_results=check_results(result.checks),
         )
 
     return segmentation
@@ -118,21 +121,20 @@ def build_cohort_evaluation_asset(dataset: DatasetConfig) -> AssetsDefinition:
 
     @asset(key=key, deps=[asset_key(dataset, EVALUATED)], group_name=dataset.id, kinds={"json"},
            automation_condition=COHORT_AUTOMATION,
-           check_specs=check_specs(key, "model_beats_baselines_on_test_split"),
+           check_specs=check_specs(key, *COHORT_CHECKS),
            description="Mean and median Dice, median HD95 and mean absolute volume difference per method and "
                        "class over the held-out test patients and over all evaluated patients.")
     def segmentation_cohort_evaluation(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
-        from imaging_pipelines.medical.stages.segmentation_eval import cohort_evaluation, model_beats_baselines
+        from imaging_pipelines.medical.stages.segmentation_eval import cohort_checks, cohort_evaluation
 
         summary, n = cohort_evaluation(dataset, storage.root_path())
-        check = model_beats_baselines(summary)
+        checks = cohort_checks(summary, dataset.segmentation.evaluation)
         test_model = next((r for r in summary if r["split"] == "test" and r["method"] == "model"), None)
         return MaterializeResult(
             metadata={"evaluated_patients": n,
                       "test_model_dice_mean": test_model["dice_mean"] if test_model else None,
                       "summary": rows_table(summary) if summary else MetadataValue.text("nothing evaluated")},
-            check_results=[AssetCheckResult(check_name="model_beats_baselines_on_test_split", passed=check.passed,
-                                            description=check.description, metadata=check.metadata)],
+            check_results=check_results(checks),
         )
 
     return segmentation_cohort_evaluation

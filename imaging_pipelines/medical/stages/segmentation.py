@@ -76,7 +76,6 @@ def _predictor(dataset, root, device: str, notes: list[str]):
 
 def segment_partition(dataset, partition: str, root: UPath | str, device: str = "auto") -> SegmentationOutcome:
     """Segment the partition's selected images; write the store, the NIfTI masks and DICOM SEGs."""
-    from imaging_pipelines.medical.segment.baselines import run_baseline
     from imaging_pipelines.medical.segment.postprocess import postprocess_labels
 
     start = time.perf_counter()
@@ -93,9 +92,7 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
                                             cfg.postprocess.keep_largest, cfg.postprocess.fill_holes)
         images[case.name] = case.image
         labels[case.name] = {"segmentation": prediction}
-        for baseline in cfg.baselines:
-            mask, _ = run_baseline(baseline, case.image)
-            labels[case.name][f"baseline_{baseline}"] = mask.with_array(mask.array * np.uint8(cfg.label_values[1]))
+        labels[case.name].update(baseline_masks(case, cfg.baselines, cfg.label_values[1], notes))
         if case.reference is not None:
             labels[case.name]["reference"] = case.reference
         row = {"image": case.name, "method": method}
@@ -117,6 +114,23 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     return SegmentationOutcome(str(path), list(images), rows, notes, checks, time.perf_counter() - start,
                                method=method, model_version=version, volumes_ml=volumes, lesion_count=lesions,
                                outputs=outputs, objects=objects)
+
+
+def baseline_masks(case: SegmentationInput, baselines: list[str], value: int, notes: list[str]) -> dict[str, Volume]:
+    """``{"baseline_<name>": mask}`` of every baseline that succeeds on ``case`` (masks written with label
+    ``value``). A baseline that fails (e.g. an empty brain mask after erosion) is noted and skipped: it never
+    takes the method's own mask or the other baselines down with it."""
+    from imaging_pipelines.medical.segment.baselines import run_baseline
+
+    masks = {}
+    for name in baselines:
+        try:
+            mask, _ = run_baseline(name, case.image)
+        except (ValueError, RuntimeError) as exc:  # SimpleITK raises RuntimeError
+            notes.append(f"{case.name}: baseline {name} skipped: {exc}")
+            continue
+        masks[f"baseline_{name}"] = mask.with_array(mask.array * np.uint8(value))
+    return masks
 
 
 def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) -> tuple[list[tuple[str, int, float]], list[dict]]:

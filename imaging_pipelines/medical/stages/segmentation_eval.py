@@ -16,6 +16,7 @@ import numpy as np
 from upath import UPath
 
 from imaging_pipelines.config.catalog import DatasetConfig
+from imaging_pipelines.config.segmentation import EvaluationConfig
 from imaging_pipelines.medical.io.ome_zarr import read_labels, store_attributes
 from imaging_pipelines.core.storage import as_upath
 from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
@@ -62,7 +63,7 @@ def _finite(value: float) -> float | None:
 
 
 def cohort_evaluation(dataset: DatasetConfig, root: UPath | str) -> tuple[list[dict], int]:
-    """Rows ``{method, class, split, n, dice_mean, dice_median, hd95_median_mm, abs_volume_difference_ml_mean}``
+    """Rows ``{method, class, split, n, n_scored (cases with a Dice), dice_mean, dice_median, hd95_median_mm, abs_volume_difference_ml_mean}``
     for split ``test`` and ``all``, plus the number of evaluated partitions."""
     folder = as_upath(root) / dataset.id / EVALUATED
     files = sorted(p for p in folder.iterdir() if p.name.endswith(".json")) if folder.exists() else []
@@ -76,7 +77,7 @@ def cohort_evaluation(dataset: DatasetConfig, root: UPath | str) -> tuple[list[d
                 dice = [r["dice"] for r in sel if r["dice"] is not None]
                 hd = [r["hd95_mm"] for r in sel if r["hd95_mm"] is not None]
                 vol = [abs(r["volume_difference_ml"]) for r in sel if r["volume_difference_ml"] is not None]
-                summary.append({"method": method, "class": name, "split": split, "n": len(sel),
+                summary.append({"method": method, "class": name, "split": split, "n": len(sel), "n_scored": len(dice),
                                 "dice_mean": _mean(dice), "dice_median": _median(dice),
                                 "hd95_median_mm": _median(hd), "abs_volume_difference_ml_mean": _mean(vol)})
     return summary, len(files)
@@ -90,15 +91,33 @@ def _median(values: list[float]) -> float:
     return round(float(np.median(values)), 4) if values else float("nan")
 
 
-def model_beats_baselines(summary: list[dict], split: str = "test") -> CheckOutcome:
-    """Passes when the model's mean Dice beats every baseline's on ``split``, for every class."""
-    rows = [r for r in summary if r["split"] == split and r["n"]]
-    losing = []
-    for r in rows:
-        if r["method"] == "model":
-            continue
-        model = next((m for m in rows if m["method"] == "model" and m["class"] == r["class"]), None)
-        if model is not None and not model["dice_mean"] > r["dice_mean"]:
-            losing.append(f"{r['class']}: model {model['dice_mean']} <= {r['method']} {r['dice_mean']}")
-    return CheckOutcome(not losing, f"the model beats every baseline on the {split} split" if not losing
-                        else "; ".join(losing), {"rows_compared": len(rows)})
+def cohort_checks(summary: list[dict], floors: EvaluationConfig, split: str = "test") -> dict[str, CheckOutcome]:
+    """The cohort's quality gates on ``split``, by check name:
+
+    - ``test_dice_above_floor``: the model's mean Dice reaches ``floors.min_test_dice`` for every class;
+    - ``model_beats_baselines_on_test_split``: the model's mean Dice beats every baseline's, for every class,
+      and reaches the floor too (beating baselines that all fail proves nothing).
+
+    With fewer than ``floors.min_evaluable_cases`` scored model cases of a class, both fail with severity
+    ``warn``: there is too little to judge.
+    """
+    rows = [r for r in summary if r["split"] == split and r["n_scored"]]
+    model = {r["class"]: r for r in rows if r["method"] == "model"}
+    scored = {name: r["n_scored"] for name, r in model.items()}
+    meta = {"min_test_dice": floors.min_test_dice, "min_evaluable_cases": floors.min_evaluable_cases,
+            "scored_cases": scored}
+    if not model or min(scored.values()) < floors.min_evaluable_cases:
+        text = (f"not judged: {min(scored.values()) if scored else 0} scored {split} case(s), fewer than "
+                f"min_evaluable_cases {floors.min_evaluable_cases}")
+        warn = CheckOutcome(False, text, meta, severity="warn")
+        return {"test_dice_above_floor": warn, "model_beats_baselines_on_test_split": warn}
+    below = [f"{name}: model {r['dice_mean']} < floor {floors.min_test_dice}" for name, r in model.items()
+             if not r["dice_mean"] >= floors.min_test_dice]
+    losing = [f"{r['class']}: model {model[r['class']]['dice_mean']} <= {r['method']} {r['dice_mean']}"
+              for r in rows if r["method"] != "model" and r["class"] in model
+              and not model[r["class"]]["dice_mean"] > r["dice_mean"]]
+    floor = CheckOutcome(not below, "; ".join(below) or f"model Dice reaches {floors.min_test_dice} on the {split} "
+                         "split for every class", meta)
+    beats = CheckOutcome(not (below or losing), "; ".join(below + losing) or
+                         f"the model beats every baseline on the {split} split and reaches the floor", meta)
+    return {"test_dice_above_floor": floor, "model_beats_baselines_on_test_split": beats}
