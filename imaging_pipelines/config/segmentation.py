@@ -7,6 +7,7 @@ in voxels, array order (z, y, x); sizes of objects in millilitres (mL).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -140,7 +141,7 @@ class ImportedModelConfig(BaseModel):
         path = Path(self.path).expanduser()
         if not path.is_absolute() and catalog_file:
             path = Path(catalog_file).parent / path
-        return self.model_copy(update={"path": str(path.absolute())})
+        return self.model_copy(update={"path": os.path.normpath(path.absolute())})
 
 
 class EvaluationConfig(BaseModel):

@@ -16,7 +16,9 @@ does); the label map is turned back. Device: :func:`imaging_pipelines.models.dev
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +40,11 @@ def _reader_name(folder: Path, plans: dict, dataset_json: dict) -> str:
     return name
 
 
+def _quiet():
+    """nnU-Net prints progress to stdout; send it to stderr so stdout stays the caller's."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 class NnunetFolderModel:
     """An nnU-Net v2 trained-model folder loaded into ``nnUNetPredictor`` on ``device`` (a torch device)."""
 
@@ -52,13 +59,15 @@ class NnunetFolderModel:
         self.folder = Path(folder)
         self.device = pick_device(device)
         os.environ.setdefault("nnUNet_compile", "f")  # no torch.compile: minutes of start-up for one scan
-        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
-                                         perform_everything_on_device=self.device.type == "cuda",
-                                         device=self.device if self.device.type == "cuda" else torch.device("cpu"),
-                                         verbose=False, verbose_preprocessing=False, allow_tqdm=False)
+        with _quiet():
+            self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                             perform_everything_on_device=self.device.type == "cuda",
+                                             device=self.device if self.device.type == "cuda" else torch.device("cpu"),
+                                             verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         try:
-            self.predictor.initialize_from_trained_model_folder(str(self.folder), use_folds=tuple(folds),
-                                                                checkpoint_name=checkpoint)
+            with _quiet():
+                self.predictor.initialize_from_trained_model_folder(str(self.folder), use_folds=tuple(folds),
+                                                                    checkpoint_name=checkpoint)
         except (KeyError, RuntimeError) as exc:
             raise ImagingInputError(self.folder, f"cannot load the nnU-Net model: {type(exc).__name__}: {exc}") from None
         if configuration is not None and configuration != self._config_name():
@@ -85,7 +94,8 @@ class NnunetFolderModel:
         would hand them over (one channel)."""
         data = np.asarray(array_zyx, dtype=np.float32)[None]
         properties = {"spacing": [abs(float(s)) for s in list(spacing_xyz)[::-1]]}
-        return np.asarray(self.predictor.predict_single_npy_array(data, properties, None, None, False))
+        with _quiet():
+            return np.asarray(self.predictor.predict_single_npy_array(data, properties, None, None, False))
 
     def predict(self, image: Volume) -> Volume:
         """uint8 (uint16 beyond 255) label Volume on ``image``'s grid; ``attributes['runtime_s']`` in seconds."""
