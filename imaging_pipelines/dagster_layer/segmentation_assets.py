@@ -61,7 +61,8 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
     @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
            op_tags=gpu_tags, check_specs=check_specs(key, "mask_not_empty_where_reference_is"),
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
-           description="Masks of every selected image: Gaussian sliding-window inference of the current model "
+           description="Masks of every selected image: the imported pretrained model (method imported) or Gaussian "
+                       "sliding-window inference of the current trained model "
                        "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
                        "labels, a NIfTI mask on the original grid and a pseudonymised DICOM SEG for DICOM sources.")
     def segmentation(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
