@@ -38,9 +38,11 @@ def phantom_case(seed: int, shape: Sequence[int] = SHAPE, spacing: Sequence[floa
 
 
 def write_tiny_nnunet_model(out: str | Path, n_cases: int = 2, folds: Sequence[int] = (0,), seed: int = 0,
-                            dataset_number: int = 990, configuration: str = "3d_fullres") -> Path:
+                            dataset_number: int = 990, configuration: str = "3d_fullres",
+                            shape: Sequence[int] = SHAPE, spacing: Sequence[float] = SPACING) -> Path:
     """An nnU-Net v2 trained-model folder at ``out`` (``dataset.json``, ``plans.json``, ``fold_<f>/
-    checkpoint_final.pth``) planned by nnU-Net on ``n_cases`` phantoms; one seeded checkpoint per fold."""
+    checkpoint_final.pth``) planned by nnU-Net on ``n_cases`` phantoms of ``shape`` (z, y, x) and ``spacing``
+    (x, y, z) mm; one seeded checkpoint per fold."""
     import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -50,7 +52,7 @@ def write_tiny_nnunet_model(out: str | Path, n_cases: int = 2, folds: Sequence[i
     from imaging_pipelines.medical.stages.nnunet import nnunet_paths
 
     out = Path(out)
-    cases = [(f"case{s:03d}", *phantom_case(seed + s)) for s in range(n_cases)]
+    cases = [(f"case{s:03d}", *phantom_case(seed + s, shape, spacing)) for s in range(n_cases)]
     with tempfile.TemporaryDirectory(prefix="nnunet-plan-") as work, nnunet_paths(work) as paths:
         export_nnunet_dataset(cases, paths["nnUNet_raw"], dataset_number, "Tiny", {"0": "MR"}, LABELS)
         extract_fingerprints([dataset_number], num_processes=1, clean=True, verbose=False, show_progress_bar=False)
@@ -113,9 +115,11 @@ INFERENCE_CONFIG = {
 }
 
 
-def write_tiny_monai_bundle(out: str | Path, seed: int = 0) -> Path:
+def write_tiny_monai_bundle(out: str | Path, seed: int = 0, pixdim_mm: float = 6.0, roi: int = 32,
+                            channels: Sequence[int] = (8, 16, 32)) -> Path:
     """A MONAI bundle folder at ``out`` (configs/inference.json, configs/metadata.json, models/model.pt):
-    a seeded small 3-class UNet; label names in the metadata's ``channel_def``."""
+    a seeded small 3-class UNet (``channels`` per level, stride 2) run at ``pixdim_mm`` isotropic spacing
+    with ``roi``^3 sliding windows; label names in the metadata's ``channel_def``."""
     import monai
     import torch
     from monai.networks.nets import UNet
@@ -123,16 +127,20 @@ def write_tiny_monai_bundle(out: str | Path, seed: int = 0) -> Path:
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "configs" / "inference.json").write_text(json.dumps(INFERENCE_CONFIG, indent=2))
+    config = json.loads(json.dumps(INFERENCE_CONFIG))
+    config["network_def"].update(channels=list(channels), strides=[2] * (len(channels) - 1))
+    config["preprocessing"]["transforms"][3]["pixdim"] = [pixdim_mm] * 3
+    config["inferer"]["roi_size"] = [roi] * 3
+    (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
     metadata = {"version": "0.1.0", "monai_version": monai.__version__, "name": "tiny phantom segmentation",
                 "network_data_format": {
                     "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": 1,
-                                         "spatial_shape": [32, 32, 32], "dtype": "float32"}},
+                                         "spatial_shape": [roi] * 3, "dtype": "float32"}},
                     "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 3,
-                                         "dtype": "float32", "spatial_shape": [32, 32, 32],
+                                         "dtype": "float32", "spatial_shape": [roi] * 3,
                                          "channel_def": {str(v): k for k, v in LABELS.items()}}}}}
     (out / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
     torch.manual_seed(seed)
-    kwargs = {k: v for k, v in INFERENCE_CONFIG["network_def"].items() if k != "_target_"}
+    kwargs = {k: v for k, v in config["network_def"].items() if k != "_target_"}
     torch.save(UNet(**kwargs).state_dict(), out / "models" / "model.pt")
     return out
