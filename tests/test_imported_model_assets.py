@@ -18,7 +18,7 @@ from dagster import AssetKey, DagsterInstance  # noqa: E402
 from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti  # noqa: E402
 from imaging_pipelines.tools.demo.imported_models import phantom_case, write_tiny_nnunet_model  # noqa: E402
 from tests.conftest import write_catalog  # noqa: E402
-from tests.test_imported_models import nnunet_direct, nnunet_model  # noqa: E402,F401 (session fixture)
+from tests.test_imported_models import nnunet_direct  # noqa: E402
 
 DS = "imported_ds"
 
@@ -50,7 +50,7 @@ def stale_status(instance, defs, asset: str, partition: str | None = None):
     return resolver.get_status(key(asset), partition), resolver.get_stale_causes(key(asset), partition)
 
 
-def test_asset_equals_nnunet_predictor_and_goes_stale_with_a_new_checkpoint(nnunet_model, tmp_path, monkeypatch):  # noqa: F811
+def test_asset_equals_nnunet_predictor_and_goes_stale_with_a_new_checkpoint(nnunet_model, tmp_path, monkeypatch):
     from dagster._core.definitions.data_version import StaleStatus
 
     from imaging_pipelines.dagster_layer.factory import build_definitions
@@ -95,7 +95,7 @@ def test_asset_equals_nnunet_predictor_and_goes_stale_with_a_new_checkpoint(nnun
         assert any(c.dependency and c.dependency.asset_key == key("imported_model") for c in causes), causes
 
 
-def test_dg_list_defs_shows_imported_model_lineage(nnunet_model, tmp_path):  # noqa: F811
+def test_dg_list_defs_shows_imported_model_lineage(nnunet_model, tmp_path):
     from tests.test_dg_project import run_dg
 
     (tmp_path / "inbox").mkdir()

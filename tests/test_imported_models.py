@@ -22,17 +22,9 @@ from typer.testing import CliRunner  # noqa: E402
 from imaging_pipelines.cli import app  # noqa: E402
 from imaging_pipelines.core.volume import Volume  # noqa: E402
 from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti  # noqa: E402
-from imaging_pipelines.tools.demo.imported_models import (  # noqa: E402
-    phantom_case, write_tiny_monai_bundle, write_tiny_nnunet_model,
-)
+from imaging_pipelines.tools.demo.imported_models import phantom_case, write_tiny_monai_bundle  # noqa: E402
 
 SCAN_SHAPE, SCAN_SPACING = (20, 30, 26), (6.0, 6.5, 8.0)  # (z, y, x) voxels; (x, y, z) mm: not the plans' grid
-
-
-@pytest.fixture(scope="session")
-def nnunet_model(tmp_path_factory) -> Path:
-    """ONE tiny multi-class nnU-Net results folder per session (folds 0 and 1)."""
-    return write_tiny_nnunet_model(tmp_path_factory.mktemp("nnunet") / "Dataset990_Tiny", folds=(0, 1))
 
 
 @pytest.fixture(scope="session")
@@ -190,3 +182,24 @@ def test_catalog_errors_name_the_field(tmp_path, monkeypatch):
     (ds,) = load_catalog(good, data_roots=[tmp_path])
     assert ds.segmentation.model.path == str((tmp_path / "good" / "models" / "tiny").absolute())
     assert ds.segmentation.input == "ingested" and ds.segmentation.postprocess.fill_holes is False
+
+
+def test_catalog_model_by_name_and_configuration_check(nnunet_model, scan, tmp_path, monkeypatch):
+    from imaging_pipelines.config.segmentation import ImportedModelConfig
+    from imaging_pipelines.core.errors import ImagingInputError
+    from imaging_pipelines.medical.segment.imported_model import open_model
+    from tests.conftest import write_catalog
+
+    seg = {"method": "imported", "model": {"kind": "nnunet", "path": str(nnunet_model), "folds": [1],
+                                           "use_mirroring": False, "configuration": "3d_fullres"}}
+    (tmp_path / "inbox").mkdir()
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", f"{tmp_path}:{nnunet_model.parent}")
+    monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(write_catalog(tmp_path, "brain_ds", segmentation=json.dumps(seg))))
+    result = run_cli(str(scan), str(tmp_path / "out"), "--model", "brain_ds", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "scan.manifest.json").read_text())
+    assert manifest["model"]["folds"] == [1] and manifest["labels"] == {"1": "lesion", "2": "tissue"}
+    (direct,) = nnunet_direct(nnunet_model, [scan], tmp_path / "direct", folds=(1,))
+    assert np.array_equal(read_nifti(tmp_path / "out" / "scan.nii.gz").array, direct)
+    with pytest.raises(ImagingInputError, match="configuration '3d_fullres', not '2d'"):
+        open_model(ImportedModelConfig(kind="nnunet", path=str(nnunet_model), configuration="2d"), "cpu")

@@ -10,8 +10,8 @@ and the device it runs on. Masks lie on the input image's own grid (array ``[z, 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -28,7 +28,6 @@ class LoadedModel:
     device: str  # resolved torch device ("cpu", "cuda")
     predict: Callable[[Volume], Volume]
     load_s: float = 0.0  # seconds spent loading
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> str:

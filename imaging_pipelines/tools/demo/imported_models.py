@@ -116,10 +116,12 @@ INFERENCE_CONFIG = {
 
 
 def write_tiny_monai_bundle(out: str | Path, seed: int = 0, pixdim_mm: float = 6.0, roi: int = 32,
-                            channels: Sequence[int] = (8, 16, 32)) -> Path:
+                            channels: Sequence[int] = (8, 16, 32), train_steps: int = 0) -> Path:
     """A MONAI bundle folder at ``out`` (configs/inference.json, configs/metadata.json, models/model.pt):
     a seeded small 3-class UNet (``channels`` per level, stride 2) run at ``pixdim_mm`` isotropic spacing
-    with ``roi``^3 sliding windows; label names in the metadata's ``channel_def``."""
+    with ``roi``^3 sliding windows; label names in the metadata's ``channel_def``. ``train_steps`` > 0:
+    that many Adam steps on ``roi``^3 crops of a phantom (intensities scaled to [0, 1] as the bundle's
+    ScaleIntensityd does), so the masks are smooth regions instead of a random network's speckle."""
     import monai
     import torch
     from monai.networks.nets import UNet
@@ -142,5 +144,30 @@ def write_tiny_monai_bundle(out: str | Path, seed: int = 0, pixdim_mm: float = 6
     (out / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in config["network_def"].items() if k != "_target_"}
-    torch.save(UNet(**kwargs).state_dict(), out / "models" / "model.pt")
+    network = UNet(**kwargs)
+    if train_steps:
+        _fit(network, roi, pixdim_mm, train_steps, seed)
+    torch.save(network.state_dict(), out / "models" / "model.pt")
     return out
+
+
+def _fit(network, roi: int, pixdim_mm: float, steps: int, seed: int) -> None:
+    """A few Adam steps of cross-entropy on random ``roi``^3 crops of one phantom at ``pixdim_mm``."""
+    import torch
+
+    shape = (max(roi, 16) + 16,) * 3
+    image, labels = phantom_case(seed + 100, shape, (pixdim_mm,) * 3)
+    x = image.array - image.array.min()
+    x = torch.from_numpy(x / max(float(x.max()), 1e-6)).float()
+    y = torch.from_numpy(labels.array.astype("int64"))
+    rng = np.random.default_rng(seed)
+    optimiser = torch.optim.Adam(network.parameters(), lr=1e-2)
+    network.train()
+    for _ in range(steps):
+        z0, y0, x0 = (int(rng.integers(0, s - roi + 1)) for s in shape)
+        crop = (slice(z0, z0 + roi), slice(y0, y0 + roi), slice(x0, x0 + roi))
+        loss = torch.nn.functional.cross_entropy(network(x[crop][None, None]), y[crop][None])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    network.eval()
