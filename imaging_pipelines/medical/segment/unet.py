@@ -221,6 +221,30 @@ def normalize_intensity(array: np.ndarray, mode: str = "zscore") -> np.ndarray:
     return ((a - mean) / max(std, 1e-8)).astype(np.float32)
 
 
+def _blended_logits(model: SegmentationModel, x: torch.Tensor, overlap: float, sw_batch_size: int,
+                    dev: torch.device) -> torch.Tensor:
+    """Gaussian-blended sliding-window logits ``[1, C, z, y, x]`` (float32) of the normalised input ``x``
+    (``[1, 1, z, y, x]``, already on ``dev``), left on ``dev``."""
+    from monai.inferers import sliding_window_inference
+
+    net = model.network.to(dev).eval()
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with autocast_context(dev):
+            return net(batch).float()
+
+    return sliding_window_inference(
+        x, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=forward,
+        overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
+    ).float()
+
+
+def _network_input(model: SegmentationModel, image: Volume, dev: torch.device) -> torch.Tensor:
+    if image.is_timeseries:
+        raise ValueError("predict expects a 3D image Volume")
+    return torch.from_numpy(normalize_intensity(image.array, model.normalization))[None, None].to(dev)
+
+
 @torch.no_grad()
 def predict_probabilities(
     model: SegmentationModel,
@@ -237,32 +261,21 @@ def predict_probabilities(
 
     ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
     nnU-Net's mirroring) and average the softmax outputs after flipping them back."""
-    from monai.inferers import sliding_window_inference
-
-    if image.is_timeseries:
-        raise ValueError("predict expects a 3D image Volume")
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    net = model.network.to(dev).eval()
-    x = torch.from_numpy(normalize_intensity(image.array, model.normalization))[None, None].to(dev)
+    x = _network_input(model, image, dev)
 
-    def _forward(batch: torch.Tensor) -> torch.Tensor:
-        with autocast_context(dev):
-            return net(batch).float()
-
-    def _softmax(inp: torch.Tensor) -> torch.Tensor:
-        logits = sliding_window_inference(
-            inp, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=_forward,
-            overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
-        )
-        return (torch.softmax(logits.float(), dim=1) if softmax or flip_tta else logits.float())[0].cpu()
+    def scores(inp: torch.Tensor) -> torch.Tensor:
+        logits = _blended_logits(model, inp, overlap, sw_batch_size, dev)
+        return (torch.softmax(logits, dim=1) if softmax or flip_tta else logits)[0].cpu()
 
     if not flip_tta:
-        return _softmax(x)
+        return scores(x)
     flips = [[a for a in (2, 3, 4) if mask >> (a - 2) & 1] for mask in range(8)]
-    total = sum(_softmax(torch.flip(x, f)).flip([a - 1 for a in f]) if f else _softmax(x) for f in flips)
+    total = sum(scores(torch.flip(x, f)).flip([a - 1 for a in f]) if f else scores(x) for f in flips)
     return total / len(flips)
 
 
+@torch.no_grad()
 def predict(
     model: SegmentationModel,
     image: Volume,
@@ -272,10 +285,15 @@ def predict(
     device: str | torch.device = "auto",
     flip_tta: bool = False,
 ) -> Volume:
-    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``."""
-    scores = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size, device=device,
-                                   flip_tta=flip_tta, softmax=flip_tta)  # argmax of logits = argmax of softmax
-    classes = torch.argmax(scores, dim=0).numpy()
+    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``.
+    Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes back to the host."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    if flip_tta:
+        classes = torch.argmax(predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,
+                                                     device=dev, flip_tta=True), dim=0).numpy()
+    else:  # argmax of logits = argmax of softmax
+        logits = _blended_logits(model, _network_input(model, image, dev), overlap, sw_batch_size, dev)
+        classes = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
     lut = np.asarray(model.label_values, dtype=np.uint8)
     return Volume(
         array=lut[classes],
