@@ -16,7 +16,7 @@ pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (optional extr
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
 from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti  # noqa: E402
-from imaging_pipelines.tools.demo.imported_models import phantom_case, write_tiny_nnunet_model  # noqa: E402
+from imaging_pipelines.tools.demo.imported_models import phantom_case, write_nnunet_checkpoint  # noqa: E402
 from tests.conftest import write_catalog  # noqa: E402
 from tests.test_imported_models import nnunet_direct  # noqa: E402
 
@@ -84,8 +84,7 @@ def test_asset_equals_nnunet_predictor_and_goes_stale_with_a_new_checkpoint(nnun
         assert stale_status(instance, defs, "segmentation", partition)[0] == StaleStatus.FRESH
 
         # a new checkpoint: a new data version of the imported model, and the masks made by the old one are stale
-        write_tiny_nnunet_model(tmp_path / "replacement", n_cases=2, folds=(0,), seed=5)
-        shutil.copyfile(tmp_path / "replacement" / "fold_0" / "checkpoint_final.pth", model / "fold_0" / "checkpoint_final.pth")
+        write_nnunet_checkpoint(model, 0, seed=5)  # the same plans, new weights in place of the old file
         assert observe.execute_in_process(instance=instance, raise_on_error=False).success
         second_version = observed_version(instance)
         assert first_version is not None and second_version is not None

@@ -79,7 +79,7 @@ class BundleModel:
         if image.is_timeseries:
             raise ValueError("bundle prediction expects a 3D image Volume")
         with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            source = write_nifti(image, Path(tmp) / "input" / "image.nii.gz")
+            source = write_nifti(image, Path(tmp) / "input" / "image.nii")  # uncompressed: no gzip time
             labels = read_nifti(self.run_file(source, Path(tmp) / "output"))
         array = np.rint(np.asarray(labels.array)).astype(np.int64)
         if array.ndim == 4:

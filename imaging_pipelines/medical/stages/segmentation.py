@@ -22,7 +22,9 @@ from upath import UPath
 from imaging_pipelines.medical.io.ome_zarr import read_volume_store, write_volume_store
 from imaging_pipelines.core.storage import as_upath
 from imaging_pipelines.core.stage_result import INGESTED, CheckOutcome, StageResult, stage_store
-from imaging_pipelines.medical.stages.segmentation_data import SEGMENTED, SegmentationInput, segmentation_inputs
+from imaging_pipelines.medical.stages.segmentation_data import (
+    SEGMENTED, SegmentationInput, input_stage, segmentation_inputs,
+)
 from imaging_pipelines.core.volume import Volume
 
 MASKS = "segmentation_masks"
@@ -85,7 +87,10 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     images, labels, rows, outputs = {}, {}, [], []
     volumes = {name: 0.0 for name in classes}
     lesions, objects = 0, []
-    sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
+    if input_stage(dataset) == INGESTED:  # the inputs are the ingested images: no second read
+        sources = {case.name: case.image for case in inputs}
+    else:
+        sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
     for case in inputs if predict_fn is not None else []:
         t0 = time.perf_counter()
         prediction, pp = postprocess_labels(predict_fn(case.image), cfg.postprocess.min_component_ml,

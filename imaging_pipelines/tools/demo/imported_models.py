@@ -13,6 +13,7 @@ SaveImaged) and ``metadata.json`` naming the output channels. Spacings in mm; ph
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,17 +44,14 @@ def write_tiny_nnunet_model(out: str | Path, n_cases: int = 2, folds: Sequence[i
     """An nnU-Net v2 trained-model folder at ``out`` (``dataset.json``, ``plans.json``, ``fold_<f>/
     checkpoint_final.pth``) planned by nnU-Net on ``n_cases`` phantoms of ``shape`` (z, y, x) and ``spacing``
     (x, y, z) mm; one seeded checkpoint per fold."""
-    import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from imaging_pipelines.medical.segment.nnunet_export import export_nnunet_dataset
-    from imaging_pipelines.medical.stages.nnunet import nnunet_paths
+    from imaging_pipelines.medical.stages.nnunet import nnunet_paths, workers_terminable
 
     out = Path(out)
     cases = [(f"case{s:03d}", *phantom_case(seed + s, shape, spacing)) for s in range(n_cases)]
-    with tempfile.TemporaryDirectory(prefix="nnunet-plan-") as work, nnunet_paths(work) as paths:
+    with tempfile.TemporaryDirectory(prefix="nnunet-plan-") as work, nnunet_paths(work) as paths, workers_terminable():
         export_nnunet_dataset(cases, paths["nnUNet_raw"], dataset_number, "Tiny", {"0": "MR"}, LABELS)
         extract_fingerprints([dataset_number], num_processes=1, clean=True, verbose=False, show_progress_bar=False)
         plans_id = plan_experiments([dataset_number])
@@ -61,21 +59,35 @@ def write_tiny_nnunet_model(out: str | Path, n_cases: int = 2, folds: Sequence[i
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(planned / f"{plans_id}.json", out / "plans.json")
         shutil.copyfile(planned / "dataset.json", out / "dataset.json")
-    plans = json.loads((out / "plans.json").read_text())
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    for fold in folds:
+        write_nnunet_checkpoint(out, fold, seed * 100 + int(fold), configuration)
+    return out
+
+
+def write_nnunet_checkpoint(folder: str | Path, fold: int, seed: int, configuration: str = "3d_fullres") -> Path:
+    """``folder/fold_<fold>/checkpoint_final.pth``: nnU-Net's own network for the folder's plans, initialised
+    with ``seed``, saved in the layout ``nnUNetTrainer`` uses (what ``nnUNetPredictor`` loads)."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    dataset_json = json.loads((folder / "dataset.json").read_text())
     manager = PlansManager(plans)
     config = manager.get_configuration(configuration)
     n_out = manager.get_label_manager(dataset_json).num_segmentation_heads
-    for fold in folds:
-        torch.manual_seed(seed * 100 + int(fold))
-        network = nnUNetTrainer.build_network_architecture(manager, config, 1, n_out, enable_deep_supervision=False)
-        (out / f"fold_{fold}").mkdir(exist_ok=True)
-        torch.save({"network_weights": network.state_dict(), "trainer_name": "nnUNetTrainer",
-                    "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
-                                  "dataset_json": dataset_json, "device": "cpu"},
-                    "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 0},
-                   out / f"fold_{fold}" / "checkpoint_final.pth")
-    return out
+    torch.manual_seed(seed)
+    network = nnUNetTrainer.build_network_architecture(manager, config, 1, n_out, enable_deep_supervision=False)
+    (folder / f"fold_{fold}").mkdir(exist_ok=True)
+    target = folder / f"fold_{fold}" / "checkpoint_final.pth"
+    partial = target.with_name(target.name + ".partial")
+    torch.save({"network_weights": network.state_dict(), "trainer_name": "nnUNetTrainer",
+                "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
+                              "dataset_json": dataset_json, "device": "cpu"},
+                "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": 0}, partial)
+    os.replace(partial, target)  # a reader sees the old checkpoint or the whole new one
+    return target
 
 
 INFERENCE_CONFIG = {
