@@ -76,6 +76,47 @@ def convert(
 
 
 @app.command()
+def segment(
+    src: Path = typer.Argument(..., help="a DICOM series folder, or a NIfTI / NRRD / MHA file"),
+    out: Path = typer.Argument(..., help="a .nii.gz file (the label map), or a folder (label map, JSON manifest, "
+                                         "DICOM SEG + SR for DICOM sources)"),
+    model: str = typer.Option(..., "--model", help="nnU-Net v2 model folder, MONAI bundle folder, project .pt "
+                                                   "model file, or a catalog dataset id"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda"),
+    folds: str = typer.Option(None, "--folds", help="nnU-Net: comma-separated folds to ensemble (default: every "
+                                                    "fold_N with checkpoint_final.pth)"),
+    mirroring: bool = typer.Option(None, "--mirroring/--no-mirroring", help="nnU-Net: test-time mirroring "
+                                                                            "(default: on)"),
+    tile_step: float = typer.Option(None, "--tile-step", min=0.01, max=1.0, help="nnU-Net: sliding-window step "
+                                                                                 "(fraction of the patch; 0.5)"),
+) -> None:
+    """Segment one scan with a pretrained or project model, through the same step as the per-patient
+    `segmentation` asset; the label map lies on SRC's grid. Nothing is downloaded. Exit code 0: done;
+    1: failure (unreadable scan, missing model file...); 2: bad arguments."""
+    from imaging_pipelines.medical.segment.one_scan import SegmentArgumentError, segment_scan
+
+    if device.lower() not in ("auto", "cpu", "cuda") and not device.lower().startswith("cuda:"):
+        typer.echo(f"error: --device {device!r}: use auto, cpu or cuda", err=True)
+        raise typer.Exit(2)
+    try:
+        fold_list = [int(f) if f.strip().isdigit() else f.strip() for f in folds.split(",")] if folds else None
+        if fold_list and any(f != "all" and not isinstance(f, int) for f in fold_list):
+            raise SegmentArgumentError(f"--folds {folds!r}: give fold numbers (0,1,...) or 'all'")
+        run = segment_scan(src, out, model, device.lower(), fold_list, mirroring, tile_step,
+                           log=lambda m: typer.echo(m, err=True))
+    except (SegmentArgumentError, CatalogError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (ImagingInputError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for note in run.notes:
+        typer.echo(f"note: {note}", err=True)
+    for path in run.written:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def demo(
     patients: int = typer.Option(24, min=1, max=50, help="number of synthetic patients to generate"),
     seed: int = typer.Option(0, help="random seed of the synthetic cohort and scenes"),

@@ -59,3 +59,13 @@ def workspace(tmp_path, monkeypatch):
     catalog = write_catalog(tmp_path)
     monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(catalog))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def nnunet_model(tmp_path_factory) -> Path:
+    """ONE tiny multi-class nnU-Net v2 results folder per session (folds 0 and 1), planned by nnU-Net on
+    phantoms (tests/test_imported_models.py, tests/test_imported_model_assets.py)."""
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (optional extra segment-export)")
+    from imaging_pipelines.tools.demo.imported_models import write_tiny_nnunet_model
+
+    return write_tiny_nnunet_model(tmp_path_factory.mktemp("nnunet") / "Dataset990_Tiny", folds=(0, 1))

@@ -315,6 +315,9 @@ def load_dataset_file(file: Path, data_roots: list[Path]) -> tuple[DatasetConfig
         return None, _pydantic_errors(file, exc)
     except RecursionError:
         return None, [(str(file), "-", "values nested too deeply")]
+    if cfg.segmentation.model is not None:  # a relative model path is relative to the catalog file's folder
+        seg = cfg.segmentation.model_copy(update={"model": cfg.segmentation.model.resolved(file)})
+        cfg = cfg.model_copy(update={"segmentation": seg})
     return checked_inbox(cfg, file, data_roots)
 
 

@@ -7,12 +7,15 @@ in voxels, array order (z, y, x); sizes of objects in millilitres (mL).
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MODEL_METHODS = ("dynunet", "unet")
+IMPORTED_KINDS = ("nnunet", "monai_bundle", "project")
 BASELINE_METHODS = ("otsu", "max_entropy", "watershed", "fast_marching")
 
 
@@ -90,6 +93,57 @@ class NnunetConfig(BaseModel):
     fold: int = Field(0, ge=0, le=4)
 
 
+class ImportedModelConfig(BaseModel):
+    """A pretrained model already on disk, used as it is (``segmentation.method: imported``); nothing is
+    downloaded. Labels and their names come from the model's own files (nnU-Net: ``dataset.json`` "labels";
+    MONAI bundle: ``configs/metadata.json`` network_data_format outputs channel_def; project: the file).
+
+    ``kind``: ``nnunet`` (an nnU-Net v2 trained-model folder: ``dataset.json``, ``plans.json``,
+    ``fold_<f>/<checkpoint>``), ``monai_bundle`` (a bundle folder: ``configs/inference.json``,
+    ``configs/metadata.json``, ``models/model.pt`` or ``models/model.ts``) or ``project`` (a ``.pt`` file
+    written by this project's segmentation model asset). ``path``: absolute, or relative to the catalog
+    file's folder. The nnU-Net settings mean what they mean to ``nnUNetPredictor``; the bundle settings name
+    the config ids overridden to feed one image and collect its output.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["nnunet", "monai_bundle", "project"]
+    path: str = Field(..., min_length=1, description="model folder (nnunet, monai_bundle) or file (project)")
+    folds: list[int | Literal["all"]] = Field(default_factory=lambda: [0], min_length=1,
+                                              description="nnunet: folds to ensemble (fold_<f> folders)")
+    checkpoint: str = Field("checkpoint_final.pth", description="nnunet: checkpoint file name in each fold folder")
+    configuration: str | None = Field(None, description="nnunet: configuration the folder was trained with "
+                                                        "(checked against the checkpoint; None: any)")
+    use_mirroring: bool = Field(True, description="nnunet: test-time mirroring along the trained axes")
+    tile_step_size: float = Field(0.5, gt=0, le=1, description="nnunet: sliding-window step (fraction of the patch)")
+    bundle_data_id: str = Field("dataset#data", description="monai_bundle: config id of the data list overridden "
+                                                            "with the one image")
+    bundle_image_key: str = Field("image", description="monai_bundle: key of the image in a data list item")
+    bundle_output_dir_id: str = Field("output_dir", description="monai_bundle: config id of the output folder")
+
+    @field_validator("path")
+    @classmethod
+    def _no_url(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("must be a path on this machine (models are never downloaded at run time)")
+        return value
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not value or "/" in value or "\\" in value or value in (".", ".."):
+            raise ValueError("must be a file name inside the fold folder, without a folder part")
+        return value
+
+    def resolved(self, catalog_file: str | Path | None) -> ImportedModelConfig:
+        """This model with ``path`` made absolute against the folder of ``catalog_file`` (when relative)."""
+        path = Path(self.path).expanduser()
+        if not path.is_absolute() and catalog_file:
+            path = Path(catalog_file).parent / path
+        return self.model_copy(update={"path": os.path.normpath(path.absolute())})
+
+
 class EvaluationConfig(BaseModel):
     """Absolute floors of the cohort checks on the held-out test split. A check judges only with at least
     ``min_evaluable_cases`` test images that have a reference; with fewer it warns (not judged) instead."""
@@ -105,14 +159,17 @@ class SegmentationConfig(BaseModel):
 
     ``method``: a trained model (``dynunet``: MONAI DynUNet planned like nnU-Net; ``unet``: MONAI UNet), a
     classical method (``otsu``, ``max_entropy``: threshold lesion detection with morphology; ``watershed``:
-    marker-based morphological watershed; ``fast_marching``: fast marching from detected seeds) or
-    ``none``. A model method falls back to ``fallback`` while no model is trained. ``baselines`` also run
+    marker-based morphological watershed; ``fast_marching``: fast marching from detected seeds),
+    ``imported`` (the pretrained model of ``model``) or ``none``. An imported model segments the ingested
+    images (its own preprocessing does the rest) and writes its own label values, with no post-processing,
+    unless ``input`` / ``postprocess`` are given. A trained model method falls back to ``fallback`` while no model is trained. ``baselines`` also run
     on every image and are scored beside the model. ``input``: the stage whose images are segmented.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["none", "dynunet", "unet", "otsu", "max_entropy", "watershed", "fast_marching"] = "none"
+    method: Literal["none", "dynunet", "unet", "otsu", "max_entropy", "watershed", "fast_marching", "imported"] = "none"
+    model: ImportedModelConfig | None = Field(None, description="the pretrained model of method 'imported'")
     input: Literal["preprocessed", "ingested"] = "preprocessed"
     modalities: list[str] = Field(default_factory=lambda: ["MR"])
     image_pattern: str = Field(".*", description="regular expression on image names (search)")
@@ -153,6 +210,19 @@ class SegmentationConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _imported_model(self) -> SegmentationConfig:
+        if self.method == "imported" and self.model is None:
+            raise ValueError("method 'imported' needs a 'model' block (kind, path)")
+        if self.model is not None and self.method != "imported":
+            raise ValueError(f"'model' is only used with method 'imported' (method is {self.method!r})")
+        if self.method == "imported":
+            if "input" not in self.model_fields_set:
+                self.input = "ingested"
+            if "postprocess" not in self.model_fields_set:
+                self.postprocess = PostprocessConfig(fill_holes=False)
+        return self
+
+    @model_validator(mode="after")
     def _trainable(self) -> SegmentationConfig:
         if self.method in MODEL_METHODS and self.labels.source == "none":
             raise ValueError(f"method {self.method!r} is trained: set labels.source to 'inbox' or 'dataset'")
@@ -162,7 +232,12 @@ class SegmentationConfig(BaseModel):
 
     @property
     def uses_model(self) -> bool:
+        """True for the methods trained in the pipeline (``dynunet``, ``unet``)."""
         return self.method in MODEL_METHODS
+
+    @property
+    def uses_imported_model(self) -> bool:
+        return self.method == "imported"
 
     @property
     def label_values(self) -> list[int]:

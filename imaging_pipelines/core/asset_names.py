@@ -5,6 +5,7 @@ Medical chain (partitioned by pseudonymous patient unless noted)::
 
     ingested_scans -> preprocessed -> registered -> segmentation -> segmentation_evaluation -> patient_report
     registration_model, segmentation_model, nnunet_dataset          (unpartitioned models)
+    imported_model -> segmentation                                  (observable source: a pretrained model)
     segmentation_cohort_evaluation, cohort_report                   (unpartitioned cohort summaries)
 
 Remote-sensing chain (partitioned by tile ``<scene>__r<row>_c<col>`` unless noted)::
@@ -25,6 +26,7 @@ PATIENT_REPORT = "patient_report"
 REGISTRATION_MODEL = "registration_model"
 SEGMENTATION_MODEL = "segmentation_model"
 NNUNET_DATASET = "nnunet_dataset"
+IMPORTED_MODEL = "imported_model"
 COHORT_EVALUATION = "segmentation_cohort_evaluation"
 COHORT_REPORT = "cohort_report"
 # remote sensing, per tile

@@ -2,7 +2,8 @@
 masks and evaluation (partitioned by patient), cohort evaluation and the nnU-Net dataset (unpartitioned).
 
 Lineage: <input stage> -> segmentation_model -> segmentation -> segmentation_evaluation ->
-segmentation_cohort_evaluation; <input stage> -> nnunet_dataset. Unpartitioned assets name partitioned
+segmentation_cohort_evaluation (``imported_model``, an observable source asset, in place of
+``segmentation_model`` for method ``imported``); <input stage> -> nnunet_dataset. Unpartitioned assets name partitioned
 ones as ``deps`` only and read the stores themselves, so no step loads every partition into memory.
 """
 
@@ -14,12 +15,13 @@ from dagster import (
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    SourceAsset,
     asset,
 )
 
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.asset_names import (
-    COHORT_EVALUATION, EVALUATED, NNUNET_DATASET, SEGMENTATION_MODEL, SEGMENTED,
+    COHORT_EVALUATION, EVALUATED, IMPORTED_MODEL, NNUNET_DATASET, SEGMENTATION_MODEL, SEGMENTED,
 )
 from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
@@ -29,6 +31,7 @@ from imaging_pipelines.dagster_layer.asset_helpers import (
 from imaging_pipelines.dagster_layer.metadata import materialization, rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevice
 from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.dagster_layer.imported_model_assets import build_imported_model_asset
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.medical.stages.segmentation_data import input_stage
 from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
@@ -53,11 +56,13 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
 
     key = asset_key(dataset, SEGMENTED)
     deps = [asset_key(dataset, input_stage(dataset))] + ([asset_key(dataset, SEGMENTATION_MODEL)] if dataset.segmentation.uses_model else [])
+    deps += [asset_key(dataset, IMPORTED_MODEL)] if dataset.segmentation.uses_imported_model else []
 
     @asset(key=key, deps=deps, partitions_def=partitions, group_name=dataset.id, kinds={"zarr", "nifti"}, pool=GPU_POOL,
            op_tags=gpu_tags, check_specs=check_specs(key, "mask_not_empty_where_reference_is"),
            backfill_policy=PARTITION_BACKFILL_POLICY, retry_policy=TRANSIENT_RETRY_POLICY,
-           description="Masks of every selected image: Gaussian sliding-window inference of the current model "
+           description="Masks of every selected image: the imported pretrained model (method imported) or Gaussian "
+                       "sliding-window inference of the current trained model "
                        "(classical fallback until one is trained), post-processing, baselines beside it; OME-Zarr "
                        "labels, a NIfTI mask on the original grid and a pseudonymised DICOM SEG for DICOM sources.")
     def segmentation(context: AssetExecutionContext, storage: ImagingStorage, torch_device: TorchDevice):
@@ -168,7 +173,7 @@ def build_nnunet_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> 
 
 
 def build_segmentation_assets(dataset: DatasetConfig, partitions: DynamicPartitionsDefinition,
-                              gpu_tags: dict | None = None) -> list[AssetsDefinition]:
+                              gpu_tags: dict | None = None) -> list[AssetsDefinition | SourceAsset]:
     """The segmentation chain's assets for ``dataset`` (none when its segmentation method is ``none``);
     ``gpu_tags``: op tags of its ``gpu``-pool steps (model, segmentation, nnU-Net)."""
     cfg = dataset.segmentation
@@ -177,6 +182,8 @@ def build_segmentation_assets(dataset: DatasetConfig, partitions: DynamicPartiti
     assets = [build_segmentation_asset(dataset, partitions, gpu_tags)]
     if cfg.uses_model:
         assets.insert(0, build_segmentation_model_asset(dataset, gpu_tags))
+    if cfg.uses_imported_model:
+        assets.insert(0, build_imported_model_asset(dataset))
     if cfg.labels.source != "none":
         assets += [build_evaluation_asset(dataset, partitions), build_cohort_evaluation_asset(dataset)]
     if cfg.nnunet.enabled:

@@ -130,6 +130,9 @@ def _workers_terminable():
         signal.signal(signal.SIGTERM, previous)
 
 
+workers_terminable = _workers_terminable  # the public name, for nnU-Net worker pools started elsewhere
+
+
 def _verify(folder: Path, n_proc: int, log: Callable[[str], None]) -> tuple[bool, str, list[str]]:
     """nnU-Net's ``verify_dataset_integrity``: (ok, error message with nnU-Net's own findings, warnings).
 

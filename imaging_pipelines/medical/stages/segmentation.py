@@ -22,7 +22,9 @@ from upath import UPath
 from imaging_pipelines.medical.io.ome_zarr import read_volume_store, write_volume_store
 from imaging_pipelines.core.storage import as_upath
 from imaging_pipelines.core.stage_result import INGESTED, CheckOutcome, StageResult, stage_store
-from imaging_pipelines.medical.stages.segmentation_data import SEGMENTED, SegmentationInput, segmentation_inputs
+from imaging_pipelines.medical.stages.segmentation_data import (
+    SEGMENTED, SegmentationInput, input_stage, segmentation_inputs,
+)
 from imaging_pipelines.core.volume import Volume
 
 MASKS = "segmentation_masks"
@@ -39,11 +41,17 @@ class SegmentationOutcome(StageResult):
 
 
 def _predictor(dataset, root, device: str, notes: list[str]):
-    """(function image -> label Volume, method description, model version)."""
+    """(function image -> label Volume, method description, model version, class name -> label value)."""
     from imaging_pipelines.medical.segment.baselines import run_baseline
 
     cfg = dataset.segmentation
     first_value = cfg.label_values[1]
+    if cfg.uses_imported_model:
+        from imaging_pipelines.medical.segment.imported_model import open_model, segment_image
+
+        model = open_model(cfg.model, device, cfg.inference, labels={v: k for k, v in cfg.classes.items()})
+        classes = {name: value for value, name in sorted(model.labels.items())}
+        return (lambda image: segment_image(model, image)), model.description, model.version, classes
     if cfg.uses_model:
         from imaging_pipelines.medical.segment.unet import predict
         from imaging_pipelines.medical.stages.segmentation_model import load_segmentation_model
@@ -56,16 +64,16 @@ def _predictor(dataset, root, device: str, notes: list[str]):
             inf = cfg.inference
             return (lambda image: predict(model, image, overlap=inf.overlap, sw_batch_size=inf.sw_batch_size,
                                           device=device, flip_tta=inf.flip_tta),
-                    f"{cfg.method} {model.version}", model.version)
+                    f"{cfg.method} {model.version}", model.version, cfg.classes)
     method = cfg.method if not cfg.uses_model else cfg.fallback
     if method == "none":
-        return None, "none", ""
+        return None, "none", "", cfg.classes
 
     def classical(image: Volume) -> Volume:
         mask, _ = run_baseline(method, image)
         return mask.with_array(mask.array.astype(np.uint8) * np.uint8(first_value))
 
-    return classical, f"{method} (classical{', fallback' if cfg.uses_model else ''})", ""
+    return classical, f"{method} (classical{', fallback' if cfg.uses_model else ''})", "", cfg.classes
 
 
 def segment_partition(dataset, partition: str, root: UPath | str, device: str = "auto") -> SegmentationOutcome:
@@ -75,11 +83,14 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     start = time.perf_counter()
     cfg = dataset.segmentation
     inputs, notes = segmentation_inputs(dataset, root, partition)
-    predict_fn, method, version = _predictor(dataset, root, device, notes)
+    predict_fn, method, version, classes = _predictor(dataset, root, device, notes)
     images, labels, rows, outputs = {}, {}, [], []
-    volumes = {name: 0.0 for name in cfg.classes}
+    volumes = {name: 0.0 for name in classes}
     lesions, objects = 0, []
-    sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
+    if input_stage(dataset) == INGESTED:  # the inputs are the ingested images: no second read
+        sources = {case.name: case.image for case in inputs}
+    else:
+        sources = read_volume_store(stage_store(root, dataset.id, INGESTED, partition)) if inputs else {}
     for case in inputs if predict_fn is not None else []:
         t0 = time.perf_counter()
         prediction, pp = postprocess_labels(predict_fn(case.image), cfg.postprocess.min_component_ml,
@@ -90,16 +101,17 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
         if case.reference is not None:
             labels[case.name]["reference"] = case.reference
         row = {"image": case.name, "method": method}
-        figures, found = class_figures(prediction, cfg.classes, case.image)
+        figures, found = class_figures(prediction, classes, case.image)
         objects += [{"image": case.name, **o} for o in found]
         for name, count, ml in figures:
             row[f"{name}_ml"], row[f"{name}_count"] = round(ml, 3), count
             volumes[name] += ml
-        lesions += row[f"{next(iter(cfg.classes))}_count"]
+        lesions += row[f"{next(iter(classes))}_count"] if classes else 0
         row["removed_ml"] = round(pp.removed_ml, 3)
         row["runtime_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
-        outputs += write_take_away_outputs(dataset, root, partition, case, sources.get(case.name), prediction, notes)
+        outputs += write_take_away_outputs(dataset, root, partition, case, sources.get(case.name), prediction, notes,
+                                           {v: k for k, v in classes.items()})
     path = stage_store(root, dataset.id, SEGMENTED, partition)
     write_volume_store(path, images, {"dataset": dataset.id, "partition": partition, "stage": SEGMENTED,
                                       "method": method, "model_version": version}, labels=labels)
@@ -150,10 +162,10 @@ def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutco
 
 
 def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInput, source: Volume | None,
-                            prediction: Volume, notes: list[str]) -> list[str]:
+                            prediction: Volume, notes: list[str], names: dict[int, str] | None = None) -> list[str]:
     """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, the de-identified
-    DICOM SEG (catalog ``dicom_seg_type``) and TID 1500 measurement report (``dicom_sr``); every file is
-    published atomically."""
+    DICOM SEG (catalog ``dicom_seg_type``; segments named by ``names``, label value -> name, default: the
+    catalog's classes) and TID 1500 measurement report (``dicom_sr``); every file is published atomically."""
     from imaging_pipelines.core.storage import write_bytes_atomic
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.preprocess.resample import resample_like
@@ -168,7 +180,8 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
     with tempfile.TemporaryDirectory() as tmp:
         local = [write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")]
         if cfg_wants_seg(dataset, source):
-            local += write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes, image=source)
+            local += write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes, image=source,
+                                         names=names)
         for path in local:
             written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
     return written
@@ -179,10 +192,11 @@ def cfg_wants_seg(dataset, source: Volume) -> bool:
 
 
 def write_partition_seg(dataset, root, partition: str, name: str, mask: Volume, tmp: Path,
-                        notes: list[str], image: Volume | None = None) -> list[Path]:
+                        notes: list[str], image: Volume | None = None, names: dict[int, str] | None = None) -> list[Path]:
     """The DICOM SEG (and SR, catalog ``dicom_sr``; it needs ``image``, the intensities on the mask's grid) of
     ``mask`` referencing the patient's DICOM series whose files lie on the mask's grid, written in ``tmp``
-    and de-identified with the partition key as pseudonym. A profile violation raises."""
+    and de-identified with the partition key as pseudonym; segments named by ``names`` (label value -> name,
+    default: the catalog's classes). A profile violation raises."""
     try:
         from imaging_pipelines.medical.segment.dicom_outputs import write_dicom_outputs
     except ImportError:
@@ -194,7 +208,7 @@ def write_partition_seg(dataset, root, partition: str, name: str, mask: Volume, 
         notes.append("DICOM SEG skipped: install the segment-export extra (highdicom)")
         return []
     cfg = dataset.segmentation
-    names = {v: k for k, v in cfg.classes.items()}
+    names = names or {v: k for k, v in cfg.classes.items()}
     for files in candidate_series_files(dataset, root, partition, mask.spatial_shape):
         try:
             return write_dicom_outputs(mask, mask if image is None else image, files, tmp, name, names,

@@ -1,0 +1,149 @@
+"""The files of an imported (pretrained) segmentation model: which must exist, which are hashed into its
+version, and the label values and names its own files declare. No torch import here (cheap enough for a
+Dagster observation).
+
+- nnU-Net v2 trained-model folder: ``dataset.json`` (its ``labels``), ``plans.json`` and
+  ``fold_<f>/<checkpoint>`` for every configured fold;
+- MONAI bundle folder: ``configs/inference.json``, ``configs/metadata.json`` (labels from
+  ``network_data_format.outputs.<first>.channel_def``) and ``models/model.pt`` or ``models/model.ts``;
+  every file under ``configs/`` and ``models/`` is hashed;
+- project model: the ``.pt`` file written by the segmentation model asset (labels from its config).
+
+Version (see :mod:`imaging_pipelines.models.versioning`): the first 16 hex digits of SHA-256 over each
+hashed file's path relative to the model folder and its bytes, in sorted order, plus the model kind; so
+replacing a checkpoint (or editing ``dataset.json``) gives a new version, and copying the folder elsewhere
+does not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from imaging_pipelines.config.segmentation import ImportedModelConfig
+from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.models.versioning import model_version
+
+CHUNK_BYTES = 1 << 22
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """An imported model as found on disk: the folder (or file), the hashed files, labels and version."""
+
+    kind: str  # "nnunet", "monai_bundle" or "project"
+    root: Path  # the model folder (nnunet, monai_bundle) or file (project)
+    files: tuple[Path, ...]  # every file hashed into the version, sorted
+    labels: dict[int, str] = field(default_factory=dict)  # label value written -> name (background excluded)
+    version: str = ""  # 16 hex digits
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise ImagingInputError(path, f"missing {what}")
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImagingInputError(path, f"not a readable JSON file: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImagingInputError(path, "must hold a JSON object")
+    return value
+
+
+def nnunet_labels(dataset_json: dict, path: Path) -> dict[int, str]:
+    """Label value -> name from nnU-Net v2's ``dataset.json`` ``labels`` (background left out). Region-based
+    models (values given as lists) are named through ``regions_class_order``: the i-th region writes
+    ``regions_class_order[i]``."""
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ImagingInputError(path, "no 'labels' mapping (name -> value) in dataset.json")
+    names: dict[int, str] = {}
+    regions = [(n, v) for n, v in labels.items() if isinstance(v, (list, tuple))]
+    if regions:
+        order = dataset_json.get("regions_class_order")
+        region_items = [(n, v) for n, v in labels.items() if not (isinstance(v, int) and v == 0)]
+        if not isinstance(order, list) or len(order) != len(region_items):
+            raise ImagingInputError(path, "region-based labels need 'regions_class_order' with one value per region")
+        return {int(value): str(name) for (name, _), value in zip(region_items, order)}
+    for name, value in labels.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ImagingInputError(path, f"label {name!r}: value {value!r} is not a non-negative integer")
+        if value:
+            names[value] = str(name)
+    return names
+
+
+def bundle_labels(metadata: dict, path: Path) -> dict[int, str]:
+    """Label value -> name from a MONAI bundle's ``metadata.json``: the first output of
+    ``network_data_format`` with a ``channel_def`` (channel index = label value written; background left out)."""
+    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    for output in outputs.values() if isinstance(outputs, dict) else []:
+        channels = output.get("channel_def") if isinstance(output, dict) else None
+        if isinstance(channels, dict) and channels:
+            try:
+                named = {int(k): str(v) for k, v in channels.items()}
+            except ValueError:
+                raise ImagingInputError(path, "channel_def keys must be integers") from None
+            return {k: v for k, v in named.items() if k and v.lower() != "background"}
+    raise ImagingInputError(path, "no network_data_format outputs with a channel_def (the label names)")
+
+
+def _file_chunks(root: Path, files: tuple[Path, ...]) -> Iterator[bytes]:
+    for f in files:
+        yield str(f.relative_to(root) if f != root else f.name).encode() + b"\0"
+        with f.open("rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                yield chunk
+
+
+def files_version(kind: str, root: Path, files: tuple[Path, ...]) -> str:
+    """The version of a model made of ``files`` (paths relative to ``root`` and their bytes, plus ``kind``)."""
+    return model_version([], _file_chunks(root, files), {"kind": kind})
+
+
+def _nnunet(spec: ImportedModelConfig, root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
+    dataset_json = _need(root / "dataset.json", "nnU-Net dataset.json (labels, channel names, file ending)")
+    plans = _need(root / "plans.json", "nnU-Net plans.json")
+    checkpoints = [_need(root / f"fold_{f}" / spec.checkpoint, f"checkpoint of fold {f}") for f in spec.folds]
+    return tuple(sorted([dataset_json, plans, *checkpoints])), nnunet_labels(_read_json(dataset_json), dataset_json)
+
+
+def _bundle(root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
+    _need(root / "configs" / "inference.json", "MONAI bundle inference config")
+    metadata = _need(root / "configs" / "metadata.json", "MONAI bundle metadata")
+    if not any((root / "models" / name).is_file() for name in ("model.pt", "model.ts")):
+        raise ImagingInputError(root / "models" / "model.pt", "missing MONAI bundle weights (models/model.pt or models/model.ts)")
+    files = sorted(p for sub in ("configs", "models") for p in (root / sub).rglob("*") if p.is_file())
+    return tuple(files), bundle_labels(_read_json(metadata), metadata)
+
+
+def _project(root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
+    import torch  # the project file's config holds the label values
+
+    _need(root, "project segmentation model file (.pt)")
+    try:
+        config = torch.load(root, map_location="cpu", weights_only=True)["config"]
+        values = [int(v) for v in config["label_values"]]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: say which and why
+        raise ImagingInputError(root, f"not a segmentation model file of this project: {type(exc).__name__}: {exc}") from None
+    return (root,), {v: f"class_{v}" for v in values if v}
+
+
+def inspect_model(spec: ImportedModelConfig) -> ModelFiles:
+    """Check that ``spec``'s model files exist (ImagingInputError naming the first missing or unreadable file)
+    and return them with their labels and version. ``spec.path`` must already be absolute or relative to the
+    working directory (the catalog loader resolves catalog-relative paths)."""
+    root = Path(spec.path).expanduser()
+    if spec.kind == "project":
+        files, labels = _project(root)
+    else:
+        if not root.is_dir():
+            raise ImagingInputError(root, f"not a folder ({spec.kind} models are folders)")
+        files, labels = _nnunet(spec, root) if spec.kind == "nnunet" else _bundle(root)
+    return ModelFiles(spec.kind, root, files, labels, files_version(spec.kind, root, files))

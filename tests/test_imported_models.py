@@ -1,0 +1,205 @@
+"""Imported pretrained models (issue 14, items 2-3): an nnU-Net v2 trained-model folder (multi-class, planned
+by nnU-Net on phantoms, checkpoints from nnU-Net's own network builder), a MONAI bundle and a project model
+file, through `imaging-pipelines segment` and the per-patient `segmentation` asset. Label maps must be
+identical to nnUNetPredictor / `python -m monai.bundle run` on the same file; the imported model is an
+observable source asset upstream of the masks, and replacing a checkpoint marks them stale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (optional extra segment-export)")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from imaging_pipelines.cli import app  # noqa: E402
+from imaging_pipelines.core.volume import Volume  # noqa: E402
+from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti  # noqa: E402
+from imaging_pipelines.tools.demo.imported_models import phantom_case, write_tiny_monai_bundle  # noqa: E402
+
+SCAN_SHAPE, SCAN_SPACING = (20, 30, 26), (6.0, 6.5, 8.0)  # (z, y, x) voxels; (x, y, z) mm: not the plans' grid
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory) -> Path:
+    return write_tiny_monai_bundle(tmp_path_factory.mktemp("bundle") / "tiny_bundle")
+
+
+@pytest.fixture(scope="session")
+def scan(tmp_path_factory) -> Path:
+    """A phantom NIfTI with a flipped, non-identity direction (LPS), off the models' training grid."""
+    image, _ = phantom_case(7, shape=SCAN_SHAPE, spacing=SCAN_SPACING)
+    flipped = Volume(array=image.array, spacing=image.spacing, origin=(40.0, -60.0, 10.0),
+                     direction=np.diag([-1.0, 1.0, -1.0]))
+    return write_nifti(flipped, tmp_path_factory.mktemp("scan") / "scan.nii.gz")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, ["segment", *args])
+
+
+def nnunet_direct(model: Path, files: list[Path], out: Path, folds=(0,), mirroring=False) -> list[np.ndarray]:
+    """nnUNetPredictor run directly on the files (its own reader and writer), as a user would."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=folds, checkpoint_name="checkpoint_final.pth")
+    out.mkdir(parents=True, exist_ok=True)
+    truncated = [str(out / f"case{i}") for i in range(len(files))]
+    predictor.predict_from_files_sequential([[str(f)] for f in files], truncated, save_probabilities=False)
+    return [read_nifti(t + ".nii.gz").array for t in truncated]
+
+
+def test_segment_command_equals_nnunet_predictor(nnunet_model, scan, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(str(scan), str(out), "--model", str(nnunet_model), "--folds", "0", "--no-mirroring",
+                     "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    ours = read_nifti(out / "scan.nii.gz")
+    (direct,) = nnunet_direct(nnunet_model, [scan], tmp_path / "direct")
+    assert np.array_equal(ours.array, direct)
+    assert len(np.unique(direct)) == 3, "the multi-class model must predict all three labels here"
+    source = read_nifti(scan)
+    assert ours.same_geometry(source)  # on SRC's own grid (flipped direction included)
+    manifest = json.loads((out / "scan.manifest.json").read_text())
+    assert manifest["labels"] == {"1": "lesion", "2": "tissue"} and manifest["device"] == "cpu"
+    assert manifest["model"]["kind"] == "nnunet" and len(manifest["model"]["version"]) == 16
+    voxel_ml = float(np.prod(source.spacing)) / 1000
+    assert manifest["segments"]["tissue"]["volume_ml"] == pytest.approx(np.sum(direct == 2) * voxel_ml, rel=1e-6)
+    assert set(manifest["timings_s"]) == {"read", "load_model", "predict", "total"}
+
+
+@pytest.mark.slow
+def test_segment_command_ensemble_and_mirroring_equal_nnunet_predictor(nnunet_model, scan, tmp_path):
+    result = run_cli(str(scan), str(tmp_path / "mask.nii.gz"), "--model", str(nnunet_model), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (direct,) = nnunet_direct(nnunet_model, [scan], tmp_path / "direct", folds=(0, 1), mirroring=True)
+    assert np.array_equal(read_nifti(tmp_path / "mask.nii.gz").array, direct)
+
+
+def test_segment_command_equals_monai_bundle_run(bundle, scan, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "bundle_out"
+    data.mkdir()
+    shutil.copyfile(scan, data / "scan.nii.gz")
+    # `python -m monai.bundle run --config_file ... --meta_file ... --bundle_root B --dataset_dir D --output_dir O
+    # --device ...`: python-fire turns those flags into this call of monai.bundle.run (fire itself is not installed)
+    kwargs = {"config_file": str(bundle / "configs" / "inference.json"), "meta_file": str(bundle / "configs" / "metadata.json"),
+              "bundle_root": str(bundle), "dataset_dir": str(data), "output_dir": str(out),
+              "device": "$torch.device('cpu')"}
+    bare = subprocess.run([sys.executable, "-c", f"from monai.bundle import run; run(**{kwargs!r})"],
+                          capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    (written,) = list(out.rglob("*.nii.gz"))
+    result = run_cli(str(scan), str(tmp_path / "mask.nii.gz"), "--model", str(bundle), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    ours, theirs = read_nifti(tmp_path / "mask.nii.gz"), read_nifti(written)
+    assert np.array_equal(ours.array, theirs.array.astype(ours.array.dtype))
+    assert ours.same_geometry(theirs) and len(np.unique(ours.array)) >= 2
+
+
+def test_segment_command_with_a_project_model_file(scan, tmp_path):
+    from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, predict
+
+    model = SegmentationModel(plan=Plan([[3, 3, 3]] * 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [4, 8, 16], [16, 16, 16]),
+                              n_classes=3, label_values=[0, 1, 5], version="abc")
+    model.save(tmp_path / "dynunet-abc.pt")
+    result = run_cli(str(scan), str(tmp_path / "mask.nii.gz"), "--model", str(tmp_path / "dynunet-abc.pt"),
+                     "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    expected = predict(SegmentationModel.load(tmp_path / "dynunet-abc.pt"), read_nifti(scan), device="cpu")
+    assert np.array_equal(read_nifti(tmp_path / "mask.nii.gz").array, expected.array)
+
+
+def test_dicom_source_named_by_series_number_and_modality(nnunet_model, tmp_path):
+    from imaging_pipelines.tools.demo.dicom_writer import write_dicom_series
+    from tests.pipeline_helpers import identity
+
+    image, _ = phantom_case(3, shape=(12, 24, 20), spacing=(8.0, 8.0, 10.0))
+    write_dicom_series(image.with_array(np.rint(image.array).astype(np.int16)), tmp_path / "dicom",
+                       patient=identity("PAT123", "SMITH^ANNA"), series_number=4, series_description="T1 SMITH ANNA")
+    out = tmp_path / "out"
+    result = run_cli(str(tmp_path / "dicom"), str(out), "--model", str(nnunet_model), "--folds", "0",
+                     "--no-mirroring", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "s004_mr.nii.gz" in names and "s004_mr.manifest.json" in names
+    text = "".join(p.read_text(errors="ignore") for p in out.glob("*.json")) + result.output + " ".join(names)
+    assert not any(v in text.upper() for v in ("SMITH", "ANNA", "PAT123", "T1 SMITH"))
+
+
+def test_bad_model_folder_and_bad_arguments(nnunet_model, bundle, scan, tmp_path):
+    broken = tmp_path / "broken_nnunet"
+    shutil.copytree(nnunet_model, broken)
+    (broken / "fold_0" / "checkpoint_final.pth").unlink()
+    result = run_cli(str(scan), str(tmp_path / "m.nii.gz"), "--model", str(broken), "--folds", "0")
+    assert result.exit_code == 1 and "fold_0/checkpoint_final.pth" in result.output and "missing" in result.output
+    no_meta = tmp_path / "broken_bundle"
+    shutil.copytree(bundle, no_meta)
+    (no_meta / "configs" / "metadata.json").unlink()
+    result = run_cli(str(scan), str(tmp_path / "m.nii.gz"), "--model", str(no_meta))
+    assert result.exit_code == 1 and "configs/metadata.json" in result.output
+    assert run_cli(str(scan), str(tmp_path / "m.nii.gz"), "--model", str(bundle), "--device", "tpu").exit_code == 2
+    unknown = run_cli(str(scan), str(tmp_path / "m.nii.gz"), "--model", "no_such_model_or_dataset")
+    assert unknown.exit_code == 2 and "no_such_model_or_dataset" in unknown.output
+    missing = run_cli(str(tmp_path / "nope.nii.gz"), str(tmp_path / "m.nii.gz"), "--model", str(bundle))
+    assert missing.exit_code == 1 and "nope.nii.gz" in missing.output
+
+
+def test_catalog_errors_name_the_field(tmp_path, monkeypatch):
+    from imaging_pipelines.config.catalog import load_catalog
+    from imaging_pipelines.core.errors import CatalogError
+    from tests.conftest import write_catalog
+
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
+    (tmp_path / "inbox").mkdir()
+    bad = {
+        "no_model": {"method": "imported"},
+        "bad_kind": {"method": "imported", "model": {"kind": "tensorflow", "path": "m"}},
+        "typo": {"method": "imported", "model": {"kind": "nnunet", "path": "m", "fold": [0]}},
+        "url": {"method": "imported", "model": {"kind": "nnunet", "path": "https://example.org/m.zip"}},
+    }
+    for name, seg in bad.items():
+        catalog = write_catalog(tmp_path / name, name, inbox="../inbox", segmentation=json.dumps(seg))
+        with pytest.raises(CatalogError) as info:
+            load_catalog(catalog, data_roots=[tmp_path])
+        fields = {field for _, field, _ in info.value.errors}
+        assert any(f.startswith("segmentation") for f in fields), (name, info.value.errors)
+        if name == "bad_kind":
+            assert "segmentation.model.kind" in fields
+        if name == "typo":
+            assert "segmentation.model.fold" in fields
+    good = write_catalog(tmp_path / "good", "good", inbox="../inbox", segmentation=json.dumps(
+        {"method": "imported", "model": {"kind": "nnunet", "path": "../models/tiny"}}))
+    (ds,) = load_catalog(good, data_roots=[tmp_path])
+    assert ds.segmentation.model.path == str((tmp_path / "good" / "models" / "tiny").absolute())
+    assert ds.segmentation.input == "ingested" and ds.segmentation.postprocess.fill_holes is False
+
+
+def test_catalog_model_by_name_and_configuration_check(nnunet_model, scan, tmp_path, monkeypatch):
+    from imaging_pipelines.config.segmentation import ImportedModelConfig
+    from imaging_pipelines.core.errors import ImagingInputError
+    from imaging_pipelines.medical.segment.imported_model import open_model
+    from tests.conftest import write_catalog
+
+    seg = {"method": "imported", "model": {"kind": "nnunet", "path": str(nnunet_model), "folds": [1],
+                                           "use_mirroring": False, "configuration": "3d_fullres"}}
+    (tmp_path / "inbox").mkdir()
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", f"{tmp_path}:{nnunet_model.parent}")
+    monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(write_catalog(tmp_path, "brain_ds", segmentation=json.dumps(seg))))
+    result = run_cli(str(scan), str(tmp_path / "out"), "--model", "brain_ds", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "scan.manifest.json").read_text())
+    assert manifest["model"]["folds"] == [1] and manifest["labels"] == {"1": "lesion", "2": "tissue"}
+    (direct,) = nnunet_direct(nnunet_model, [scan], tmp_path / "direct", folds=(1,))
+    assert np.array_equal(read_nifti(tmp_path / "out" / "scan.nii.gz").array, direct)
+    with pytest.raises(ImagingInputError, match="configuration '3d_fullres', not '2d'"):
+        open_model(ImportedModelConfig(kind="nnunet", path=str(nnunet_model), configuration="2d"), "cpu")
