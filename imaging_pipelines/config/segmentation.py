@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MODEL_METHODS = ("dynunet", "unet")
+MODEL_METHODS = ("dynunet", "unet", "nnunet")
+NNUNET_PLANNERS = ("ExperimentPlanner", "nnUNetPlannerResEncM", "nnUNetPlannerResEncL", "nnUNetPlannerResEncXL")
 IMPORTED_KINDS = ("nnunet", "monai_bundle", "project")
 BASELINE_METHODS = ("otsu", "max_entropy", "watershed", "fast_marching")
 
@@ -79,9 +80,18 @@ class PostprocessConfig(BaseModel):
 
 
 class NnunetConfig(BaseModel):
-    """nnU-Net v2 integration (install extra ``segment-export``): export the labelled cohort in nnU-Net's raw
-    format and verify it (``run: export``), also run nnU-Net's fingerprint/plan/preprocess (``plan``), or
-    also train ``trainer`` on ``fold`` and predict the held-out cases (``train``)."""
+    """nnU-Net v2 (install extra ``segment-export``), in two roles.
+
+    As the segmentation method (``segmentation.method: nnunet``): the ``segmentation_model`` asset runs
+    nnU-Net's own fingerprint, planning (``planner``: the default ``ExperimentPlanner`` or the Residual Encoder
+    presets ``nnUNetPlannerResEncM`` / ``L`` / ``XL``), preprocessing and training of ``trainer`` on every fold
+    of ``folds`` for ``configuration``; the per-patient asset predicts with ``nnUNetPredictor``, ensembling
+    those folds, with ``use_mirroring`` and ``tile_step_size`` (fraction of the patch).
+
+    As a side branch (``enabled``): export the labelled cohort in nnU-Net's raw format and verify it
+    (``run: export``), also run nnU-Net's fingerprint/plan/preprocess (``plan``), or also train ``trainer``
+    on the first of ``folds`` and predict the held-out cases (``train``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,8 +99,20 @@ class NnunetConfig(BaseModel):
     dataset_number: int = Field(500, ge=1, le=999)
     run: Literal["export", "plan", "train"] = "export"
     configuration: str = "3d_fullres"
-    trainer: str = "nnUNetTrainer"
-    fold: int = Field(0, ge=0, le=4)
+    planner: Literal[NNUNET_PLANNERS] = "ExperimentPlanner"  # type: ignore[valid-type]
+    trainer: str = Field("nnUNetTrainer", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                         description="an nnU-Net trainer class name (e.g. nnUNetTrainer, nnUNetTrainer_5epochs) or "
+                                     "the dotted path of a trainer class importable from Python")
+    folds: list[int | Literal["all"]] = Field(default_factory=lambda: [0], min_length=1)
+    use_mirroring: bool = True
+    tile_step_size: float = Field(0.5, gt=0, le=1)
+
+    @field_validator("folds")
+    @classmethod
+    def _valid_folds(cls, value: list) -> list:
+        if any(f != "all" and not 0 <= f <= 4 for f in value) or len(set(map(str, value))) != len(value):
+            raise ValueError("folds are distinct values in 0..4 or 'all'")
+        return value
 
 
 class ImportedModelConfig(BaseModel):
@@ -168,7 +190,8 @@ class SegmentationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["none", "dynunet", "unet", "otsu", "max_entropy", "watershed", "fast_marching", "imported"] = "none"
+    method: Literal["none", "dynunet", "unet", "nnunet", "otsu", "max_entropy", "watershed", "fast_marching",
+                    "imported"] = "none"
     model: ImportedModelConfig | None = Field(None, description="the pretrained model of method 'imported'")
     input: Literal["preprocessed", "ingested"] = "preprocessed"
     modalities: list[str] = Field(default_factory=lambda: ["MR"])
@@ -232,7 +255,7 @@ class SegmentationConfig(BaseModel):
 
     @property
     def uses_model(self) -> bool:
-        """True for the methods trained in the pipeline (``dynunet``, ``unet``)."""
+        """True for the methods trained in the pipeline (``dynunet``, ``unet``, ``nnunet``)."""
         return self.method in MODEL_METHODS
 
     @property

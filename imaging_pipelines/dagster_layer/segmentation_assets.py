@@ -34,6 +34,7 @@ from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.dagster_layer.imported_model_assets import build_imported_model_asset
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.medical.stages.segmentation_data import input_stage
+from imaging_pipelines.medical.stages.nnunet_model import NnunetModelTask
 from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
 from imaging_pipelines.models.outcome import MetricCheck
 
@@ -42,9 +43,17 @@ COHORT_CHECKS = ("test_dice_above_floor", "model_beats_baselines_on_test_split")
 
 def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     cfg = dataset.segmentation
+    check = MetricCheck("validation_dice_above_threshold", "best_validation_dice", cfg.training.min_validation_dice)
+    if cfg.method == "nnunet":
+        nn = cfg.nnunet
+        return build_model_asset(
+            dataset, NnunetModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags, check=check,
+            description=f"nnU-Net v2 trained by nnU-Net itself on the labelled training patients: fingerprint, "
+                        f"{nn.planner} plans, preprocessing and {nn.trainer} ({nn.configuration}) on folds "
+                        f"{', '.join(map(str, nn.folds))}; versioned by a hash of the training data, planner, trainer, "
+                        "configuration, folds and nnU-Net version, and retrained only when that version changes.")
     return build_model_asset(
-        dataset, SegmentationModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags,
-        check=MetricCheck("validation_dice_above_threshold", "best_validation_dice", cfg.training.min_validation_dice),
+        dataset, SegmentationModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags, check=check,
         description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
                     "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
                     "split); versioned by a hash of code, training data and parameters and retrained only when "

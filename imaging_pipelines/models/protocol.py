@@ -51,7 +51,8 @@ class ModelTask(ABC, Generic[InputsT]):
 
     name: ClassVar[str]  # asset name, and the model's folder under <root>/<dataset>/
     what: ClassVar[str]  # e.g. "segmentation model", in messages ("no trained segmentation model yet")
-    file_prefix: str  # model files are <file_prefix>-<version>.pt (a class attribute, or set per dataset)
+    file_prefix: str  # model files are <file_prefix>-<version><file_suffix> (a class attribute, or set per dataset)
+    file_suffix: ClassVar[str] = ".pt"  # e.g. ".zip" for a model that is a folder (nnU-Net results)
 
     def __init__(self, dataset: DatasetConfig) -> None:
         self.dataset = dataset
@@ -105,7 +106,7 @@ def train_or_reuse(task: ModelTask[Any], root: UPath | str, device: str = "auto"
     inputs = task.training_inputs(root)
     version = task_version(task, inputs)
     folder = store.model_folder(root, task.dataset.id, task.name)
-    target = folder / f"{task.file_prefix}-{version}.pt"
+    target = folder / f"{task.file_prefix}-{version}{task.file_suffix}"
     report_file = folder / f"{task.file_prefix}-{version}.json"
     trained = not (target.exists() and report_file.exists())
     if trained:

@@ -27,6 +27,7 @@ import numpy as np
 
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.segment.nnunet_trainers import trainer_lookup
 
 REORIENTING_READERS = ("NibabelIOWithReorient",)
 SUPPORTED_READERS = ("SimpleITKIO", "NibabelIO", "NibabelIOWithReorient", "SimpleITKIOWithReorient")
@@ -46,11 +47,15 @@ def _quiet():
 
 
 class NnunetFolderModel:
-    """An nnU-Net v2 trained-model folder loaded into ``nnUNetPredictor`` on ``device`` (a torch device)."""
+    """An nnU-Net v2 trained-model folder loaded into ``nnUNetPredictor`` on ``device`` (a torch device).
+
+    The trainer class named in the checkpoint is found by
+    :func:`~imaging_pipelines.medical.segment.nnunet_trainers.trainer_lookup` (``trainer``: the dotted path of
+    a trainer of one's own, for models trained with one)."""
 
     def __init__(self, folder: str | Path, folds: Sequence[int | str] = (0,), checkpoint: str = "checkpoint_final.pth",
                  device: str = "auto", use_mirroring: bool = True, tile_step_size: float = 0.5,
-                 configuration: str | None = None) -> None:
+                 configuration: str | None = None, trainer: str | None = None) -> None:
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -65,10 +70,10 @@ class NnunetFolderModel:
                                              device=self.device if self.device.type == "cuda" else torch.device("cpu"),
                                              verbose=False, verbose_preprocessing=False, allow_tqdm=False)
         try:
-            with _quiet():
+            with _quiet(), trainer_lookup(trainer):
                 self.predictor.initialize_from_trained_model_folder(str(self.folder), use_folds=tuple(folds),
                                                                     checkpoint_name=checkpoint)
-        except (KeyError, RuntimeError) as exc:
+        except (KeyError, RuntimeError, ValueError) as exc:
             raise ImagingInputError(self.folder, f"cannot load the nnU-Net model: {type(exc).__name__}: {exc}") from None
         if configuration is not None and configuration != self._config_name():
             raise ImagingInputError(self.folder, f"checkpoint was trained with configuration {self._config_name()!r}, "

@@ -39,9 +39,10 @@ import numpy as np
 
 from imaging_pipelines.medical.io.image_files import write_nifti
 from imaging_pipelines.medical.segment.nnunet_export import export_nnunet_dataset
+from imaging_pipelines.medical.segment.nnunet_trainers import nnunet_trainer_class
 from imaging_pipelines.core.volume import Volume
 
-__all__ = ["RUN_LEVELS", "NnunetOutcome", "nnunet_paths", "run_nnunet_stage"]
+__all__ = ["RUN_LEVELS", "NnunetOutcome", "TrainedNnunet", "nnunet_paths", "run_nnunet_stage", "train_nnunet_model"]
 
 RUN_LEVELS = ("export", "plan", "train")
 PATH_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -197,32 +198,6 @@ def _write_small_cohort_split(preprocessed: Path, case_ids: list[str]) -> None:
               str(preprocessed / "splits_final.json"))
 
 
-def _trainer_class(name: str):
-    """The nnU-Net trainer class ``name``, importing only the module that defines it.
-
-    nnU-Net's own lookup imports every trainer module in turn, including ``primus`` (timm -> torchvision),
-    which fails where torchvision is broken; trainers outside nnunetv2 (``nnUNet_extTrainer``) still use it.
-    """
-    import importlib
-
-    import nnunetv2
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-    package_root = Path(nnunetv2.__path__[0]).parent
-    pattern = re.compile(rf"^class {re.escape(name)}\(", re.M)
-    for path in sorted((package_root / "nnunetv2" / "training" / "nnUNetTrainer").rglob("*.py")):
-        if pattern.search(path.read_text(errors="ignore")):
-            cls = getattr(importlib.import_module(".".join(path.relative_to(package_root).with_suffix("").parts)), name)
-            break
-    else:
-        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-        cls = recursive_find_trainer_class_by_name(name)
-    if not (isinstance(cls, type) and issubclass(cls, nnUNetTrainer)):
-        raise ValueError(f"{name!r} is not an nnU-Net trainer class")
-    return cls
-
-
 def _predict(model, raw_folder: Path, out_folder: Path, predict_cases) -> dict[str, str]:
     """Predict ``(case_id, image)`` pairs with the trained ``model`` (as nnU-Net's own validation does)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -253,8 +228,10 @@ def _predict(model, raw_folder: Path, out_folder: Path, predict_cases) -> dict[s
     return {case_id: out + ending for (case_id, _), out in zip(predict_cases, outputs)}
 
 
-def _plan(folder: Path, dataset_number: int, configuration: str, n_proc: int, outcome: NnunetOutcome) -> Path | None:
-    """Fingerprint, plans and preprocessing of ``configuration`` (replacing earlier ones); the plans file."""
+def _plan(folder: Path, dataset_number: int, configuration: str, n_proc: int, outcome: NnunetOutcome,
+          planner: str = "ExperimentPlanner") -> Path | None:
+    """Fingerprint, plans (by ``planner``, e.g. ``nnUNetPlannerResEncM``) and preprocessing of ``configuration``
+    (replacing earlier ones); the plans file."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -262,7 +239,7 @@ def _plan(folder: Path, dataset_number: int, configuration: str, n_proc: int, ou
     preprocessed = Path(nnUNet_preprocessed) / folder.name
     shutil.rmtree(preprocessed, ignore_errors=True)  # no stale splits or cases from an earlier export
     extract_fingerprints([dataset_number], num_processes=n_proc, clean=True, verbose=False, show_progress_bar=False)
-    plans_id = plan_experiments([dataset_number])
+    plans_id = plan_experiments([dataset_number], experiment_planner_class_name=planner)
     plans_file = preprocessed / f"{plans_id}.json"
     if configuration not in PlansManager(str(plans_file)).available_configurations:
         outcome.notes.append(f"configuration {configuration!r} is not in nnU-Net's plans for this dataset")
@@ -284,7 +261,7 @@ def _train(plans_file: Path, configuration: str, trainer: str, fold, device: str
         _write_small_cohort_split(plans_file.parent, case_ids)
     plans = {**load_json(str(plans_file)), "continue_training": False}
     dataset_json = load_json(str(plans_file.parent / "dataset.json"))
-    model = _trainer_class(trainer)(plans=plans, configuration=configuration, fold=fold,
+    model = nnunet_trainer_class(trainer)(plans=plans, configuration=configuration, fold=fold,
                                     dataset_json=dataset_json, device=torch_device)
     single_threaded = torch_device.type == "cpu" and "nnUNet_n_proc_DA" not in os.environ
     with _environ({"nnUNet_n_proc_DA": "0"} if single_threaded else {}):
@@ -363,3 +340,50 @@ def run_nnunet_stage(cases, work_root, *, dataset_number: int, name: str, labels
                     outcome.notes.append("no predict_cases given: nothing predicted")
     outcome.runtime_s = time.perf_counter() - start
     return outcome
+
+
+@dataclass
+class TrainedNnunet:
+    """What :func:`train_nnunet_model` made: the results folder (``dataset.json``, ``plans.json``,
+    ``fold_<f>/checkpoint_final.pth``), the plans summary, and per fold nnU-Net's own training log figures
+    (EMA pseudo Dice of the foreground on its validation cases, seconds per epoch)."""
+
+    results_folder: Path
+    plans: dict
+    folds: dict[str, dict]
+    notes: list[str] = field(default_factory=list)
+
+
+def train_nnunet_model(cases, work_root, *, dataset_number: int, name: str, labels: dict[str, int],
+                       channel_names: dict[str, str] | None = None, configuration: str = "3d_fullres",
+                       planner: str = "ExperimentPlanner", trainer: str = "nnUNetTrainer",
+                       folds=(0,), device: str = "auto", log=print) -> TrainedNnunet:
+    """Export ``cases`` (``(case_id, image Volume, label Volume)``, labels consecutive from 0 as in ``labels``)
+    under ``work_root``, verify, fingerprint, plan with ``planner``, preprocess ``configuration``, and train
+    ``trainer`` on each of ``folds`` (``"all"`` or 0..4; cohorts of 2-4 cases get a k-fold split with
+    k = cases) on ``device``. ValueError when the data fail nnU-Net's verification or planning."""
+    outcome = run_nnunet_stage(cases, work_root, dataset_number=dataset_number, name=name, labels=labels,
+                               channel_names=channel_names, run="export", log=log)
+    if not outcome.verified:
+        raise ValueError(f"nnU-Net dataset verification failed: {outcome.verification_error or outcome.notes}")
+    folder = Path(outcome.dataset_folder)
+    n_proc = max(1, min(2, os.cpu_count() or 1))
+    results, per_fold = None, {}
+    with nnunet_paths(work_root), _workers_terminable():
+        plans_file = _plan(folder, dataset_number, configuration, max(1, n_proc), outcome, planner)
+        if plans_file is None:
+            raise ValueError("; ".join(outcome.notes) or f"nnU-Net could not plan {configuration!r}")
+        for fold in folds:
+            fold = "all" if fold == "all" else int(fold)
+            log(f"training nnU-Net {trainer} ({planner}, {configuration}) fold {fold}")
+            model = _train(plans_file, configuration, trainer, fold, device, [c[0] for c in cases])
+            log_data = getattr(model.logger, "local_logger", model.logger).my_fantastic_logging  # 2.8: MetaLogger
+            epoch_s = [e - s for s, e in zip(log_data.get("epoch_start_timestamps", []),
+                                              log_data.get("epoch_end_timestamps", []))]
+            ema = [float(v) for v in log_data.get("ema_fg_dice", [])]
+            per_fold[str(fold)] = {"best_ema_fg_dice": max(ema) if ema else None, "epochs": len(ema),
+                                   "seconds_per_epoch": float(np.mean(epoch_s)) if epoch_s else None,
+                                   "train_losses": [float(v) for v in log_data.get("train_losses", [])],
+                                   "ema_fg_dice": ema}
+            results = Path(model.output_folder_base)
+    return TrainedNnunet(results, outcome.plans, per_fold, outcome.notes)

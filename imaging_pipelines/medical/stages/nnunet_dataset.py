@@ -42,7 +42,7 @@ def run_nnunet_for_dataset(dataset: DatasetConfig, root: UPath | str, device: st
         outcome = run_nnunet_stage(
             cases, work, dataset_number=cfg.nnunet.dataset_number, name=dataset.id.replace("_", ""),
             labels=labels, channel_names={"0": modality}, run=cfg.nnunet.run, configuration=cfg.nnunet.configuration,
-            trainer=cfg.nnunet.trainer, fold=cfg.nnunet.fold, device=device,
+            trainer=cfg.nnunet.trainer, fold=cfg.nnunet.folds[0], device=device,
             predict_cases=tests if cfg.nnunet.run == "train" else None, log=log)
     finally:
         if tmp is not None:

@@ -53,18 +53,12 @@ def _predictor(dataset, root, device: str, notes: list[str]):
         classes = {name: value for value, name in sorted(model.labels.items())}
         return (lambda image: segment_image(model, image)), model.description, model.version, classes
     if cfg.uses_model:
-        from imaging_pipelines.medical.segment.unet import predict
-        from imaging_pipelines.medical.stages.segmentation_model import load_segmentation_model
-
         try:
-            model = load_segmentation_model(root, dataset.id)
+            predict, version = trained_predictor(dataset, root, device)
         except FileNotFoundError as exc:
             notes.append(f"{exc}; using the fallback {cfg.fallback!r} until a model is trained")
         else:
-            inf = cfg.inference
-            return (lambda image: predict(model, image, overlap=inf.overlap, sw_batch_size=inf.sw_batch_size,
-                                          device=device, flip_tta=inf.flip_tta),
-                    f"{cfg.method} {model.version}", model.version, cfg.classes)
+            return predict, f"{cfg.method} {version}", version, cfg.classes
     method = cfg.method if not cfg.uses_model else cfg.fallback
     if method == "none":
         return None, "none", "", cfg.classes
@@ -74,6 +68,23 @@ def _predictor(dataset, root, device: str, notes: list[str]):
         return mask.with_array(mask.array.astype(np.uint8) * np.uint8(first_value))
 
     return classical, f"{method} (classical{', fallback' if cfg.uses_model else ''})", "", cfg.classes
+
+
+def trained_predictor(dataset, root, device: str):
+    """(function image -> label Volume with the catalog's values, model version) of the dataset's current
+    trained model: nnU-Net (``method: nnunet``) or the DynUNet / UNet; FileNotFoundError while none exists."""
+    cfg = dataset.segmentation
+    if cfg.method == "nnunet":
+        from imaging_pipelines.medical.stages.nnunet_model import nnunet_predictor
+
+        return nnunet_predictor(dataset, root, device)
+    from imaging_pipelines.medical.segment.unet import predict
+    from imaging_pipelines.medical.stages.segmentation_model import load_segmentation_model
+
+    model = load_segmentation_model(root, dataset.id)
+    inf = cfg.inference
+    return (lambda image: predict(model, image, overlap=inf.overlap, sw_batch_size=inf.sw_batch_size,
+                                  device=device, flip_tta=inf.flip_tta)), model.version
 
 
 def segment_partition(dataset, partition: str, root: UPath | str, device: str = "auto") -> SegmentationOutcome:
