@@ -69,7 +69,7 @@ def training_version(images: Sequence[Volume], labels: Sequence[Volume], params:
     return content_hash([unet_module, inspect.getmodule(training_version)], data, params)
 
 
-class _PatchSampler:
+class PatchSampler:
     """Random patches ``(image [1,z,y,x], label [1,z,y,x])`` with foreground oversampling and augmentation."""
 
     def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], patch: list[int], n_classes: int,
@@ -187,7 +187,7 @@ def train_segmentation(
     net = model.network.to(dev)
     say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
 
-    sampler = _PatchSampler(
+    sampler = PatchSampler(
         [normalize_intensity(images[i].array, normalization) for i in train_idx],
         [_to_classes(np.asarray(labels[i].array), values) for i in train_idx],
         list(plan.patch_size), n_classes, foreground_oversampling, rng)
