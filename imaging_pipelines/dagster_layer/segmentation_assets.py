@@ -31,7 +31,7 @@ from imaging_pipelines.dagster_layer.resources import ImagingStorage, TorchDevic
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.medical.stages.segmentation_data import input_stage
-from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
+from imaging_pipelines.medical.stages.synthetic_lesion_model import segmentation_model_task
 from imaging_pipelines.models.outcome import MetricCheck
 
 COHORT_CHECKS = ("test_dice_above_floor", "model_beats_baselines_on_test_split")
@@ -40,7 +40,7 @@ COHORT_CHECKS = ("test_dice_above_floor", "model_beats_baselines_on_test_split")
 def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None = None) -> AssetsDefinition:
     cfg = dataset.segmentation
     return build_model_asset(
-        dataset, SegmentationModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags,
+        dataset, segmentation_model_task(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags,
         check=MetricCheck("validation_dice_above_threshold", "best_validation_dice", cfg.training.min_validation_dice),
         description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
                     "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
