@@ -112,6 +112,18 @@ class PatchSampler:
         return torch.from_numpy(np.stack([a for a, _ in items])), torch.from_numpy(np.stack([b for _, b in items]))
 
 
+def optimizer_step(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   loss: torch.Tensor, max_grad_norm: float = 12.0) -> float:
+    """Backward pass of ``loss`` through the (possibly disabled) gradient scaler, gradient-norm clipping at
+    ``max_grad_norm`` (nnU-Net's 12), one optimiser step; returns the loss as a float."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
+
+
 def _to_classes(label: np.ndarray, label_values: list[int]) -> np.ndarray:
     out = np.zeros(label.shape, dtype=np.uint8)
     for c, v in enumerate(label_values):
@@ -227,12 +239,7 @@ def train_segmentation(
                 loss = sum(w[i] * loss_fn(out[:, i], y) for i in range(out.shape[1]))
             else:
                 loss = loss_fn(out, y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(net, opt, scaler, loss))
         val_dice: dict[int, float] = {}
         if val_idx:
             per_label: dict[int, list[float]] = {v: [] for v in values[1:]}

@@ -28,7 +28,7 @@ import torch
 
 from imaging_pipelines.medical.segment import unet, unet_train
 from imaging_pipelines.medical.segment.unet import SegmentationModel, normalize_intensity, plan_dynunet
-from imaging_pipelines.medical.segment.unet_train import PatchSampler
+from imaging_pipelines.medical.segment.unet_train import PatchSampler, optimizer_step
 from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions
 from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
 from imaging_pipelines.models.device import autocast_context, grad_scaler, pick_device
@@ -126,13 +126,7 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
         opt.zero_grad(set_to_none=True)
         with autocast_context(dev):
             out = net(x)
-        loss = loss_fn(out.float(), y)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-        scaler.step(opt)
-        scaler.update()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(net, opt, scaler, loss_fn(out.float(), y)))
         t_train += time.perf_counter() - t0
         if (it + 1) % 25 == 0 or it + 1 == config.iterations:
             curve.append({"iteration": it + 1, "loss": float(np.mean(losses[-25:]))})
