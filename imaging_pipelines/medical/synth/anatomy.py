@@ -10,7 +10,9 @@ Tissue labels (:data:`TISSUES`): 0 background (air), 1 CSF, 2 grey matter, 3 whi
 mask (the class of largest probability; GM / WM maps are scaled to 0..1 and CSF probability = 1 - GM - WM).
 The template is skull-stripped, so the head outside the brain is built by the generator as layers at
 random distances from the brain (labels 4 meninges, 5 skull, 6 scalp fat, 7 skin; see
-:func:`head_layers`) from :attr:`Anatomy.distance_mm`, the distance (mm) of each voxel to the brain mask.
+:func:`head_layers`) from :attr:`Anatomy.distance_mm`, the distance (mm) of each voxel to the brain mask,
+and beyond them a zone of random blobs (labels 8-10, :func:`clutter`) standing in for the face, orbits and
+neck that real scans contain and the template does not.
 Every label gets its own random intensity (SynthSeg), so labels are classes of equal intensity, not claims
 about tissue properties.
 """
@@ -28,9 +30,11 @@ from imaging_pipelines.config.paths import PROJECT_ROOT
 from imaging_pipelines.core.volume import Volume
 
 TISSUES: dict[int, str] = {0: "background", 1: "csf", 2: "grey_matter", 3: "white_matter",
-                           4: "meninges", 5: "skull", 6: "scalp_fat", 7: "skin"}
+                           4: "meninges", 5: "skull", 6: "scalp_fat", 7: "skin",
+                           8: "clutter_a", 9: "clutter_b", 10: "clutter_c"}
 BRAIN_LABELS = (1, 2, 3)
 HEAD_LABELS = (4, 5, 6, 7)  # the extra-cerebral layers, from the inside out
+CLUTTER_LABELS = (8, 9, 10)  # random tissue beyond the layers (face, orbits, neck in real scans)
 MNI_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -115,6 +119,17 @@ def head_layers(labels: np.ndarray, distance_mm: np.ndarray, thickness_mm: tuple
     layer = np.searchsorted(outer, distance_mm, side="left")
     for n, value in enumerate(HEAD_LABELS):
         out[free & (layer == n)] = value
+    return out
+
+
+def clutter(labels: np.ndarray, distance_mm: np.ndarray, start_mm: float, extent_mm: float, noise: np.ndarray) -> np.ndarray:
+    """``labels`` with the background voxels at distances ``start_mm`` .. ``start_mm + extent_mm`` (mm) from the
+    brain split into :data:`CLUTTER_LABELS` by the terciles of the smooth field ``noise`` (same shape)."""
+    out = labels.copy()
+    zone = (labels == 0) & (distance_mm > start_mm) & (distance_mm <= start_mm + extent_mm)
+    if zone.any():
+        cuts = np.quantile(noise[zone], [1 / 3, 2 / 3])
+        out[zone] = np.asarray(CLUTTER_LABELS, dtype=np.uint8)[np.digitize(noise[zone], cuts)]
     return out
 
 

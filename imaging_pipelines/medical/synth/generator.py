@@ -8,7 +8,8 @@ disjoint training / held-out sets. Steps per case:
    mm) centred on the template's brain, LPS;
 2. a random affine (:func:`~.deform.random_affine`) and elastic displacement
    (:func:`~.deform.elastic_displacement`) map it into the MNI152 template; tissue labels are sampled
-   (nearest) and the extra-cerebral layers painted at random thicknesses (:func:`~.anatomy.head_layers`);
+   (nearest) and the extra-cerebral layers painted at random thicknesses (:func:`~.anatomy.head_layers`),
+   with probability ``clutter_probability`` random blobs beyond them (:func:`~.anatomy.clutter`);
 3. 1..3 irregular lesions (:mod:`~.lesions`) inside the brain; with mass effect the anatomy is re-sampled
    with the surrounding tissue pushed outwards;
 4. intensities: a random Gaussian per label, blur, bias field, gamma, noise (:mod:`~.intensity`);
@@ -43,6 +44,9 @@ class SynthConfig:
     elastic_mm: float = 4.0  # maximum elastic displacement
     elastic_control_mm: float = 32.0
     head_layers_mm: tuple[tuple[float, float], ...] = ((0.5, 3.0), (2.0, 8.0), (1.0, 7.0), (0.5, 3.0))  # per layer
+    clutter_probability: float = 0.8  # random blobs beyond the head layers (anatomy.clutter)
+    clutter_extent_mm: tuple[float, float] = (10.0, 45.0)
+    clutter_blob_mm: float = 6.0  # smoothing (sd, mm) of the blob field
     anisotropic_probability: float = 0.7
     slice_thickness_mm: tuple[float, float] = (1.0, 7.0)
     lesions: lesions.LesionParams = field(default_factory=lesions.LesionParams)
@@ -109,6 +113,14 @@ class LesionGenerator:
                 displacement = displacement + deform.mass_effect_displacement(
                     grid_points, s.centre_mm, float(np.mean(s.semi_axes_mm)), s.mass_effect)
             tissues = self._tissues(deform.deformed_points(self.grid, affine, displacement), layers_mm)
+        if rng.random() < cfg.clutter_probability:
+            from scipy import ndimage
+
+            distance = deform.sample_on_grid(self.anatomy.distance_mm, deform.deformed_points(self.grid, affine, displacement),
+                                             order=1, cval=1e3)
+            field = ndimage.gaussian_filter(rng.standard_normal(tissues.shape).astype(np.float32),
+                                            cfg.clutter_blob_mm / cfg.spacing_mm)
+            tissues = anatomy.clutter(tissues, distance, sum(layers_mm), float(rng.uniform(*cfg.clutter_extent_mm)), field)
         lesion = lesions.draw_lesions(seeds, grid_points, self.grid.spacing_mm, np.isin(tissues, anatomy.BRAIN_LABELS))
         combined = np.where(lesion > 0, N_TISSUES - 1 + lesion, tissues).astype(np.intp)
         lesion_values = tuple(N_TISSUES - 1 + v for v in lesions.LESION_LABELS)

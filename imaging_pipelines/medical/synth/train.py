@@ -94,7 +94,7 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
     say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
     from monai.losses import DiceCELoss
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: patches without lesion count
     opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=3e-5)
     scaler = grad_scaler(dev)
     t_gen = t_train = 0.0
