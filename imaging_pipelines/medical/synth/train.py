@@ -42,9 +42,9 @@ class SynthTrainingConfig:
     """Training parameters (patch in voxels (z, y, x); learning rate per step; Adam with poly decay)."""
 
     patch_size: tuple[int, int, int] = (32, 32, 32)
-    iterations: int = 450
+    iterations: int = 600
     batch_size: int = 2
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-2
     base_filters: int = 16
     max_filters: int = 256
     pool_size: int = 6
