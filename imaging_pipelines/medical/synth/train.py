@@ -42,20 +42,20 @@ class SynthTrainingConfig:
     """Training parameters (patch in voxels (z, y, x); learning rate per step; Adam with poly decay)."""
 
     patch_size: tuple[int, int, int] = (32, 32, 32)
-    iterations: int = 600
+    iterations: int = 2400
     batch_size: int = 2
     learning_rate: float = 1e-2
     base_filters: int = 16
     max_filters: int = 256
     pool_size: int = 6
-    refresh_every: int = 4
+    refresh_every: int = 6
     foreground_oversampling: float = 0.5
     target_labels: tuple[int, ...] = lesions.TUMOUR_LABELS
     seed: int = 0
 
 
 BENCHMARK = SynthTrainingConfig()
-SMALL = SynthTrainingConfig(iterations=120, base_filters=8, max_filters=128)
+SMALL = SynthTrainingConfig(iterations=300, refresh_every=4, base_filters=8, max_filters=128)
 BENCHMARK_SYNTH = SynthConfig(spacing_mm=3.0)
 
 
