@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthetic model {model_file.name} ({'trained now' if trained else 'reused from cache'}): "
               f"{report['seconds_generating'] + report['seconds_training']:.0f} s "
               f"({report['seconds_generating']:.0f} s generating {report['cases_generated']} cases, "
-              f"{report['seconds_training']:.0f} s training on {report['device']})")
-        figures["training"] = {k: report[k] for k in ("seconds_generating", "seconds_training", "cases_generated")}
+              f"{report['seconds_training']:.0f} s training on {report['device']}, {report['iterations_done']} "
+              f"iterations, stopped by {report['stopped_by']})")
+        figures["training"] = {k: report[k] for k in ("seconds_generating", "seconds_training", "cases_generated",
+                                                      "iterations_done", "stopped_by")}
     model = SegmentationModel.load(model_file)
     image, label = read_image_file(args.image), read_image_file(args.label)
     if image.spatial_shape != label.spatial_shape:

@@ -4,7 +4,10 @@
 A pool of ``pool_size`` generated cases feeds random patches (half of them centred on the tumour, random
 flips along every axis, as :class:`~imaging_pipelines.medical.segment.unet_train.PatchSampler`); every
 ``refresh_every`` iterations the oldest case is replaced by a new one, so the network sees
-``pool_size + iterations / refresh_every`` distinct cases. Training cases are generator indices
+``pool_size + iterations / refresh_every`` distinct cases. With ``max_minutes`` training also stops when
+that wall-clock budget (generation included) is spent, and the poly learning-rate decay follows whichever
+of iterations or time is further along (so the rate reaches zero at the end either way); the report says
+how many iterations ran and what stopped it. Training cases are generator indices
 ``0, 1, 2, ...``; held-out cases are drawn by a generator with another seed (:func:`held_out_generator`).
 Images are normalised with ``"percentile"`` (:func:`~imaging_pipelines.medical.segment.unet.normalize_intensity`)
 and the model resamples any input to the generator's spacing (``resample_input``), so a thick-slice scan
@@ -52,9 +55,10 @@ class SynthTrainingConfig:
     foreground_oversampling: float = 0.5
     target_labels: tuple[int, ...] = lesions.TUMOUR_LABELS
     seed: int = 0
+    max_minutes: float | None = None  # wall-clock budget (generation + training); None: run every iteration
 
 
-BENCHMARK = SynthTrainingConfig()
+BENCHMARK = SynthTrainingConfig(max_minutes=18.0)
 SMALL = SynthTrainingConfig(iterations=300, refresh_every=4, base_filters=8, max_filters=128)
 BENCHMARK_SYNTH = SynthConfig(spacing_mm=3.0)
 
@@ -109,8 +113,16 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
     sampler = PatchSampler([p[0] for p in pool], [p[1] for p in pool], list(plan.patch_size), 2,
                            config.foreground_oversampling, rng)
     curve, losses = [], []
+    start, budget_s = time.perf_counter() - t_gen, (config.max_minutes or 0.0) * 60.0
+    done, stopped_by = 0, "iterations"
     net.train()
     for it in range(config.iterations):
+        progress = it / config.iterations
+        if budget_s:
+            progress = max(progress, (time.perf_counter() - start) / budget_s)
+            if progress >= 1.0:
+                stopped_by = "time"
+                break
         if it and it % config.refresh_every == 0:
             t0 = time.perf_counter()
             pool[next_index % config.pool_size] = make(next_index)
@@ -120,7 +132,7 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
             t_gen += time.perf_counter() - t0
         t0 = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = config.learning_rate * (1 - it / config.iterations) ** 0.9
+            group["lr"] = config.learning_rate * (1 - progress) ** 0.9
         x, y = sampler.batch(config.batch_size)
         x, y = x.to(dev), y.to(dev)
         opt.zero_grad(set_to_none=True)
@@ -128,12 +140,16 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
             out = net(x)
         losses.append(optimizer_step(net, opt, scaler, loss_fn(out.float(), y)))
         t_train += time.perf_counter() - t0
+        done = it + 1
         if (it + 1) % 25 == 0 or it + 1 == config.iterations:
             curve.append({"iteration": it + 1, "loss": float(np.mean(losses[-25:]))})
             say(f"iteration {it + 1}/{config.iterations}: loss {curve[-1]['loss']:.4f} "
                 f"({t_gen:.0f} s generating, {t_train:.0f} s training)")
+    if losses and (not curve or curve[-1]["iteration"] != done):
+        curve.append({"iteration": done, "loss": float(np.mean(losses[-25:]))})
     net.eval()
     report = {"version": model.version, "curve": curve, "cases_generated": next_index, "device": str(dev),
+              "iterations_done": done, "stopped_by": stopped_by,
               "seconds_generating": t_gen, "seconds_training": t_train, "training": asdict(config),
               "generator": gen.parameters()}
     return model, report
