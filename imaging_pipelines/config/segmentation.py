@@ -45,9 +45,16 @@ class LabelSource(BaseModel):
 
 
 class TrainingConfig(BaseModel):
-    """Model training (nnU-Net-style recipe scaled to the hardware); see ``segment.unet_train``."""
+    """Model training (nnU-Net-style recipe scaled to the hardware); see ``segment.unet_train``.
+
+    ``source: synthetic`` trains the model on domain-randomised lesions on MNI152 anatomy instead of the
+    dataset's labels (``medical.synth``; no labels needed): ``synthetic_config`` picks the ``small`` (minutes)
+    or ``benchmark`` training; the patch / epoch settings above do not apply to it."""
 
     model_config = ConfigDict(extra="forbid")
+
+    source: Literal["labels", "synthetic"] = "labels"
+    synthetic_config: Literal["small", "benchmark"] = "small"
 
     patch_size: list[int] = Field(default_factory=lambda: [32, 32, 32], min_length=3, max_length=3)
     epochs: int = Field(12, ge=1)
@@ -247,8 +254,11 @@ class SegmentationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _trainable(self) -> SegmentationConfig:
-        if self.method in MODEL_METHODS and self.labels.source == "none":
-            raise ValueError(f"method {self.method!r} is trained: set labels.source to 'inbox' or 'dataset'")
+        if self.method in MODEL_METHODS and self.labels.source == "none" and self.training.source != "synthetic":
+            raise ValueError(f"method {self.method!r} is trained: set labels.source to 'inbox' or 'dataset' "
+                             "(or training.source to 'synthetic')")
+        if self.training.source == "synthetic" and (self.method != "dynunet" or len(self.classes) != 1):
+            raise ValueError("training.source 'synthetic' trains a one-class 'dynunet' lesion model")
         if self.nnunet.enabled and self.labels.source == "none":
             raise ValueError("nnunet.enabled needs labels (labels.source 'inbox' or 'dataset')")
         return self

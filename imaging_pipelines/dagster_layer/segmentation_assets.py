@@ -35,7 +35,7 @@ from imaging_pipelines.dagster_layer.imported_model_assets import build_imported
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
 from imaging_pipelines.medical.stages.segmentation_data import input_stage
 from imaging_pipelines.medical.stages.nnunet_model import NnunetModelTask
-from imaging_pipelines.medical.stages.segmentation_model import SegmentationModelTask
+from imaging_pipelines.medical.stages.synthetic_lesion_model import segmentation_model_task
 from imaging_pipelines.models.outcome import MetricCheck
 
 COHORT_CHECKS = ("test_dice_above_floor", "model_beats_baselines_on_test_split")
@@ -53,7 +53,7 @@ def build_segmentation_model_asset(dataset: DatasetConfig, gpu_tags: dict | None
                         f"{', '.join(map(str, nn.folds))}; versioned by a hash of the training data, planner, trainer, "
                         "configuration, folds and nnU-Net version, and retrained only when that version changes.")
     return build_model_asset(
-        dataset, SegmentationModelTask(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags, check=check,
+        dataset, segmentation_model_task(dataset), deps=[input_stage(dataset)], gpu_tags=gpu_tags, check=check,
         description=f"MONAI {cfg.method} trained on the labelled training patients (Dice + cross-entropy, random "
                     "patches with foreground oversampling, flips and intensity augmentation, held-out validation "
                     "split); versioned by a hash of code, training data and parameters and retrained only when "

@@ -120,6 +120,7 @@ class SegmentationModel:
     version: str = ""
     spacing_mm: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     architecture: str = "dynunet"  # "dynunet" (MONAI DynUNet) or "unet" (MONAI UNet, residual units)
+    resample_input: bool = False  # predict resamples the image to spacing_mm first and the labels back
     network: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
@@ -144,6 +145,7 @@ class SegmentationModel:
             "version": str(self.version),
             "spacing_mm": [float(s) for s in self.spacing_mm],
             "architecture": self.architecture,
+            "resample_input": bool(self.resample_input),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -172,6 +174,7 @@ class SegmentationModel:
             version=cfg["version"],
             spacing_mm=cfg["spacing_mm"],
             architecture=cfg.get("architecture", "dynunet"),
+            resample_input=bool(cfg.get("resample_input", False)),
         )
         model.network.load_state_dict(blob["state_dict"])
         model.network.eval()
@@ -209,8 +212,16 @@ def build_network(plan: Plan, in_channels: int, n_classes: int, deep_supervision
 
 
 def normalize_intensity(array: np.ndarray, mode: str = "zscore") -> np.ndarray:
-    """Per-image z-score: ``"zscore"`` over the whole image, ``"zscore_nonzero"`` over voxels > 0."""
+    """Per-image z-score: ``"zscore"`` over the whole image, ``"zscore_nonzero"`` over voxels > 0; or
+    ``"percentile"``: ``(a - p0.5) / (p99.5_head - p0.5)`` clipped to [-0.5, 2], with ``p0.5`` the 0.5th
+    percentile of the image and ``p99.5_head`` the 99.5th of the voxels above the image mean (a crude head
+    mask), robust to contrast, air fraction and bright outliers."""
     a = np.asarray(array, dtype=np.float32)
+    if mode == "percentile":
+        low = float(np.percentile(a, 0.5))
+        head = a[a > a.mean()]
+        high = float(np.percentile(head, 99.5)) if head.size else float(a.max())
+        return np.clip((a - low) / max(high - low, 1e-8), -0.5, 2.0).astype(np.float32)
     if mode == "zscore":
         values = a
     elif mode == "zscore_nonzero":
@@ -286,7 +297,17 @@ def predict(
     flip_tta: bool = False,
 ) -> Volume:
     """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``.
-    Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes back to the host."""
+    Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes back to the host.
+    A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased, same field of view
+    and direction) to its ``spacing_mm`` and returns the labels resampled back (nearest neighbour)."""
+    if model.resample_input and not np.allclose(image.spacing, model.spacing_mm, rtol=1e-3):
+        from imaging_pipelines.medical.preprocess.resample import resample_like, resample_to_spacing
+
+        work = resample_to_spacing(image, model.spacing_mm, interpolator="linear", antialias=True)
+        labels = predict(model, work, overlap=overlap, sw_batch_size=sw_batch_size, device=device, flip_tta=flip_tta)
+        back = resample_like(labels, image, interpolator="nearest")
+        return Volume(array=np.asarray(back.array, dtype=np.uint8), spacing=image.spacing, origin=image.origin,
+                      direction=image.direction, attributes=dict(labels.attributes))
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if flip_tta:
         classes = torch.argmax(predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,

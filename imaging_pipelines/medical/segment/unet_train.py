@@ -69,7 +69,7 @@ def training_version(images: Sequence[Volume], labels: Sequence[Volume], params:
     return content_hash([unet_module, inspect.getmodule(training_version)], data, params)
 
 
-class _PatchSampler:
+class PatchSampler:
     """Random patches ``(image [1,z,y,x], label [1,z,y,x])`` with foreground oversampling and augmentation."""
 
     def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], patch: list[int], n_classes: int,
@@ -110,6 +110,18 @@ class _PatchSampler:
         # with batch 2 and 0.33 that is every other batch, done here by a coin flip per sample.
         items = [self.sample(self.rng.random() < self.fg_fraction) for _ in range(batch_size)]
         return torch.from_numpy(np.stack([a for a, _ in items])), torch.from_numpy(np.stack([b for _, b in items]))
+
+
+def optimizer_step(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   loss: torch.Tensor, max_grad_norm: float = 12.0) -> float:
+    """Backward pass of ``loss`` through the (possibly disabled) gradient scaler, gradient-norm clipping at
+    ``max_grad_norm`` (nnU-Net's 12), one optimiser step; returns the loss as a float."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
+    return float(loss.detach())
 
 
 def _to_classes(label: np.ndarray, label_values: list[int]) -> np.ndarray:
@@ -187,7 +199,7 @@ def train_segmentation(
     net = model.network.to(dev)
     say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
 
-    sampler = _PatchSampler(
+    sampler = PatchSampler(
         [normalize_intensity(images[i].array, normalization) for i in train_idx],
         [_to_classes(np.asarray(labels[i].array), values) for i in train_idx],
         list(plan.patch_size), n_classes, foreground_oversampling, rng)
@@ -227,12 +239,7 @@ def train_segmentation(
                 loss = sum(w[i] * loss_fn(out[:, i], y) for i in range(out.shape[1]))
             else:
                 loss = loss_fn(out, y)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(net, opt, scaler, loss))
         val_dice: dict[int, float] = {}
         if val_idx:
             per_label: dict[int, list[float]] = {v: [] for v in values[1:]}

@@ -1,0 +1,181 @@
+"""The domain-randomised lesion generator (imaging_pipelines.medical.synth): reproducibility, lesion
+sub-regions, label/image alignment, thick-slice geometry in world coordinates, randomised intensities, the
+percentile normalisation, resampling models and the versioned model cache. Coarse grids keep it fast."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.synth import anatomy
+from imaging_pipelines.medical.synth.acquisition import simulate_acquisition, thick_slice_volume
+from imaging_pipelines.medical.synth.generator import N_TISSUES, LesionGenerator, SynthConfig
+from imaging_pipelines.medical.synth.intensity import IntensityParams
+from imaging_pipelines.medical.synth.lesions import LesionParams
+
+COARSE = SynthConfig(spacing_mm=5.0)
+
+
+@pytest.fixture(scope="module")
+def coarse() -> LesionGenerator:
+    return LesionGenerator(COARSE, seed=7)
+
+
+def test_same_seed_and_index_give_the_same_case(coarse: LesionGenerator) -> None:
+    again = LesionGenerator(COARSE, seed=7)
+    a, b = coarse.case(3), again.case(3)
+    assert np.array_equal(a.image.array, b.image.array) and np.array_equal(a.label.array, b.label.array)
+    assert a.draws == b.draws
+    other = LesionGenerator(COARSE, seed=8).case(3)
+    assert not np.array_equal(a.image.array, other.image.array)
+    assert not np.array_equal(a.label.array, coarse.case(4).label.array)
+
+
+def test_every_lesion_sub_region_is_drawn_inside_the_brain() -> None:
+    cfg = dataclasses.replace(COARSE, lesions=LesionParams(count=(2, 2), radius_mm=(15.0, 20.0), core_probability=1.0,
+                                                           oedema_probability=1.0, mass_effect_probability=0.0))
+    case = LesionGenerator(cfg, seed=1).case(0)
+    values = set(np.unique(case.label.array).tolist())
+    assert values == {0, 1, 2, 3}  # background, enhancing rim, necrotic core, oedema
+    assert case.label.array.dtype == np.uint8
+    assert case.draws["n_lesions"] == 2
+
+
+def test_labels_lie_exactly_on_the_image_grid() -> None:
+    """With every blur / noise / bias / gamma / thick-slice draw switched off the image is constant on each label
+    region, so lesion voxels have the lesion's own values only: label and image are aligned voxel for voxel."""
+    flat = IntensityParams(std=(0.0, 0.0), blur_sigma_vox=(0.0, 0.0), bias_sd=(0.0, 0.0), gamma_log_sd=0.0,
+                           noise_sd=(0.0, 0.0))
+    cfg = dataclasses.replace(COARSE, intensity=flat, anisotropic_probability=0.0,
+                              lesions=LesionParams(count=(1, 1), radius_mm=(15.0, 20.0), core_probability=0.0,
+                                                   oedema_probability=0.0, mass_effect_probability=0.0))
+    case = LesionGenerator(cfg, seed=2).case(0)
+    assert case.image.same_geometry(case.label)
+    lesion = case.label.array == 1
+    assert lesion.sum() > 10
+    assert np.unique(case.image.array[lesion]).size == 1
+    assert not np.isin(case.image.array[~lesion], np.unique(case.image.array[lesion])).all()
+
+
+def test_intensities_are_randomised_between_draws(coarse: LesionGenerator) -> None:
+    means = []
+    for index in range(3):
+        case = coarse.case(index)
+        brain = case.image.array[case.label.array == 0]
+        means.append((float(np.median(brain)), float(np.percentile(brain, 90))))
+        assert np.isfinite(case.image.array).all() and case.image.array.dtype == np.float32
+    assert len({round(m[0], 3) for m in means}) == 3 and len({round(m[1], 3) for m in means}) == 3
+
+
+def test_generated_grid_is_lps_millimetres_on_the_template_brain(coarse: LesionGenerator) -> None:
+    case = coarse.case(0)
+    assert np.allclose(case.image.direction, np.eye(3)) and case.image.spacing == (5.0, 5.0, 5.0)
+    centre = case.image.index_to_world_lps() @ np.array([*(np.array(case.image.spatial_shape[::-1]) - 1) / 2, 1.0])
+    assert np.allclose(centre[:3], coarse.centre_mm, atol=2.5)
+    assert N_TISSUES == len(anatomy.TISSUES)
+
+
+def test_thick_slice_acquisition_keeps_world_geometry() -> None:
+    """A bright plane at a known world position stays there after a 6 mm acquisition along each index axis of an
+    oblique (LAS-like) grid; the thick volume keeps origin and direction and has the thickness as spacing."""
+    direction = np.diag([1.0, -1.0, 1.0])
+    shape = (30, 32, 34)
+    base = Volume(array=np.zeros(shape, dtype=np.float32), spacing=(1.0, 1.5, 2.0), origin=(10.0, -5.0, 3.0),
+                  direction=direction)
+    for axis in range(3):
+        array = np.zeros(shape, dtype=np.float32)
+        index = [slice(None)] * 3
+        index[2 - axis] = slice(12, 15)  # a 3-voxel slab across index axis `axis`
+        array[tuple(index)] = 100.0
+        vol = base.with_array(array)
+        low, back = simulate_acquisition(vol, axis, 6.0)
+        assert low.origin == vol.origin and np.allclose(low.direction, direction)
+        assert low.spacing[axis] == pytest.approx(6.0)
+        assert low.spacing[(axis + 1) % 3] == vol.spacing[(axis + 1) % 3]
+        extent = np.array(vol.spatial_shape[::-1]) * np.array(vol.spacing)
+        assert abs(np.array(low.spatial_shape[::-1])[axis] * 6.0 - extent[axis]) <= 3.0
+        assert back.same_geometry(vol)
+
+        def world_centroid(v: Volume) -> float:
+            profile = np.asarray(v.array).sum(axis=tuple(a for a in range(3) if a != 2 - axis))
+            idx = (profile * np.arange(profile.size)).sum() / profile.sum()
+            return float((v.index_to_world_lps() @ np.array([*(idx if a == axis else 0 for a in range(3)), 1.0]))[axis])
+
+        assert world_centroid(back) == pytest.approx(world_centroid(vol), abs=0.6 * 6.0 / 2)
+        assert np.asarray(back.array).max() < 100.0  # the slab was blurred by the thick slices
+    with pytest.raises(ValueError, match="axis"):
+        thick_slice_volume(base, 3, 5.0)
+
+
+def test_anatomy_from_nilearn_when_shared_data_is_absent(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("nilearn")
+    shared = anatomy.load_anatomy()
+    monkeypatch.setenv("IMAGING_SHARED_DATA", str(tmp_path))
+    anatomy.load_anatomy.cache_clear()
+    try:
+        fallback = anatomy.load_anatomy()
+        assert fallback.source == "nilearn"
+        assert fallback.labels.same_geometry(shared.labels)
+        assert set(np.unique(fallback.labels.array).tolist()) == {0, 1, 2, 3}
+        agree = np.mean(fallback.labels.array == shared.labels.array)
+        assert agree > 0.99
+    finally:
+        anatomy.load_anatomy.cache_clear()
+
+
+def test_percentile_normalisation_ignores_contrast_scale_and_offset() -> None:
+    from imaging_pipelines.medical.segment.unet import normalize_intensity
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 20, 20), dtype=np.float32)
+    image[5:15, 5:15, 5:15] = rng.uniform(100, 300, (10, 10, 10))
+    a = normalize_intensity(image, "percentile")
+    b = normalize_intensity(image * 7.5 + 40.0, "percentile")
+    assert np.allclose(a, b, atol=1e-5)
+    assert a.min() >= -0.5 and a.max() <= 2.0 and abs(float(np.percentile(a[image > 0], 99.5)) - 1.0) < 1e-3
+
+
+def test_resampling_model_segments_a_thick_slice_scan_on_its_own_grid(tmp_path) -> None:
+    """A model with ``resample_input`` survives save/load and returns labels on the scan's grid (spacing, origin,
+    direction), whatever its own spacing."""
+    from imaging_pipelines.medical.segment.unet import SegmentationModel, plan_dynunet, predict
+
+    model = SegmentationModel(plan=plan_dynunet((4.0,) * 3, (16, 16, 16), base_filters=4, max_filters=8), n_classes=2,
+                              normalization="percentile", spacing_mm=[4.0, 4.0, 4.0], resample_input=True)
+    model = SegmentationModel.load(model.save(tmp_path / "m.pt"))
+    assert model.resample_input and model.normalization == "percentile"
+    scan = Volume(array=np.random.default_rng(1).uniform(0, 100, (6, 40, 40)).astype(np.float32),
+                  spacing=(2.0, 2.0, 6.5), origin=(-40.0, 40.0, -20.0), direction=np.diag([1.0, -1.0, 1.0]))
+    labels = predict(model, scan, device="cpu")
+    assert labels.same_geometry(scan) and labels.array.dtype == np.uint8
+    assert set(np.unique(labels.array).tolist()) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice_scan(tmp_path) -> None:
+    """Train 3 iterations on 8 mm cases (a smoke test of the loop, not of accuracy), reuse it from the cache,
+    load it as a normal project model file and segment an anisotropic scan back on the scan's own grid."""
+    from imaging_pipelines.medical.segment.unet import SegmentationModel, predict
+    from imaging_pipelines.medical.synth.model_cache import synthetic_model
+    from imaging_pipelines.medical.synth.train import SynthTrainingConfig, synth_version
+
+    synth = dataclasses.replace(COARSE, spacing_mm=8.0)
+    tiny = SynthTrainingConfig(patch_size=(16, 16, 16), iterations=3, base_filters=4, max_filters=16, pool_size=1,
+                               refresh_every=2)
+    path, report, trained = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
+    assert trained and path.is_file() and report["cases_generated"] == 2 and len(report["curve"]) == 1
+    assert path.name == f"synth_lesion-{synth_version(synth, tiny, 0)}.pt"
+    again, _, trained_again = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
+    assert again == path and not trained_again
+    assert synth_version(synth, dataclasses.replace(tiny, iterations=4), 0) != synth_version(synth, tiny, 0)
+    assert synth_version(dataclasses.replace(synth, elastic_mm=3.0), tiny, 0) != synth_version(synth, tiny, 0)
+    model = SegmentationModel.load(path)
+    assert model.resample_input and model.spacing_mm == [8.0, 8.0, 8.0] and model.normalization == "percentile"
+    scan = Volume(array=np.random.default_rng(1).uniform(0, 100, (6, 40, 40)).astype(np.float32),
+                  spacing=(2.0, 2.0, 6.5), origin=(-40.0, 40.0, -20.0), direction=np.diag([1.0, -1.0, 1.0]))
+    labels = predict(model, scan, device="cpu")
+    assert labels.same_geometry(scan) and labels.array.dtype == np.uint8
+    assert set(np.unique(labels.array).tolist()) <= {0, 1}
