@@ -32,6 +32,13 @@ def materialization_metadata(instance, dataset_id: str, partition: str) -> dict:
     return records[0].asset_materialization.metadata if records else {}
 
 
+def run_metadata(result, key) -> dict:
+    """The metadata values of the one materialisation of asset ``key`` in a run ``result``."""
+    (m,) = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
+            if e.step_materialization_data.materialization.asset_key == key]
+    return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+
+
 def identity(patient_id: str, name: str = "DOE^JANE") -> PatientIdentity:
     return PatientIdentity(
         patient_name=name, patient_id=patient_id, birth_date="19700101", sex="F", accession_number="ACC0000001",

@@ -90,12 +90,11 @@ def test_segment_command_equals_monai_bundle_run(bundle, scan, tmp_path):
     data, out = tmp_path / "data", tmp_path / "bundle_out"
     data.mkdir()
     shutil.copyfile(scan, data / "scan.nii.gz")
-    # `python -m monai.bundle run --config_file ... --meta_file ... --bundle_root B --dataset_dir D --output_dir O
-    # --device ...`: python-fire turns those flags into this call of monai.bundle.run (fire itself is not installed)
-    kwargs = {"config_file": str(bundle / "configs" / "inference.json"), "meta_file": str(bundle / "configs" / "metadata.json"),
-              "bundle_root": str(bundle), "dataset_dir": str(data), "output_dir": str(out),
-              "device": "$torch.device('cpu')"}
-    bare = subprocess.run([sys.executable, "-c", f"from monai.bundle import run; run(**{kwargs!r})"],
+    # the bundle's own command line, as a user runs it (python-fire parses the flags)
+    bare = subprocess.run([sys.executable, "-m", "monai.bundle", "run",
+                           "--config_file", str(bundle / "configs" / "inference.json"),
+                           "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(bundle),
+                           "--dataset_dir", str(data), "--output_dir", str(out), "--device", "$torch.device('cpu')"],
                           capture_output=True, text=True, timeout=300)
     assert bare.returncode == 0, bare.stderr[-3000:]
     (written,) = list(out.rglob("*.nii.gz"))

@@ -17,7 +17,8 @@ from dagster import AssetKey, DagsterInstance  # noqa: E402
 
 from imaging_pipelines.medical.io.image_files import read_nifti, write_nifti  # noqa: E402
 from imaging_pipelines.tools.demo.imported_models import phantom_case  # noqa: E402
-from tests.conftest import write_catalog  # noqa: E402
+from tests.conftest import write_catalog
+from tests.pipeline_helpers import run_metadata  # noqa: E402
 from tests.test_imported_models import nnunet_direct  # noqa: E402
 
 DS = "nnunet_ds"
@@ -35,9 +36,7 @@ def key(name: str) -> AssetKey:
 
 
 def meta(result, name: str) -> dict:
-    (m,) = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
-            if e.step_materialization_data.materialization.asset_key == key(name)]
-    return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    return run_metadata(result, key(name))
 
 
 @pytest.mark.slow

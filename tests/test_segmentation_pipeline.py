@@ -18,6 +18,7 @@ from imaging_pipelines.medical.io.image_files import read_nifti
 from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store
 from imaging_pipelines.core.storage import partition_store_path, storage_root
 from tests.conftest import write_catalog
+from tests.pipeline_helpers import run_metadata
 
 DS = "seg_ds"
 N_PATIENTS = 24
@@ -39,9 +40,7 @@ def key(name: str) -> AssetKey:
 
 
 def meta(result, name: str) -> dict:
-    (m,) = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()
-            if e.step_materialization_data.materialization.asset_key == key(name)]
-    return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    return run_metadata(result, key(name))
 
 
 @pytest.fixture(scope="module")
