@@ -183,3 +183,24 @@ def _fit(network, roi: int, pixdim_mm: float, steps: int, seed: int) -> None:
         loss.backward()
         optimiser.step()
     network.eval()
+
+
+def write_demo_imported(inbox: str | Path, model_folder: str | Path, n_subjects: int = 3, seed: int = 40) -> Path:
+    """The demo's imported-model dataset: ``n_subjects`` NIfTI phantoms (``sub-XX/sub-XX_T1w.nii.gz`` with their
+    ``_label`` files: lesion 1, tissue 2) in ``inbox``, and a small MONAI bundle trained a few steps on other
+    phantoms at ``model_folder`` (written once; an existing bundle is kept, so its files' hash, the imported
+    model's data version, stays the same between demo runs). Returns the bundle folder."""
+    from imaging_pipelines.medical.io.image_files import write_nifti
+
+    for i in range(n_subjects):
+        image, labels = phantom_case(seed + i, shape=(24, 40, 32), spacing=(4.0, 4.0, 5.0))
+        subject = f"sub-{i + 1:02d}"
+        write_nifti(image, Path(inbox) / subject / f"{subject}_T1w.nii.gz")
+        write_nifti(labels, Path(inbox) / subject / f"{subject}_T1w_label.nii.gz")
+    model_folder = Path(model_folder)
+    if not (model_folder / "models" / "model.pt").is_file():
+        with tempfile.TemporaryDirectory(dir=model_folder.parent if model_folder.parent.exists() else None) as tmp:
+            written = write_tiny_monai_bundle(Path(tmp) / "bundle", seed=seed, train_steps=40)
+            model_folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(written), str(model_folder))
+    return model_folder
