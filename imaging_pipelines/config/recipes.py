@@ -12,6 +12,9 @@ A recipe file::
       - zscore: {}
       - denoise: {method: curvature_anisotropic, iterations: 3, conductance: 2.0}
 
+Filter steps (:mod:`imaging_pipelines.medical.preprocess.filters`): ``gradient_magnitude: {sigma_mm}``,
+``sigmoid: {alpha, beta, output_min, output_max}``, ``morphology: {operation, radius_mm, kernel}``.
+
 Every step is a one-key mapping ``{step_name: {params}}``; the parameters of each step are a pydantic
 model (``extra="forbid"``) in :data:`STEP_MODELS`, so unknown steps, unknown parameters and wrong types
 are errors. :func:`load_recipe` reports all of them at once as a :class:`CatalogError` with
@@ -159,6 +162,36 @@ class DenoiseParams(RootModel[DenoiseMethodParams]):
     """``method`` (one of :data:`imaging_pipelines.medical.preprocess.denoise.DENOISE_METHODS`) plus that method's parameters."""
 
 
+class GradientMagnitudeParams(_Params):
+    """|grad I| in intensity units per mm; ``sigma_mm`` (mm) smooths with a Gaussian derivative first."""
+
+    sigma_mm: PositiveFloat | None = None
+
+
+class SigmoidParams(_Params):
+    """Sigmoid contrast ``min + (max - min) / (1 + exp(-(I - beta) / alpha))``; alpha, beta in intensity units."""
+
+    alpha: float
+    beta: float
+    output_min: float = 0.0
+    output_max: float = 1.0
+
+    @field_validator("alpha")
+    @classmethod
+    def _nonzero(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("alpha must not be 0 (negative inverts the mapping)")
+        return value
+
+
+class MorphologyParams(_Params):
+    """Grey-level open / close / white_tophat / black_tophat, structuring element of ``radius_mm`` (mm)."""
+
+    operation: Literal["open", "close", "white_tophat", "black_tophat"]
+    radius_mm: PositiveFloat
+    kernel: Literal["ball", "box"] = "ball"
+
+
 STEP_MODELS: dict[str, type[BaseModel]] = {
     "n4": N4Params,
     "reorient": ReorientParams,
@@ -167,6 +200,9 @@ STEP_MODELS: dict[str, type[BaseModel]] = {
     "percentile_clip": PercentileClipParams,
     "hu_window": HUWindowParams,
     "denoise": DenoiseParams,
+    "gradient_magnitude": GradientMagnitudeParams,
+    "sigmoid": SigmoidParams,
+    "morphology": MorphologyParams,
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from imaging_pipelines.config.recipes import Recipe, RecipeStep
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.preprocess.denoise import denoise
+from imaging_pipelines.medical.preprocess.filters import gradient_magnitude, morphology, sigmoid_contrast
 from imaging_pipelines.medical.preprocess.masks import otsu_foreground
 from imaging_pipelines.medical.preprocess.n4 import n4_bias_correction
 from imaging_pipelines.medical.preprocess.normalize import hu_window, percentile_clip, zscore
@@ -96,6 +97,10 @@ def _run_step(step: RecipeStep, volume: Volume, mask: Volume | None) -> tuple[Vo
         kwargs = p.root.model_dump(exclude={"method"})
         out, report = denoise(volume, p.root.method, **kwargs)
         return out, mask, _metrics(report, skip=("params",))
+    if step.name in ("gradient_magnitude", "sigmoid", "morphology"):
+        filters = {"gradient_magnitude": gradient_magnitude, "sigmoid": sigmoid_contrast, "morphology": morphology}
+        out = filters[step.name](volume, **p.model_dump())
+        return out, mask, {"min_after": float(out.array.min()), "max_after": float(out.array.max())}
     raise ValueError(f"no runner for step {step.name!r}")  # unreachable: STEP_MODELS is checked on load
 
 
