@@ -93,3 +93,27 @@ def test_absent_label_and_bad_input():
     assert label_mesh(labels, 7) is None
     with pytest.raises(ValueError, match="3D label volume"):
         label_mesh(Volume(np.zeros((2, 4, 4, 4), np.uint8)), 1)
+
+
+@pytest.mark.parametrize("meshes", [False, True])
+def test_catalog_option_writes_meshes_beside_the_nifti_mask(tmp_path, meshes):
+    from types import SimpleNamespace
+
+    from imaging_pipelines.config.segmentation import SegmentationConfig
+    from imaging_pipelines.medical.stages.segmentation import write_take_away_outputs
+    from imaging_pipelines.medical.stages.segmentation_data import SegmentationInput
+
+    assert SegmentationConfig().meshes is False  # off by default
+    labels, _, _ = _ellipsoid((10.0, 8.0, 6.0))
+    image = labels.with_array(labels.array.astype(np.float32) * 100)
+    dataset = SimpleNamespace(id="ds", formats=["nifti"],
+                              segmentation=SegmentationConfig(method="otsu", dicom_seg=False, meshes=meshes))
+    case = SegmentationInput(partition="p1", name="t1w", image=image, reference=None)
+    written = write_take_away_outputs(dataset, tmp_path, "p1", case, image, labels, [])
+    folder = tmp_path / "ds" / "segmentation_masks" / "p1"
+    expected = {"t1w.nii.gz"} | ({"t1w_1.stl", "t1w_1.glb"} if meshes else set())
+    assert {p.name for p in folder.iterdir()} == expected
+    assert sorted(str(folder / name) for name in expected) == sorted(written)
+    if meshes:
+        loaded = trimesh.load(folder / "t1w_1.stl", force="mesh")
+        assert abs(loaded.volume / 1000 - label_mesh(labels, 1).volume_ml) < 1e-3

@@ -220,6 +220,8 @@ class SegmentationConfig(BaseModel):
     dicom_sr: bool = Field(True, description="beside each DICOM SEG, a TID 1500 measurement report (Comprehensive "
                                              "3D SR: volume mL, voxel count, mean/min/max intensity per segment)")
     nnunet: NnunetConfig = Field(default_factory=NnunetConfig)
+    meshes: bool = Field(False, description="beside each NIfTI mask, a surface mesh per label in world LPS mm: "
+                                            "<image>_<label>.stl and .glb (extra segment-export: trimesh)")
 
     @field_validator("image_pattern")
     @classmethod

@@ -142,3 +142,10 @@ def write_label_meshes(
         files = {fmt: write_mesh(mesh, Path(folder) / f"{stem}_{label}.{fmt}", fmt) for fmt in formats}
         out[label] = {**mesh.metadata(), "files": files}
     return out
+
+
+def mesh_files(labels: Volume, folder: str | Path, stem: str) -> list[Path]:
+    """Meshes of every label of ``labels`` (default options) written to ``folder`` as ``<stem>_<label>.stl`` and
+    ``.glb``; the paths written."""
+    written = write_label_meshes(label_meshes(labels), folder, stem)
+    return [Path(path) for info in written.values() for path in info["files"].values()]
