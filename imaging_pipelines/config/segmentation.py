@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MODEL_METHODS = ("dynunet", "unet", "nnunet")
 NNUNET_PLANNERS = ("ExperimentPlanner", "nnUNetPlannerResEncM", "nnUNetPlannerResEncL", "nnUNetPlannerResEncXL")
 IMPORTED_KINDS = ("nnunet", "monai_bundle", "project")
-BASELINE_METHODS = ("otsu", "max_entropy", "watershed", "fast_marching")
+BASELINE_METHODS = ("otsu", "max_entropy", "watershed", "fast_marching", "graph_cut")
 
 
 class LabelSource(BaseModel):
@@ -188,7 +188,8 @@ class SegmentationConfig(BaseModel):
 
     ``method``: a trained model (``dynunet``: MONAI DynUNet planned like nnU-Net; ``unet``: MONAI UNet), a
     classical method (``otsu``, ``max_entropy``: threshold lesion detection with morphology; ``watershed``:
-    marker-based morphological watershed; ``fast_marching``: fast marching from detected seeds),
+    marker-based morphological watershed; ``fast_marching``: fast marching from detected seeds;
+    ``graph_cut``: s-t min cut with intensity models from the Otsu lesion candidates),
     ``imported`` (the pretrained model of ``model``) or ``none``. An imported model segments the ingested
     images (its own preprocessing does the rest) and writes its own label values, with no post-processing,
     unless ``input`` / ``postprocess`` are given. A trained model method falls back to ``fallback`` while no model is trained. ``baselines`` also run
@@ -198,7 +199,7 @@ class SegmentationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["none", "dynunet", "unet", "nnunet", "otsu", "max_entropy", "watershed", "fast_marching",
-                    "imported"] = "none"
+                    "graph_cut", "imported"] = "none"
     model: ImportedModelConfig | None = Field(None, description="the pretrained model of method 'imported'")
     input: Literal["preprocessed", "ingested"] = "preprocessed"
     modalities: list[str] = Field(default_factory=lambda: ["MR"])
@@ -210,8 +211,8 @@ class SegmentationConfig(BaseModel):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    baselines: list[Literal["otsu", "max_entropy", "watershed", "fast_marching"]] = Field(default_factory=list)
-    fallback: Literal["none", "otsu", "max_entropy", "watershed", "fast_marching"] = "otsu"
+    baselines: list[Literal["otsu", "max_entropy", "watershed", "fast_marching", "graph_cut"]] = Field(default_factory=list)
+    fallback: Literal["none", "otsu", "max_entropy", "watershed", "fast_marching", "graph_cut"] = "otsu"
     dicom_seg: bool = Field(True, description="write a DICOM SEG per segmented DICOM series (extra segment-export)")
     dicom_seg_type: Literal["BINARY", "LABELMAP"] = Field(
         "BINARY", description="DICOM SEG type: BINARY (one 1-bit frame per segment and slice) or LABELMAP (one frame "
@@ -219,6 +220,8 @@ class SegmentationConfig(BaseModel):
     dicom_sr: bool = Field(True, description="beside each DICOM SEG, a TID 1500 measurement report (Comprehensive "
                                              "3D SR: volume mL, voxel count, mean/min/max intensity per segment)")
     nnunet: NnunetConfig = Field(default_factory=NnunetConfig)
+    meshes: bool = Field(False, description="beside each NIfTI mask, a surface mesh per label in world LPS mm: "
+                                            "<image>_<label>.stl and .glb (extra segment-export: trimesh)")
 
     @field_validator("image_pattern")
     @classmethod

@@ -326,6 +326,19 @@ def connected_components(
 
 
 # ----------------------------------------------------------------------------- lesion baseline
+def eroded_head(volume: Volume, erosion_mm: float = 12.0) -> np.ndarray:
+    """Boolean (z, y, x) brain region: :func:`otsu_foreground` eroded by ``erosion_mm`` (mm, ball per axis
+    spacing), largest component. Raises when nothing is left."""
+    head = otsu_foreground(volume).to_sitk()
+    radius = [max(1, int(round(erosion_mm / s))) for s in volume.spacing]
+    eroded = sitk.BinaryErode(head, radius, sitk.sitkBall)
+    largest = sitk.RelabelComponent(sitk.ConnectedComponent(eroded), sortByObjectSize=True) == 1
+    inside = sitk.GetArrayFromImage(largest) > 0
+    if not inside.any():
+        raise ValueError(f"brain mask is empty after a {erosion_mm} mm erosion of the head mask")
+    return inside
+
+
 def lesion_baseline(
     volume: Volume,
     brain_mask: Volume | None = None,
@@ -358,16 +371,7 @@ def lesion_baseline(
     if method not in THRESHOLD_FILTERS:
         raise ValueError(f"method must be one of {sorted(THRESHOLD_FILTERS)}; got {method!r}")
     _as_3d(volume)
-    if brain_mask is not None:
-        inside = check_mask(volume, brain_mask)
-    else:
-        head = otsu_foreground(volume).to_sitk()
-        radius = [max(1, int(round(brain_erosion_mm / s))) for s in volume.spacing]
-        eroded = sitk.BinaryErode(head, radius, sitk.sitkBall)
-        largest = sitk.RelabelComponent(sitk.ConnectedComponent(eroded), sortByObjectSize=True) == 1
-        inside = sitk.GetArrayFromImage(largest) > 0
-        if not inside.any():
-            raise ValueError(f"brain mask is empty after a {brain_erosion_mm} mm erosion of the head mask")
+    inside = check_mask(volume, brain_mask) if brain_mask is not None else eroded_head(volume, brain_erosion_mm)
 
     values = volume.array.astype(np.float32)
     f = THRESHOLD_FILTERS[method]()

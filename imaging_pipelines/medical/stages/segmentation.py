@@ -193,6 +193,10 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
         if cfg_wants_seg(dataset, source):
             local += write_partition_seg(dataset, root, partition, case.name, mask, Path(tmp), notes, image=source,
                                          names=names)
+        if dataset.segmentation.meshes:
+            from imaging_pipelines.medical.segment.meshes import mesh_files
+
+            local += mesh_files(mask, Path(tmp), case.name)
         for path in local:
             written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
     return written

@@ -1,0 +1,103 @@
+"""Graph-cut segmentation (medical/segment/graph_cut.py) and its lesion baseline (baselines.py ``graph_cut``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imaging_pipelines.core.volume import Volume
+from imaging_pipelines.medical.register.metrics import dice
+from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
+from imaging_pipelines.tools.demo.phantom import BRAIN_LESION, brain_like_phantom
+
+pytest.importorskip("maxflow")
+from imaging_pipelines.medical.segment.graph_cut import graph_cut_segmentation  # noqa: E402
+
+SPACING = (1.0, 1.2, 2.0)  # mm along i, j, k
+
+
+def _two_regions(noise_sd: float, seed: int = 0) -> tuple[Volume, np.ndarray]:
+    """A bright ellipsoid (200 a.u.) in a darker box (100 a.u.) with Gaussian noise; the truth mask."""
+    shape = (24, 40, 48)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    x, y, z = (i - 23.5) * SPACING[0], (j - 19.5) * SPACING[1], (k - 11.5) * SPACING[2]
+    truth = (x / 16) ** 2 + (y / 14) ** 2 + (z / 14) ** 2 <= 1.0
+    rng = np.random.default_rng(seed)
+    image = np.where(truth, 200.0, 100.0) + rng.normal(0, noise_sd, shape)
+    return Volume(image.astype(np.float32), spacing=SPACING), truth
+
+
+def _two_region_dices(noise_sd: float) -> tuple[float, float, dict]:
+    image, truth = _two_regions(noise_sd)
+    mask, report = graph_cut_segmentation(image)  # default parameters; models from an initial Otsu split
+    assert mask.array.dtype == np.uint8 and mask.spacing == image.spacing
+    cut_dice = dice(mask.array > 0, truth)
+    threshold_dice = dice(image.array > report["otsu_threshold"], truth)
+    print(f"two-region phantom, contrast 100, noise sd {noise_sd}: graph cut Dice {cut_dice:.4f}, "
+          f"Otsu threshold {threshold_dice:.4f}")
+    return cut_dice, threshold_dice, report
+
+
+@pytest.mark.parametrize("noise_sd", [20.0, 30.0])
+def test_two_region_phantom_better_than_a_threshold(noise_sd):
+    cut_dice, threshold_dice, report = _two_region_dices(noise_sd)
+    assert cut_dice > threshold_dice
+    assert abs(report["foreground_model"][0][0] - 200) < 10 and abs(report["background_model"][0][0] - 100) < 10
+    if noise_sd == 20.0:
+        assert cut_dice >= 0.98  # measured 0.989
+
+
+@pytest.mark.xfail(strict=True, reason="goal not reached at default smoothness 1/mm: measured Dice 0.930 "
+                   "(Otsu threshold 0.682); 0.984 only with smoothness 10/mm")
+def test_two_region_phantom_dice_goal_at_heavy_noise():
+    assert _two_region_dices(30.0)[0] >= 0.98
+
+
+def test_seeds_are_hard_constraints_and_region_limits_the_cut():
+    image, truth = _two_regions(noise_sd=20.0, seed=1)
+    fg = np.zeros_like(truth)
+    fg[11:13, 18:22, 22:26] = True
+    bg = np.zeros_like(truth)
+    bg[:, :3, :] = True
+    bg[10:14, 19:21, 23:25] = True  # contradicts the intensity; the seed must win
+    fg &= ~bg
+    mask, _ = graph_cut_segmentation(image, foreground_seeds=fg, background_seeds=bg)
+    assert mask.array[fg].all() and not mask.array[bg].any()
+    assert dice(mask.array > 0, truth & ~bg) > 0.97
+    region = np.zeros_like(truth)
+    region[:, :, :24] = True
+    limited, _ = graph_cut_segmentation(image, region=region)
+    assert not limited.array[:, :, 24:].any() and dice(limited.array > 0, truth & region) > 0.97
+
+
+def test_bad_input_names_the_problem():
+    image, truth = _two_regions(noise_sd=10.0)
+    with pytest.raises(ValueError, match="region shape"):
+        graph_cut_segmentation(image, region=truth[:-1])
+    with pytest.raises(ValueError, match="region is empty"):
+        graph_cut_segmentation(image, region=np.zeros_like(truth))
+    with pytest.raises(ValueError, match="3D volume"):
+        graph_cut_segmentation(Volume(np.zeros((2, 4, 4, 4), np.float32)))
+
+
+def _demo_lesion_dices() -> dict[str, float]:
+    image, labels = brain_like_phantom(seed=0, contrast="T1", min_lesions=1)  # (48, 64, 64), 3 x 3 x 3.5 mm
+    volume = Volume(image, spacing=(3.0, 3.0, 3.5))
+    truth = labels == BRAIN_LESION
+    out = {name: dice(run_baseline(name, volume)[0].array > 0, truth) for name in ("otsu", "max_entropy", "graph_cut")}
+    print("demo lesion phantom (seed 0, T1) lesion Dice:", {k: round(v, 3) for k, v in out.items()})
+    return out
+
+
+def test_graph_cut_is_a_baseline_with_a_lesion_mask():
+    assert "graph_cut" in BASELINES
+    dices = _demo_lesion_dices()
+    assert dices["graph_cut"] > 0.3  # it finds the lesion (measured 0.613)
+
+
+@pytest.mark.xfail(strict=True, reason="goal not reached: measured graph cut 0.613 = otsu 0.613 > max_entropy 0.000 "
+                   "(the false positives are scalp and CSF voxels of lesion-like intensity, which intensity models "
+                   "and smoothness do not separate)")
+def test_graph_cut_beats_threshold_baselines_on_demo_lesions():
+    dices = _demo_lesion_dices()
+    assert dices["graph_cut"] > dices["otsu"] and dices["graph_cut"] > dices["max_entropy"]
