@@ -131,8 +131,28 @@ def test_dicom_source_named_by_series_number_and_modality(nnunet_model, tmp_path
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
     assert "s004_mr.nii.gz" in names and "s004_mr.manifest.json" in names
+    assert "s004_mr.seg.dcm" in names and "s004_mr.sr.dcm" in names  # DICOM source: SEG + TID 1500 SR
     text = "".join(p.read_text(errors="ignore") for p in out.glob("*.json")) + result.output + " ".join(names)
+    text += "".join(p.read_bytes().decode("latin-1") for p in out.glob("*.dcm"))
     assert not any(v in text.upper() for v in ("SMITH", "ANNA", "PAT123", "T1 SMITH"))
+    import pydicom
+
+    from imaging_pipelines.medical.deid import profile_violations
+    from imaging_pipelines.medical.segment.dicom_seg import read_dicom_seg_labels
+
+    mask = read_nifti(out / "s004_mr.nii.gz")
+    seg = read_dicom_seg_labels(out / "s004_mr.seg.dcm", mask)
+    back = np.zeros(mask.spatial_shape, np.uint8)
+    names_by_number = seg.attributes["segment_names"]
+    labels = json.loads((out / "s004_mr.manifest.json").read_text())["labels"]
+    for number, name in names_by_number.items():
+        back[seg.array == int(number)] = int(next(v for v, n in labels.items() if n == name))
+    assert np.array_equal(back, mask.array.astype(np.uint8))  # the SEG reproduces the label map
+    source_series = pydicom.dcmread(next((tmp_path / "dicom").iterdir())).SeriesInstanceUID
+    for dcm in ("s004_mr.seg.dcm", "s004_mr.sr.dcm"):
+        ds = pydicom.dcmread(out / dcm)
+        assert not profile_violations(ds, pseudonym=str(ds.PatientID)), dcm
+        assert source_series in ds.to_json()  # references the source series
 
 
 def test_bad_model_folder_and_bad_arguments(nnunet_model, bundle, scan, tmp_path):
