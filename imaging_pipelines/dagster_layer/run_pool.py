@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, Definitions, execute_job
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, Definitions, execute_job
 from dagster._core.instance.ref import InstanceRef
 
 from imaging_pipelines.config.deployment import deployment_path, load_deployment
@@ -67,7 +67,8 @@ def _outcome(spec: RunSpec, result) -> RunOutcome:
         if evaluation.passed:
             out.checks_passed += 1
         else:
-            out.checks_failed.append(f"{name} {evaluation.asset_key.to_user_string()} {evaluation.check_name}")
+            warning = " (severity WARN)" if evaluation.severity == AssetCheckSeverity.WARN else ""
+            out.checks_failed.append(f"{name} {evaluation.asset_key.to_user_string()} {evaluation.check_name}{warning}")
     for event in result.get_step_failure_events():
         error = getattr(event.event_specific_data, "error", None)
         if error is not None:
