@@ -24,9 +24,9 @@ from tests.conftest import write_catalog
 from tests.test_phi import phi_leaks, phi_needles
 
 IMG = re.compile(r'<img src="data:image/png;base64,([^"]*)"')
-PATIENT_SECTIONS = ["images", "registration", "bias-field", "qc", "volumes", "evaluation", "provenance"]
+PATIENT_SECTIONS = ["images", "registration", "bias-field", "qc", "volumes", "surfaces", "evaluation", "provenance"]
 SEGMENTATION = {"method": "otsu", "modalities": ["MR"], "image_pattern": "t1w", "classes": {"lesion": 5},
-                "labels": {"source": "inbox"}, "baselines": ["watershed"], "dicom_seg": False}
+                "labels": {"source": "inbox"}, "baselines": ["watershed"], "dicom_seg": False, "meshes": True}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,8 @@ def test_patient_reports(medical):
     assert len(images(html)) == segmented.figures >= 4
     assert "run-42" in html and "volume_ml" in html and "dice" in html and "hd95_mm" in html
     assert set(segmented.summary["volumes_ml"]) == {"lesion"} and segmented.summary["dice"]["model"] >= 0
+    # 3D view: this Otsu mask is empty after post-processing, so the section says so (drawn: test_segment_meshes.py)
+    assert segmented.summary["surfaces"] == 0 and "empty segmentation, no surface" in html
     thumb = Image.open(io.BytesIO(segmented.preview_png))
     assert thumb.width <= 256 and len(segmented.preview_png) < 60_000
     html2 = open(unsegmented.path).read()  # no segmentation / evaluation stores: sections left out

@@ -109,7 +109,8 @@ def test_catalog_option_writes_meshes_beside_the_nifti_mask(tmp_path, meshes):
     dataset = SimpleNamespace(id="ds", formats=["nifti"],
                               segmentation=SegmentationConfig(method="otsu", dicom_seg=False, meshes=meshes))
     case = SegmentationInput(partition="p1", name="t1w", image=image, reference=None)
-    written = write_take_away_outputs(dataset, tmp_path, "p1", case, image, labels, [])
+    surfaces: list[dict] = []
+    written = write_take_away_outputs(dataset, tmp_path, "p1", case, image, labels, [], surfaces=surfaces)
     folder = tmp_path / "ds" / "segmentation_masks" / "p1"
     expected = {"t1w.nii.gz"} | ({"t1w_1.stl", "t1w_1.glb"} if meshes else set())
     assert {p.name for p in folder.iterdir()} == expected
@@ -117,3 +118,59 @@ def test_catalog_option_writes_meshes_beside_the_nifti_mask(tmp_path, meshes):
     if meshes:
         loaded = trimesh.load(folder / "t1w_1.stl", force="mesh")
         assert abs(loaded.volume / 1000 - label_mesh(labels, 1).volume_ml) < 1e-3
+        assert [(r["image"], r["label"]) for r in surfaces] == [("t1w", 1)]  # the asset's "surfaces" metadata rows
+        assert surfaces[0]["enclosed_volume_ml"] == pytest.approx(label_mesh(labels, 1).volume_ml, abs=1e-3)
+        assert surfaces[0]["area_mm2"] == pytest.approx(label_mesh(labels, 1).area_mm2, abs=0.1)
+    else:
+        assert surfaces == []
+
+
+def test_surface_view_renders_each_label_in_its_colour_where_the_label_lies():
+    """The report's 3D view: a PNG whose label colours appear, and where a label is absent its colour is not."""
+    import io
+
+    from PIL import Image
+
+    from imaging_pipelines.report.figures import label_colour
+    from imaging_pipelines.report.surface_view import render_surfaces, surface_meshes, surface_rows
+
+    labels, _, _ = _ellipsoid((12.0, 9.0, 7.0))
+    two = labels.array.copy()
+    two[:, :, : SHAPE[2] // 2] *= 3  # half of the ellipsoid becomes label 3
+    meshes = surface_meshes(labels.with_array(two))
+    assert sorted(meshes) == [1, 3]
+    rows = surface_rows(meshes, {1: "lesion", 3: "oedema"})
+    assert [r["class"] for r in rows] == ["lesion", "oedema"] and all(r["enclosed_volume_ml"] > 0 for r in rows)
+    rgb = np.asarray(Image.open(io.BytesIO(render_surfaces(meshes, {1: "lesion", 3: "oedema"}, "t1w"))).convert("RGB"))
+
+    def share(value: int) -> float:  # fraction of pixels close to a shade of the label's colour
+        colour = np.array([int(label_colour(value)[i:i + 2], 16) for i in (1, 3, 5)], float)
+        unit = colour / np.linalg.norm(colour)
+        pixels = rgb.reshape(-1, 3).astype(float)
+        norms = np.linalg.norm(pixels, axis=1)
+        cosine = (pixels @ unit) / np.where(norms > 0, norms, 1)
+        return float(((cosine > 0.995) & (norms > 60) & (pixels.std(axis=1) > 20)).mean())
+
+    assert share(1) > 0.01 and share(3) > 0.01
+    assert share(2) < 0.001  # no label 2: its colour is absent
+    few = surface_meshes(labels.with_array(two), max_faces=2000)  # a coarser lattice keeps big surfaces cheap
+    assert sum(len(m.faces) for m in few.values()) < sum(len(m.faces) for m in meshes.values())
+
+
+def test_patient_report_surfaces_section_from_a_segmentation_store(tmp_path):
+    """The report section reads the stored segmentation label, draws it and tabulates area and volume."""
+    from imaging_pipelines.medical.io.ome_zarr import write_volume_store
+    from imaging_pipelines.report.patient import surfaces_section
+
+    labels, _, _ = _ellipsoid((12.0, 9.0, 7.0))
+    image = labels.with_array(labels.array.astype(np.float32) * 100)
+    store = tmp_path / "segmentation" / "p1.zarr"
+    write_volume_store(store, {"t1w": image, "t2w": image}, {"stage": "segmentation"},
+                       labels={"t1w": {"segmentation": labels}, "t2w": {"segmentation": labels.with_array(labels.array * 0)}})
+    summary, warnings = {}, []
+    section = surfaces_section(store, {"t1w": image, "t2w": image}, {1: "lesion"}, summary, warnings)
+    assert section.id == "surfaces" and len(section.figures) == 1 and not warnings
+    assert "t2w: empty segmentation, no surface" in section.text
+    (_, rows), = section.tables
+    assert summary["surfaces"] == 1 and rows[0]["class"] == "lesion" and rows[0]["image"] == "t1w"
+    assert rows[0]["enclosed_volume_ml"] == pytest.approx(label_mesh(labels, 1).volume_ml, abs=1e-3)

@@ -91,6 +91,7 @@ def build_segmentation_asset(dataset: DatasetConfig, partitions: DynamicPartitio
                 "lesion_count": result.lesion_count,
                 **{f"volume_{name}_ml": round(v, 3) for name, v in result.volumes_ml.items()},
                 "objects": rows_table(result.objects) if result.objects else MetadataValue.text("none"),
+                **({"surfaces": rows_table(result.surfaces)} if result.surfaces else {}),
                 "outputs": MetadataValue.md("\n".join(f"- `{p}`" for p in result.outputs) or "none"),
             },
             check_results=check_results(result.checks),

@@ -22,13 +22,13 @@ DPI = 90
 LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     fig = Figure(figsize=(width_in, height_in), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
@@ -69,7 +69,7 @@ def slice_montage(volume: np.ndarray, spacing: Sequence[float], overlay_labels: 
     labels = None if overlay_labels is None else np.asarray(overlay_labels)
     centre, extent = _centre(labels, volume.shape)
     offsets = [0.5] if n_slices <= 1 else np.linspace(0.0, 1.0, n_slices)
-    fig = _new_figure(9.0, 3.0 * len(offsets))
+    fig = new_figure(9.0, 3.0 * len(offsets))
     image = normalise(volume)
     values = [int(v) for v in np.unique(labels) if v != 0] if labels is not None else []
     for row, frac in enumerate(offsets):
@@ -93,7 +93,7 @@ def slice_montage(volume: np.ndarray, spacing: Sequence[float], overlay_labels: 
                    loc="lower center", ncol=min(len(values), 6), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _middle_planes(array: np.ndarray, spacing: Sequence[float] | None) -> list[tuple[str, np.ndarray, float, str]]:
@@ -114,20 +114,20 @@ def checkerboard(fixed: np.ndarray, moving: np.ndarray, squares: int = 8, spacin
     parity = sum(np.ix_(*tiles)) % 2 if a.ndim else 0
     board = np.where(parity == 0, a, b)
     panels = _middle_planes(board, spacing)
-    fig = _new_figure(3.0 * len(panels), 3.2)
+    fig = new_figure(3.0 * len(panels), 3.2)
     for i, (name, plane, aspect, origin) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(np.nan_to_num(plane), cmap="gray", vmin=0, vmax=1, aspect=aspect, origin=origin, interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.set_axis_off()
     fig.suptitle(title or "checkerboard: fixed / registered", fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def before_after(before: np.ndarray, after: np.ndarray, title: str, spacing_before: Sequence[float] | None = None,
                  spacing_after: Sequence[float] | None = None) -> bytes:
     """Middle axial slice (2D: the image) of ``before`` and ``after`` side by side; grids may differ."""
-    fig = _new_figure(6.4, 3.4)
+    fig = new_figure(6.4, 3.4)
     for i, (name, array, spacing) in enumerate((("before", before, spacing_before), ("after", after, spacing_after))):
         array = np.asarray(array, np.float32)
         _, plane, aspect, origin = _middle_planes(array, spacing)[0]
@@ -136,7 +136,7 @@ def before_after(before: np.ndarray, after: np.ndarray, title: str, spacing_befo
         ax.set_title(name, fontsize=8)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def rgb_composite(bands: np.ndarray, band_names: Sequence[str], low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -156,7 +156,7 @@ def raster_map(composite: np.ndarray, band_names: Sequence[str], classes: np.nda
     (value 0 = background, not drawn) over it, side by side."""
     rgba = rgb_composite(np.asarray(composite, np.float32), band_names)
     panels = 1 if classes is None else 2
-    fig = _new_figure(4.2 * panels, 4.4)
+    fig = new_figure(4.2 * panels, 4.4)
     for p in range(panels):
         ax = fig.add_subplot(1, panels, p + 1)
         ax.set_facecolor("black")
@@ -175,14 +175,14 @@ def raster_map(composite: np.ndarray, band_names: Sequence[str], classes: np.nda
                    loc="lower center", ncol=max(1, min(len(values), 6)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def bar_plot(values: Mapping[str, Mapping[str, float | None]], title: str, ylabel: str) -> bytes:
     """Grouped bars: ``values[group][series]`` (e.g. Dice per case and method, hectares per scene and class)."""
     groups = list(values)
     series = sorted({s for g in values.values() for s in g})
-    fig = _new_figure(max(4.0, 0.5 * len(groups) * max(1, len(series)) + 2.0), 3.4)
+    fig = new_figure(max(4.0, 0.5 * len(groups) * max(1, len(series)) + 2.0), 3.4)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(series))
     for i, name in enumerate(series):
@@ -194,13 +194,13 @@ def bar_plot(values: Mapping[str, Mapping[str, float | None]], title: str, ylabe
     ax.set_title(title, fontsize=9)
     if series:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def box_plot(groups: Mapping[str, Sequence[float]], title: str, ylabel: str) -> bytes:
     """One box (with the points jittered over it) per group, e.g. lesion volume (mL) per class over patients."""
     names = list(groups)
-    fig = _new_figure(max(3.5, 1.2 * len(names) + 1.5), 3.4)
+    fig = new_figure(max(3.5, 1.2 * len(names) + 1.5), 3.4)
     ax = fig.add_subplot(1, 1, 1)
     data = [np.asarray(groups[n], float) for n in names]
     if names:
@@ -210,12 +210,12 @@ def box_plot(groups: Mapping[str, Sequence[float]], title: str, ylabel: str) -> 
         ax.scatter(i + 1 + rng.uniform(-0.08, 0.08, d.size), d, s=12, color=LABEL_COLOURS[i % len(LABEL_COLOURS)], zorder=3)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def time_plot(series: Mapping[str, Sequence[tuple[str, float]]], title: str, ylabel: str) -> bytes:
     """Lines over ISO dates: ``series[name] = [(YYYY-MM-DD, value), ...]`` (e.g. class area in ha over time)."""
-    fig = _new_figure(5.5, 3.4)
+    fig = new_figure(5.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, points) in enumerate(series.items()):
         points = sorted(points)
@@ -225,7 +225,7 @@ def time_plot(series: Mapping[str, Sequence[tuple[str, float]]], title: str, yla
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", labelsize=7, rotation=30)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def preview_png(png: bytes, max_width: int = 256) -> bytes:

@@ -3,7 +3,8 @@
 ``<root>/<dataset>/reports/<partition>.html`` with sections (element ids) ``images`` (slice montages with the
 segmentation overlaid), ``registration`` (checkerboard of target and registered image), ``bias-field``
 (ingested vs preprocessed), ``qc`` (warnings and flags of every stage), ``volumes`` (mL per label and class),
-``evaluation`` (Dice, IoU, HD95 mm, volume difference mL) and ``provenance``. A missing stage leaves its
+``surfaces`` (an offscreen 3D render of the segmentation surfaces in world LPS mm with their areas and
+enclosed volumes, when the catalog sets ``segmentation.meshes``), ``evaluation`` (Dice, IoU, HD95 mm, volume difference mL) and ``provenance``. A missing stage leaves its
 section out. Only non-identifying values are shown: the partition key (a pseudonym), image names,
 modality, shape, spacing and the pipeline's own settings.
 """
@@ -81,6 +82,31 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def surfaces_section(seg_path, segmented: dict, names: dict[int, str], summary: dict, warnings: list[str]) -> Section:
+    """Section ``surfaces``: an offscreen 3D render of each image's segmentation surfaces (world LPS mm) and
+    their surface areas (mm^2) and enclosed volumes (mL), contoured on the segmented grid."""
+    from imaging_pipelines.report.surface_view import render_surfaces, surface_meshes, surface_rows
+
+    section = Section("surfaces", "3D surfaces", ["marching-cubes surfaces of the segmentation in world LPS mm, "
+                                                  "seen from the patient's anterior-right, above"])
+    rows = []
+    for name in segmented:
+        labels = read_labels(seg_path, name).get("segmentation")
+        if labels is None or not labels.array.any():
+            section.text.append(f"{name}: empty segmentation, no surface")
+            continue
+        try:
+            meshes = surface_meshes(labels)
+        except ImportError as exc:  # trimesh is in the segment-export extra
+            warnings.append(f"3D surfaces not drawn: {exc}")
+            return section
+        section.figures.append(Figure(render_surfaces(meshes, names, title=name), f"{name}: segmentation surfaces"))
+        rows += [{"image": name, **r} for r in surface_rows(meshes, names)]
+    section.tables.append(("surface area (mm^2) and enclosed volume (mL) per label", rows))
+    summary["surfaces"] = len(rows)
+    return section
 
 
 def report_patient(dataset: DatasetConfig, partition: str, root: UPath | str, run_id: str | None = None) -> ReportOutcome:
@@ -177,6 +203,9 @@ def report_patient(dataset: DatasetConfig, partition: str, root: UPath | str, ru
                 totals[r["class"]] = round(totals.get(r["class"], 0.0) + r["volume_ml"], 3)
         summary["volumes_ml"] = totals
         sections.append(section)
+
+    if segmented and getattr(getattr(dataset, "segmentation", None), "meshes", False):
+        sections.append(surfaces_section(seg_path, segmented, names, summary, warnings))
 
     evaluation = as_upath(root) / ds_id / EVALUATED / f"{partition}.json"
     if evaluation.exists():

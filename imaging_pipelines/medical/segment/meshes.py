@@ -144,8 +144,19 @@ def write_label_meshes(
     return out
 
 
-def mesh_files(labels: Volume, folder: str | Path, stem: str) -> list[Path]:
+def mesh_summary(mesh: LabelMesh, label_names: dict[int, str] | None = None) -> dict[str, Any]:
+    """A report / metadata row of ``mesh``: label value, ``class`` name (``label_names``: value -> name), faces,
+    surface area (mm^2) and enclosed volume (mL)."""
+    return {"label": mesh.label, "class": (label_names or {}).get(mesh.label, f"label {mesh.label}"),
+            "faces": int(len(mesh.faces)), "area_mm2": round(mesh.area_mm2, 1),
+            "enclosed_volume_ml": round(mesh.volume_ml, 3)}
+
+
+def mesh_files(labels: Volume, folder: str | Path, stem: str,
+               label_names: dict[int, str] | None = None) -> tuple[list[Path], list[dict[str, Any]]]:
     """Meshes of every label of ``labels`` (default options) written to ``folder`` as ``<stem>_<label>.stl`` and
-    ``.glb``; the paths written."""
-    written = write_label_meshes(label_meshes(labels), folder, stem)
-    return [Path(path) for info in written.values() for path in info["files"].values()]
+    ``.glb``: (the paths written, one :func:`mesh_summary` row per label)."""
+    meshes = label_meshes(labels)
+    written = write_label_meshes(meshes, folder, stem)
+    paths = [Path(path) for info in written.values() for path in info["files"].values()]
+    return paths, [mesh_summary(mesh, label_names) for _, mesh in sorted(meshes.items())]

@@ -38,6 +38,7 @@ class SegmentationOutcome(StageResult):
     lesion_count: int = 0  # connected components of the first class, over images
     outputs: list[str] = field(default_factory=list)  # NIfTI / DICOM SEG files written
     objects: list[dict] = field(default_factory=list)  # one row per connected component (connected_components)
+    surfaces: list[dict] = field(default_factory=list)  # one row per mesh (catalog meshes): area mm^2, volume mL
 
 
 def _predictor(dataset, root, device: str, notes: list[str]):
@@ -97,7 +98,7 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
     predict_fn, method, version, classes = _predictor(dataset, root, device, notes)
     images, labels, rows, outputs = {}, {}, [], []
     volumes = {name: 0.0 for name in classes}
-    lesions, objects = 0, []
+    lesions, objects, surfaces = 0, [], []
     if input_stage(dataset) == INGESTED:  # the inputs are the ingested images: no second read
         sources = {case.name: case.image for case in inputs}
     else:
@@ -122,14 +123,14 @@ def segment_partition(dataset, partition: str, root: UPath | str, device: str = 
         row["runtime_s"] = round(time.perf_counter() - t0, 3)
         rows.append(row)
         outputs += write_take_away_outputs(dataset, root, partition, case, sources.get(case.name), prediction, notes,
-                                           {v: k for k, v in classes.items()})
+                                           {v: k for k, v in classes.items()}, surfaces)
     path = stage_store(root, dataset.id, SEGMENTED, partition)
     write_volume_store(path, images, {"dataset": dataset.id, "partition": partition, "stage": SEGMENTED,
                                       "method": method, "model_version": version}, labels=labels)
     checks = {"mask_not_empty_where_reference_is": not_empty_check(inputs, labels)}
     return SegmentationOutcome(str(path), list(images), rows, notes, checks, time.perf_counter() - start,
                                method=method, model_version=version, volumes_ml=volumes, lesion_count=lesions,
-                               outputs=outputs, objects=objects)
+                               outputs=outputs, objects=objects, surfaces=surfaces)
 
 
 def baseline_masks(case: SegmentationInput, baselines: list[str], value: int, notes: list[str]) -> dict[str, Volume]:
@@ -173,10 +174,13 @@ def not_empty_check(inputs: list[SegmentationInput], labels: dict) -> CheckOutco
 
 
 def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInput, source: Volume | None,
-                            prediction: Volume, notes: list[str], names: dict[int, str] | None = None) -> list[str]:
+                            prediction: Volume, notes: list[str], names: dict[int, str] | None = None,
+                            surfaces: list[dict] | None = None) -> list[str]:
     """The mask on the image's ingested grid (``source``) as NIfTI and, for a DICOM source, the de-identified
     DICOM SEG (catalog ``dicom_seg_type``; segments named by ``names``, label value -> name, default: the
-    catalog's classes) and TID 1500 measurement report (``dicom_sr``); every file is published atomically."""
+    catalog's classes) and TID 1500 measurement report (``dicom_sr``); with catalog ``meshes`` an STL and a GLB
+    surface per label (world LPS mm), whose area (mm^2) and enclosed volume (mL) rows are appended to
+    ``surfaces``; every file is published atomically."""
     from imaging_pipelines.core.storage import write_bytes_atomic
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.preprocess.resample import resample_like
@@ -196,7 +200,10 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
         if dataset.segmentation.meshes:
             from imaging_pipelines.medical.segment.meshes import mesh_files
 
-            local += mesh_files(mask, Path(tmp), case.name)
+            paths, rows = mesh_files(mask, Path(tmp), case.name, names or {v: k for k, v in dataset.segmentation.classes.items()})
+            local += paths
+            if surfaces is not None:
+                surfaces += [{"image": case.name, **row} for row in rows]
         for path in local:
             written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
     return written
