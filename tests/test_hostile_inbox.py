@@ -322,3 +322,45 @@ def test_streamed_gzip_read_equals_nibabels(tmp_path, kind):
         assert len(fh.read()) == 400
         with pytest.raises(ImagingInputError, match="goes past the 400 bytes"):
             fh.readinto(bytearray(10))
+
+
+def test_scene_files_wait_until_quiescent(tmp_path, monkeypatch):
+    """Remote-sensing inbox: a scene (folder or single file) with a file changed less than the catalog's
+    ``inbox_checks.quiescent_seconds`` ago gets no partition and no run (a warning says it waits); once quiet
+    it is requested; a scene rewritten later keeps its previous state until its files are quiet again, while
+    the unchanged scene is not rerun."""
+    import yaml
+
+    from imaging_pipelines.remote_sensing.inbox_scan import scan_scenes
+    from tests.test_raster_scenes import write_tif
+
+    quiet = 1.5
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(tmp_path / "catalog"))
+    entry = {"id": "rs", "domain": "remote_sensing", "inbox": "../inbox", "formats": ["geotiff"], "partitioning": "tile",
+             "inbox_checks": {"quiescent_seconds": quiet},
+             "remote_sensing": {"bands": [{"name": n, "index": i + 1} for i, n in enumerate(("red", "green", "blue"))],
+                                "indices": [], "coregister": False, "cloud_mask": {"source": "none"},
+                                "tiling": {"size": 64, "overlap": 0}}}
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "rs.yaml").write_text(yaml.safe_dump(entry))
+    (dataset,) = load_catalog()
+    pixels = np.ones((3, 40, 48), np.uint16)
+    write_tif(tmp_path / "inbox" / "single.tif", pixels)
+    write_tif(tmp_path / "inbox" / "folder" / "20240101" / "b.tif", pixels)
+
+    first = scan_scenes(dataset, None)
+    assert first.keys == [] and first.requests == [] and first.state == {}
+    assert sorted(w.split(":")[0] for w in first.warnings if "still changing" in w) == ["scene folder", "scene single"]
+    assert f"read once unchanged for {quiet:g} s" in first.warnings[0]
+    time.sleep(quiet + 0.2)
+    second = scan_scenes(dataset, first.state)
+    assert sorted(k.split("__")[0] for k, _ in second.requests) == ["folder", "single"]
+    assert not [w for w in second.warnings if "still changing" in w]
+    write_tif(tmp_path / "inbox" / "folder" / "20240101" / "b.tif", pixels * 2)  # rewritten (a new copy arriving)
+    third = scan_scenes(dataset, second.state)
+    assert third.requests == [] and third.state == second.state  # waits; the unchanged scene is not rerun
+    assert [w.split(":")[0] for w in third.warnings if "still changing" in w] == ["scene folder"]
+    time.sleep(quiet + 0.2)
+    fourth = scan_scenes(dataset, third.state)
+    assert {k.split("__")[0] for k, _ in fourth.requests} == {"folder"} and fourth.state != second.state
