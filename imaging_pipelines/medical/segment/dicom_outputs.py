@@ -2,9 +2,9 @@
 
 :func:`write_dicom_outputs` is the one entry point (the per-patient segmentation stage and the
 ``imaging-pipelines segment`` command call it). It writes ``<folder>/<name>.seg.dcm`` (BINARY or LABELMAP,
-:mod:`.dicom_seg`) and ``<folder>/<name>.sr.dcm`` (Comprehensive 3D SR, :mod:`.dicom_sr`), each atomically
-(temporary files in ``folder``, both flushed and then renamed into place only after both pass), both de-identified by DICOM
-PS3.15 Annex E with the patient pseudonym, and reads each back to check it with
+:mod:`.dicom_seg`) and ``<folder>/<name>.sr.dcm`` (Comprehensive 3D SR, :mod:`.dicom_sr`), atomically as a
+pair (temporary files in ``folder``, both flushed, then renamed into place only after both pass), both
+de-identified by DICOM PS3.15 Annex E with the patient pseudonym, and reads each back to check it with
 :func:`imaging_pipelines.medical.deid.profile_violations`: an object with any attribute the profile does not
 allow is not published and a :class:`~imaging_pipelines.medical.deid.ProfileViolationError` raised.
 ``name`` must already be free of patient data (an image name made from SeriesNumber/modality, never a
