@@ -21,6 +21,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -37,19 +38,19 @@ from tests.phi_planting import Planter
 
 DS = "phi_ds"
 SEGMENTATION = {"method": "otsu", "input": "ingested", "modalities": ["MR"], "classes": {"lesion": 1},
-                "dicom_seg": True, "dicom_sr": True, "dicom_seg_type": "BINARY"}
+                "dicom_seg": True, "dicom_sr": True, "dicom_seg_type": "BINARY", "meshes": True}
 DATA_URI = re.compile(rb"data:[a-z]+/[a-z+.-]+;base64,([A-Za-z0-9+/=]+)")
 PDF_STREAM = re.compile(rb"stream\r?\n(.*?)\r?\nendstream", re.S)
 
 
 def plant_patient(folder: Path, planter: Planter, seed: int) -> list[Path]:
-    """One MR series (14 x 40 x 40 voxels of 2 x 2 x 3 mm: an ellipsoid head with a bright lesion) with
+    """One MR series (14 x 40 x 40 voxels of 2 x 2 x 3 mm: an ellipsoid head of two tissues, a bright lesion) with
     ``planter``'s values in every Basic Profile attribute of every file (the same values in each file)."""
     rng = np.random.default_rng(seed)
     z, y, x = np.meshgrid(np.arange(14) * 3.0, np.arange(40) * 2.0, np.arange(40) * 2.0, indexing="ij")
     head = ((z - 19.5) / 20) ** 2 + ((y - 39) / 36) ** 2 + ((x - 39) / 34) ** 2 <= 1
-    lesion = (z - 19.5) ** 2 + (y - 36) ** 2 + (x - 44) ** 2 <= 7.0 ** 2
-    data = (rng.normal(20, 5, z.shape) + 600 * head + 500 * lesion).astype(np.int16)
+    lesion = (z - 19.5) ** 2 + (y - 36) ** 2 + (x - 48) ** 2 <= 5.0 ** 2
+    data = (rng.normal(20, 5, z.shape) + head * np.where(x < 39, 450, 700) + 500 * lesion).astype(np.int16)
     files = write_series(folder, data=data, spacing=(2.0, 2.0, 3.0), file_names=[f"IM{k:04d}" for k in range(14)],
                          extra={"FrameOfReferenceUID": generate_uid()})
     count = planter.count
@@ -184,6 +185,9 @@ def check_chain(root: Path, n_patients: int, capfd) -> None:
                                                     for e in r.all_events if e.event_type_value == "STEP_FAILURE"]
     storage = root / "storage"
     dicom = sorted(storage.rglob("*.dcm"))
+    assert len(list(storage.rglob("*.glb"))) == len(list(storage.rglob("*.stl"))) == n_patients  # meshes searched too
+    for mask in storage.rglob("*.nii.gz"):  # the lesion is found: the SEG and SR hold a segment and its measurements
+        assert np.count_nonzero(np.asarray(nib.load(mask).dataobj)) > 20, mask.name
     assert sorted(p.name.split(".", 1)[1] for p in dicom) == ["seg.dcm"] * n_patients + ["sr.dcm"] * n_patients
     reports = sorted(p.name for p in (storage / DS / "reports").glob("*.html"))
     assert len(reports) == n_patients + 1  # one per patient and the cohort's
