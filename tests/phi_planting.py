@@ -87,7 +87,8 @@ class Planter:
         """Every table attribute (except :data:`KEPT_REFERENCES` and groups 0000/0002/0004) into ``ds``."""
         table = profile_table()
         descriptors = {int(tag_for_keyword(k)) for k in DESCRIPTOR_KEYWORDS}  # planted below, with a name and a date
-        tags = [t for t in table.exact if t not in KEPT_REFERENCES | descriptors and t >> 16 not in (0x0000, 0x0002, 0x0004)]
+        skipped = KEPT_REFERENCES | descriptors
+        tags = [t for t in table.exact if t not in skipped and t >> 16 not in (0x0000, 0x0002, 0x0004)]
         tags += [0x50000022, 0x60003000, 0x60004000]  # curve description, overlay data, overlay comments
         for tag in tags:
             try:

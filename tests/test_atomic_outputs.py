@@ -178,7 +178,8 @@ def test_sigkill_during_the_mask_seg_or_sr_write_keeps_every_published_output(ch
     mask = names[0]
     assert files(folder)[mask] == before[f"segmentation_masks/{chain['key']}/{mask}"]  # same mask again
     seg, sr = (pydicom.dcmread(folder / n) for n in names[1:])
-    assert seg.SOPInstanceUID != pydicom.dcmread(io.BytesIO(before[f"segmentation_masks/{chain['key']}/{names[1]}"])).SOPInstanceUID
+    old_seg = pydicom.dcmread(io.BytesIO(before[f"segmentation_masks/{chain['key']}/{names[1]}"]))
+    assert seg.SOPInstanceUID != old_seg.SOPInstanceUID
     referenced = {str(e.value) for e in sr.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
     assert seg.SOPInstanceUID in referenced  # the new SR goes with the new SEG
 
@@ -197,7 +198,8 @@ def test_sigkill_between_store_renames_then_the_report_recovers_it(chain, tmp_pa
     # all else as published before the kill, but the report just rewritten and the mask set the killed run had
     # published, complete, before it switched the store
     def kept(outputs: dict) -> dict:
-        return {k: v for k, v in outputs.items() if k != f"reports/{chain['key']}.html" and "segmentation_masks/" not in k}
+        return {k: v for k, v in outputs.items()
+                if k != f"reports/{chain['key']}.html" and "segmentation_masks/" not in k}
 
     assert kept(published(chain)) == kept(everything)
     (mat,) = [e.step_materialization_data.materialization for e in report.get_asset_materialization_events()]

@@ -337,7 +337,8 @@ def test_scene_files_wait_until_quiescent(tmp_path, monkeypatch):
     quiet = 1.5
     monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
     monkeypatch.setenv("IMAGING_PIPELINES_CATALOG", str(tmp_path / "catalog"))
-    entry = {"id": "rs", "domain": "remote_sensing", "inbox": "../inbox", "formats": ["geotiff"], "partitioning": "tile",
+    entry = {"id": "rs", "domain": "remote_sensing", "inbox": "../inbox", "formats": ["geotiff"],
+             "partitioning": "tile",
              "inbox_checks": {"quiescent_seconds": quiet},
              "remote_sensing": {"bands": [{"name": n, "index": i + 1} for i, n in enumerate(("red", "green", "blue"))],
                                 "indices": [], "coregister": False, "cloud_mask": {"source": "none"},

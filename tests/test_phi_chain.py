@@ -161,7 +161,8 @@ def run_chain(root: Path, n_patients: int) -> dict:
         cohort = defs.resolve_job_def(f"{DS}__cohort_job").execute_in_process(instance=instance, raise_on_error=False)
         events = [serialize_value(r) for run in [*runs.values(), cohort] for r in instance.all_logs(run.run_id)]
         events += [serialize_value(instance.get_run_by_id(run.run_id)) for run in [*runs.values(), cohort]]
-        events += [serialize_value(list(sensor.run_requests)), sensor.cursor or "", " ".join(instance.get_dynamic_partitions(f"{DS}__patients"))]
+        events += [serialize_value(list(sensor.run_requests)), sensor.cursor or "",
+                   " ".join(instance.get_dynamic_partitions(f"{DS}__patients"))]
     return {"keys": keys, "runs": runs, "cohort": cohort, "events": events, "needles": needles,
             "planters": planters}
 
@@ -202,7 +203,8 @@ def check_chain(root: Path, n_patients: int, capfd) -> None:
     assert len(written) > 20
     for path in written:
         found += leaks(needles, str(path.relative_to(root)), readable(path))
-    paths = [str(p.relative_to(root)).encode() for folder in (storage, root / "dagster_home") for p in folder.rglob("*")]
+    paths = [str(p.relative_to(root)).encode() for folder in (storage, root / "dagster_home")
+             for p in folder.rglob("*")]
     found += leaks(needles, "paths", [b"\n".join(paths)])
     events = [e.encode() for e in chain["events"]]
     found += leaks(needles, "event log", events + embedded(events))
