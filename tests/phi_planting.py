@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -86,7 +86,9 @@ class Planter:
     def plant(self, ds: Dataset) -> None:
         """Every table attribute (except :data:`KEPT_REFERENCES` and groups 0000/0002/0004) into ``ds``."""
         table = profile_table()
-        tags = [t for t in table.exact if t not in KEPT_REFERENCES and t >> 16 not in (0x0000, 0x0002, 0x0004)]
+        descriptors = {int(tag_for_keyword(k)) for k in DESCRIPTOR_KEYWORDS}  # planted below, with a name and a date
+        skipped = KEPT_REFERENCES | descriptors
+        tags = [t for t in table.exact if t not in skipped and t >> 16 not in (0x0000, 0x0002, 0x0004)]
         tags += [0x50000022, 0x60003000, 0x60004000]  # curve description, overlay data, overlay comments
         for tag in tags:
             try:
@@ -105,4 +107,5 @@ class Planter:
         block.add_new(0x02, "SQ", DicomSequence([self.item()]))
         for keyword in DESCRIPTOR_KEYWORDS:
             setattr(ds, keyword, DESCRIPTOR)
+        self.planted_tags |= descriptors
         self.needles.update(DESCRIPTOR_NEEDLES)

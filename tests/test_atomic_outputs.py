@@ -1,9 +1,12 @@
 """Atomic outputs: one writer for every file, killed writers' leftovers removed, readers that recover a store
-left aside, and SIGKILL during the evaluation and report writes and between a store's two publishing renames
-(real Dagster runs of one synthetic patient, classical segmentation)."""
+left aside, and SIGKILL during the mask, DICOM SEG, DICOM SR, evaluation and report writes and between a
+store's two publishing renames (real Dagster runs of one synthetic DICOM patient, classical segmentation).
+After each kill every file published before reads back bit for bit, the next reader succeeds and the next
+run completes and removes the killed writer's leftovers."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -32,10 +35,10 @@ from tests.test_crash_safety import kill_when
 
 DS = "kill_ds"
 SEGMENTATION = {"method": "otsu", "input": "ingested", "modalities": ["MR"], "image_pattern": "t1w",
-                "classes": {"lesion": 5}, "labels": {"source": "inbox"}, "dicom_seg": False}
+                "classes": {"lesion": 5}, "labels": {"source": "inbox"}, "dicom_seg": True, "dicom_sr": True}
 
-# Runs assets of one partition in its own process with a trap: KILL_AT=fsync:<part> stops (sleeps) once the
-# atomic writer has fully written the temporary file of a target whose path holds <part>, just before the rename;
+# Runs assets of one partition in its own process with a trap: KILL_AT=fsync:<part>[|<part>...] stops (sleeps) once
+# the atomic writer has fully written the temporary file of a target whose path holds every <part>, at its fsync;
 # KILL_AT=rename:<name> stops between a store's two publishing renames (the old store moved aside). The
 # test then SIGKILLs the process there.
 RUN_TRAPPED = r"""
@@ -53,7 +56,7 @@ def stop():
 def fsync(fd):
     real_fsync(fd)
     name = os.readlink(f"/proc/self/fd/{fd}")
-    if kind == "fsync" and ".partial-" in name and pattern in name:
+    if kind == "fsync" and ".partial-" in name and all(part in name for part in pattern.split("|")):
         stop()
 
 def rename(src, dst, *a, **k):
@@ -123,17 +126,24 @@ def leftovers(folder: Path) -> list[Path]:
                   or ".staging-" in p.name)
 
 
+def published(chain) -> dict[str, bytes]:
+    """Every file of the dataset's storage but the atomic writer's leftovers, relative path -> bytes."""
+    return {k: v for k, v in files(chain["root"] / "storage" / DS).items() if PARTIAL_PREFIX not in k}
+
+
 @pytest.mark.parametrize("asset, relative, suffix", [
     ("segmentation_evaluation", "segmentation_evaluation/{key}.json", ".json"),
     ("patient_report", "reports/{key}.html", ".html"),
 ])
 def test_sigkill_during_an_output_write_keeps_the_published_file(chain, tmp_path, asset, relative, suffix):
     output = chain["root"] / "storage" / DS / relative.format(key=chain["key"])
-    before = output.read_bytes()
+    before, everything = output.read_bytes(), published(chain)
     killed_run(chain["home"], chain["key"], [asset], f"fsync:{output.name}", tmp_path)
-    assert output.read_bytes() == before  # the published file, bit for bit
+    assert output.read_bytes() == before and published(chain) == everything  # every published file, bit for bit
     (partial,) = [p for p in output.parent.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
     assert partial.name.endswith(output.name) and partial.stat().st_size > 0  # the killed writer's whole temp file
+    if asset == "segmentation_evaluation":
+        assert rerun(chain, ["patient_report"]).success  # the next reader of the evaluation
     assert rerun(chain, [asset]).success  # the next run completes...
     assert not partial.exists() and leftovers(output.parent) == []  # ...and removed the leftover
     if suffix == ".json":
@@ -142,22 +152,42 @@ def test_sigkill_during_an_output_write_keeps_the_published_file(chain, tmp_path
         assert "<html" in output.read_text()
 
 
-def test_sigkill_during_the_mask_write_keeps_the_published_masks(chain, tmp_path):
+# one publishing code path for the three (the set is flushed before any rename); the SR case runs by default:
+# its kill is the last of the set's writes, the one that published a new SEG beside the old SR before
+@pytest.mark.parametrize("suffix", [pytest.param(".nii.gz", marks=pytest.mark.slow),
+                                    pytest.param(".seg.dcm", marks=pytest.mark.slow), ".sr.dcm"])
+def test_sigkill_during_the_mask_seg_or_sr_write_keeps_every_published_output(chain, tmp_path, suffix):
+    """Killed while the mask, the DICOM SEG or the SR is written (its temporary file complete, at its fsync):
+    the mask, SEG and SR are published as one set, so none of them changed, nor anything else stored; the
+    next readers (evaluation, report) succeed; the next run completes, removes the leftovers and writes a
+    SEG and an SR that references it."""
+    import pydicom
+
     folder = chain["root"] / "storage" / DS / "segmentation_masks" / chain["key"]
-    before = files(folder)
-    assert any(name.endswith(".nii.gz") for name in before)
-    killed_run(chain["home"], chain["key"], ["segmentation"], f"fsync:/segmentation_masks/{chain['key']}/", tmp_path)
-    leftover = [p for p in folder.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
-    assert len(leftover) == 1 and leftover[0].name.endswith(".nii.gz")  # the killed writer's whole temp file
-    assert {k: v for k, v in files(folder).items() if not k.startswith(PARTIAL_PREFIX)} == before
-    assert rerun(chain, ["segmentation"]).success
-    assert files(folder) == before and leftovers(folder) == []  # same mask again, leftover gone
+    before = published(chain)
+    names = sorted(p.name for p in folder.iterdir())
+    assert [n.split(".", 1)[1] for n in names] == ["nii.gz", "seg.dcm", "sr.dcm"]
+    killed_run(chain["home"], chain["key"], ["segmentation"], f"fsync:/segmentation_masks/{chain['key']}/|{suffix}",
+               tmp_path)
+    leftover = sorted(p.name.split(".", 3)[3] for p in folder.iterdir() if p.name.startswith(PARTIAL_PREFIX))
+    assert leftover == ["nii.gz", "seg.dcm", "sr.dcm"]  # the killed writer's temporary files, none renamed
+    assert published(chain) == before  # every previously published output, bit for bit
+    assert rerun(chain, ["segmentation_evaluation", "patient_report"]).success  # the next readers
+    assert rerun(chain, ["segmentation"]).success  # the next run completes...
+    assert leftovers(folder) == [] and sorted(p.name for p in folder.iterdir()) == names  # ...leftovers gone
+    mask = names[0]
+    assert files(folder)[mask] == before[f"segmentation_masks/{chain['key']}/{mask}"]  # same mask again
+    seg, sr = (pydicom.dcmread(folder / n) for n in names[1:])
+    old_seg = pydicom.dcmread(io.BytesIO(before[f"segmentation_masks/{chain['key']}/{names[1]}"]))
+    assert seg.SOPInstanceUID != old_seg.SOPInstanceUID
+    referenced = {str(e.value) for e in sr.iterall() if e.keyword == "ReferencedSOPInstanceUID"}
+    assert seg.SOPInstanceUID in referenced  # the new SR goes with the new SEG
 
 
 def test_sigkill_between_store_renames_then_the_report_recovers_it(chain, tmp_path):
     root = chain["root"] / "storage"
     store = partition_store_path(root, DS, "segmentation", chain["key"])
-    before = files(store)
+    before, everything = files(store), published(chain)
     killed_run(chain["home"], chain["key"], ["segmentation"], f"rename:{store.name}", tmp_path)
     assert not store.exists()  # killed between the renames: the store is aside
     (aside,) = [p for p in store.parent.iterdir() if p.name.startswith(f"{store.name}.replaced-")]
@@ -165,6 +195,13 @@ def test_sigkill_between_store_renames_then_the_report_recovers_it(chain, tmp_pa
     report = rerun(chain, ["patient_report"])  # the next reader puts it back before reading
     assert report.success
     assert files(store) == before and leftovers(store.parent) == []
+    # all else as published before the kill, but the report just rewritten and the mask set the killed run had
+    # published, complete, before it switched the store
+    def kept(outputs: dict) -> dict:
+        return {k: v for k, v in outputs.items()
+                if k != f"reports/{chain['key']}.html" and "segmentation_masks/" not in k}
+
+    assert kept(published(chain)) == kept(everything)
     (mat,) = [e.step_materialization_data.materialization for e in report.get_asset_materialization_events()]
     html = (root / DS / "reports" / f"{chain['key']}.html").read_text()
     assert "Volumes" in html and "segmentation method otsu" in html  # the overlay and volumes are not dropped

@@ -112,8 +112,23 @@ def safe_listing(root: str | os.PathLike, data_roots: Iterable[Path], quiescent_
 
 
 def _changed_at(file: ListedFile) -> float:
-    st = os.stat(file.path)
+    return changed_at(file.path)
+
+
+def changed_at(path: str | os.PathLike) -> float:
+    """When ``path`` last changed, content or metadata (the newer of mtime and ctime, seconds since the epoch;
+    0 for a path that cannot be stat'ed)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0.0
     return max(st.st_mtime, st.st_ctime)
+
+
+def changing_files(paths: Iterable[str | os.PathLike], quiescent_seconds: float, now: float | None = None) -> list[str]:
+    """The ``paths`` that changed less than ``quiescent_seconds`` ago (still being written or copied)."""
+    now = time.time() if now is None else now
+    return [str(p) for p in paths if now - changed_at(p) < quiescent_seconds]
 
 
 def _check_file(entry: str, rel: str, roots: list[Path]) -> tuple[ListedFile | None, str | None]:

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from upath import UPath
@@ -120,22 +120,47 @@ def atomic_file(path: UPath | str | os.PathLike) -> Iterator[Path]:
     killed before the rename leaves its temporary file, which the next write of ``path`` removes
     (:func:`remove_stale_partials`). On object stores the file is written locally and uploaded with one PUT,
     which replaces an object whole."""
-    target = as_upath(path)
+    with atomic_files([path]) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_files(paths: list[UPath | str | os.PathLike]) -> Iterator[list[Path]]:
+    """:func:`atomic_file` for files published together (a mask, its DICOM SEG and the SR that references
+    the SEG): yield one temporary path per target; after the block every temporary file is fsynced first
+    and only then are they all renamed into place, in order. A failure or a kill at any point of writing or
+    flushing leaves every previous file as it was; only a kill between two of the (back-to-back) renames
+    can publish some of the set. On object stores each file is uploaded after the block, in order."""
+    targets = [as_upath(p) for p in paths]
+    if not all(is_local(t) for t in targets):
+        with ExitStack() as stack:
+            yield [stack.enter_context(_uploaded_file(t)) if not is_local(t) else
+                   stack.enter_context(atomic_file(t)) for t in targets]
+        return
+    finals = [local_path(t) for t in targets]
     token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
-    if is_local(target):
-        final = local_path(target)
+    tmps = []
+    for final in finals:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(final)
-        tmp = final.with_name(f"{PARTIAL_PREFIX}{token}.{final.name}")
-        try:
-            yield tmp
-            with open(tmp, "rb+") as handle:  # the content must be on disk before the name points at it
+        tmps.append(final.with_name(f"{PARTIAL_PREFIX}{token}.{final.name}"))
+    try:
+        yield tmps
+        for tmp in tmps:  # the contents must be on disk before any name points at them
+            with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        for tmp, final in zip(tmps, finals):
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        finally:
+        for folder in dict.fromkeys(final.parent for final in finals):
+            _fsync_dir(folder)
+    finally:
+        for tmp in tmps:
             tmp.unlink(missing_ok=True)
-        return
+
+
+@contextmanager
+def _uploaded_file(target: UPath) -> Iterator[Path]:
+    """A local temporary file uploaded to the object-store ``target`` with one PUT when the block succeeds."""
     with tempfile.TemporaryDirectory(prefix="imaging-pipelines-upload-") as folder:
         tmp = Path(folder) / target.name
         yield tmp

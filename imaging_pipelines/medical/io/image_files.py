@@ -16,7 +16,9 @@ import numpy as np
 from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
-from imaging_pipelines.medical.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
+from imaging_pipelines.medical.io.nifti_checks import (
+    check_nifti_extensions, nifti_claim, read_gzip_nifti_voxels, stored_nbytes,
+)
 from imaging_pipelines.core.limits import MAX_VOXELS, check_claimed_size, check_compression_ratio
 from imaging_pipelines.config.registry import FORMAT_SUFFIXES
 from imaging_pipelines.core.volume import Volume
@@ -57,7 +59,9 @@ def _finite_warnings(path: str | PathLike, array: np.ndarray) -> tuple[str, ...]
 
 
 def read_nifti(path: str | PathLike) -> Volume:
-    """Read a NIfTI-1/2 file (.nii, .nii.gz) keeping its affine (sform, else qform)."""
+    """Read a NIfTI-1/2 file (.nii, .nii.gz) keeping its affine (sform, else qform). A ``.nii.gz`` is
+    decompressed in chunks into the voxel array itself (peak memory about the decompressed size, plus the
+    array's transposition when nibabel's order needs one), never past the bytes the header claims."""
     import nibabel as nib
 
     try:
@@ -67,7 +71,9 @@ def read_nifti(path: str | PathLike) -> Volume:
         _check_size(path, img.shape, itemsize, available, stored_nbytes(img))
         if str(path).lower().endswith(".gz"):
             check_compression_ratio(path, stored_nbytes(img), os.path.getsize(path))
-        data = np.asanyarray(img.dataobj)
+            data = read_gzip_nifti_voxels(path, img)  # streamed: the voxels are held once, not twice
+        else:
+            data = np.asanyarray(img.dataobj)
     except (ImagingInputError, MemoryError):
         raise
     except Exception as exc:  # nibabel raises many types for broken files

@@ -2,6 +2,9 @@
 
 Sizes are in bytes. A gzip stream cannot expand by more than :data:`~imaging_pipelines.core.limits.DEFLATE_MAX_RATIO`,
 so a ``.nii.gz`` of ``n`` bytes holds at most ``1032 * n`` bytes of header, extensions and voxels.
+
+:class:`BoundedGzipFile` is the stream the voxels of a ``.nii.gz`` are read from: decompressed in chunks of
+:data:`GZIP_CHUNK_BYTES` straight into the array's buffer, never past a cap on output bytes (the header's claim).
 """
 
 from __future__ import annotations
@@ -14,6 +17,51 @@ from os import PathLike
 
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.limits import DEFLATE_MAX_RATIO
+
+GZIP_CHUNK_BYTES = 1 << 20  # decompressed bytes per step of BoundedGzipFile.readinto
+
+
+class BoundedGzipFile(gzip.GzipFile):
+    """A gzip file for reading whose ``readinto`` streams: chunks of :data:`GZIP_CHUNK_BYTES` decompressed
+    straight into the caller's buffer, and never more than ``max_bytes`` of output in all.
+
+    ``gzip.GzipFile.readinto`` (``io.BufferedIOBase``'s) reads a ``bytes`` object of the buffer's whole size
+    and copies it: nibabel reads voxels with one ``readinto`` into a buffer of the image's size, so a
+    ``.nii.gz`` read through it held the voxels twice. Reading past ``max_bytes`` (more than the header
+    claimed) raises :class:`ImagingInputError`."""
+
+    def __init__(self, path: str | PathLike, max_bytes: int):
+        super().__init__(os.fspath(path), "rb")
+        self.path, self.max_bytes = path, int(max_bytes)
+
+    def readinto(self, buffer) -> int:  # noqa: D102 - see the class docstring
+        view = memoryview(buffer).cast("B")
+        if self.tell() + len(view) > self.max_bytes:
+            raise ImagingInputError(self.path, f"read of {len(view)} bytes at offset {self.tell()} goes past the "
+                                               f"{self.max_bytes} bytes the header claims: corrupt header")
+        done = 0
+        while done < len(view):
+            n = super().readinto(view[done:done + GZIP_CHUNK_BYTES])
+            if not n:
+                break
+            done += n
+        return done
+
+    def read(self, size: int = -1) -> bytes:  # noqa: D102 - bounded like readinto
+        if size is None or size < 0 or self.tell() + size > self.max_bytes:
+            size = max(0, self.max_bytes - self.tell())
+        return super().read(size)
+
+
+def read_gzip_nifti_voxels(path: str | PathLike, img):
+    """The voxels of the ``.nii.gz`` ``path`` (``img``: its nibabel image, header loaded) as nibabel returns
+    them (scaled by slope/intercept), decompressed once into the array's own buffer through
+    :class:`BoundedGzipFile` capped at the header's voxel offset plus the bytes it claims."""
+    import numpy as np
+
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    with BoundedGzipFile(path, offset + stored_nbytes(img)) as fh:
+        return np.asanyarray(type(img).from_stream(fh).dataobj)
 
 
 def nifti_claim(path: str | PathLike, img) -> tuple[int, int | None]:

@@ -60,10 +60,10 @@ def downsample(array: np.ndarray, factor: tuple[int, int, int], labels: bool = F
     n = len(lead)
     exact_in_float32 = array.dtype.itemsize <= 2 or array.dtype == np.float32  # sums of 8..64 values stay exact enough
     mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float32 if exact_in_float32 else np.float64)
-    if np.issubdtype(array.dtype, np.integer):
+    if np.issubdtype(array.dtype, np.integer):  # in place: one float temporary of the level's size, not three
         info = np.iinfo(array.dtype)
-        return np.clip(np.rint(mean), info.min, info.max).astype(array.dtype)
-    return mean.astype(array.dtype)
+        np.clip(np.rint(mean, out=mean), info.min, info.max, out=mean)
+    return mean.astype(array.dtype, copy=False)
 
 
 def _chunks(volume: Volume) -> tuple[int, ...]:

@@ -2,9 +2,9 @@
 
 :func:`write_dicom_outputs` is the one entry point (the per-patient segmentation stage and the
 ``imaging-pipelines segment`` command call it). It writes ``<folder>/<name>.seg.dcm`` (BINARY or LABELMAP,
-:mod:`.dicom_seg`) and ``<folder>/<name>.sr.dcm`` (Comprehensive 3D SR, :mod:`.dicom_sr`), each atomically
-(temporary files in ``folder``, renamed into place only after both pass), both de-identified by DICOM
-PS3.15 Annex E with the patient pseudonym, and reads each back to check it with
+:mod:`.dicom_seg`) and ``<folder>/<name>.sr.dcm`` (Comprehensive 3D SR, :mod:`.dicom_sr`), atomically as a
+pair (temporary files in ``folder``, both flushed, then renamed into place only after both pass), both
+de-identified by DICOM PS3.15 Annex E with the patient pseudonym, and reads each back to check it with
 :func:`imaging_pipelines.medical.deid.profile_violations`: an object with any attribute the profile does not
 allow is not published and a :class:`~imaging_pipelines.medical.deid.ProfileViolationError` raised.
 ``name`` must already be free of patient data (an image name made from SeriesNumber/modality, never a
@@ -14,12 +14,11 @@ DICOM descriptor). Geometry: ``mask`` and ``image`` on the source series grid (L
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import ExitStack
 from pathlib import Path
 
 import pydicom
 
-from imaging_pipelines.core.storage import atomic_file
+from imaging_pipelines.core.storage import atomic_files
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.deid import ProfileViolationError, profile_violations
 from imaging_pipelines.medical.segment.dicom_seg import write_dicom_seg
@@ -50,14 +49,12 @@ def write_dicom_outputs(mask: Volume, image: Volume, source_files: list[str], fo
         raise ValueError("write_dicom_outputs needs a patient pseudonym (the outputs are always de-identified)")
     folder = Path(folder)
     targets = [folder / f"{name}.seg.dcm"] + ([folder / f"{name}.sr.dcm"] if write_sr else [])
-    with ExitStack() as stack:
-        seg_tmp = stack.enter_context(atomic_file(targets[0]))
-        write_dicom_seg(mask, source_files, seg_tmp, segment_names, "imaging_pipelines",
+    with atomic_files(targets) as tmps:  # published together: a kill leaves the previous SEG and SR both
+        write_dicom_seg(mask, source_files, tmps[0], segment_names, "imaging_pipelines",
                         algorithm_version=algorithm_version, patient_pseudonym=patient_pseudonym, seg_type=seg_type)
-        _check(seg_tmp, targets[0].name, patient_pseudonym)
+        _check(tmps[0], targets[0].name, patient_pseudonym)
         if write_sr:
-            sr_tmp = stack.enter_context(atomic_file(targets[1]))
-            write_measurement_report(seg_tmp, source_files, mask, image, sr_tmp, segment_names,
+            write_measurement_report(tmps[0], source_files, mask, image, tmps[1], segment_names,
                                      patient_pseudonym=patient_pseudonym, algorithm_version=algorithm_version)
-            _check(sr_tmp, targets[1].name, patient_pseudonym)
+            _check(tmps[1], targets[1].name, patient_pseudonym)
     return targets

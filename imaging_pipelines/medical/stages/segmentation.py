@@ -11,6 +11,7 @@ Volumes in mL; label values are the catalog's class values.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -194,8 +195,8 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
     DICOM SEG (catalog ``dicom_seg_type``; segments named by ``names``, label value -> name, default: the
     catalog's classes) and TID 1500 measurement report (``dicom_sr``); with catalog ``meshes`` an STL and a GLB
     surface per label (world LPS mm), whose area (mm^2) and enclosed volume (mL) rows are appended to
-    ``surfaces``; every file is published atomically."""
-    from imaging_pipelines.core.storage import write_bytes_atomic
+    ``surfaces``; the files are published atomically, as one set."""
+    from imaging_pipelines.core.storage import atomic_files
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.preprocess.resample import resample_like
 
@@ -205,7 +206,6 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
     mask = prediction if prediction.same_geometry(source) else resample_like(prediction, source, interpolator="nearest")
     folder = as_upath(root) / dataset.id / MASKS / partition
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
     with tempfile.TemporaryDirectory() as tmp:
         local = [write_nifti(mask, Path(tmp) / f"{case.name}.nii.gz")]
         if cfg_wants_seg(dataset, source):
@@ -218,8 +218,12 @@ def write_take_away_outputs(dataset, root, partition: str, case: SegmentationInp
             local += paths
             if surfaces is not None:
                 surfaces += [{"image": case.name, **row} for row in rows]
-        for path in local:
-            written.append(write_bytes_atomic(folder / path.name, path.read_bytes()))
+        # published as a set: every file written and flushed before any is renamed, so a kill while writing
+        # leaves the previous mask, SEG and SR (the SR references the SEG it was written with) all in place
+        with atomic_files([folder / path.name for path in local]) as tmps:
+            for path, tmp in zip(local, tmps):
+                shutil.copyfile(path, tmp)
+        written = [str(folder / path.name) for path in local]
     return written
 
 
