@@ -31,12 +31,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
-from upath import UPath
+from pathlib import Path, PosixPath, WindowsPath
+from typing import TYPE_CHECKING
 
 from imaging_pipelines.config.paths import PROJECT_ROOT
 from imaging_pipelines.core.secrets import resolve_env_refs
+
+if TYPE_CHECKING:  # upath (and fsspec with it) is imported when a UPath is first needed: not to write a local file
+    from upath import UPath
 
 STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
@@ -49,6 +51,8 @@ def storage_root(root: str | os.PathLike | None = None, storage_options: dict | 
     """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem, each
     ``{env: VARIABLE}`` reference replaced by that variable's value here (credentials are never stored in
     configuration: :mod:`imaging_pipelines.core.secrets`)."""
+    from upath import UPath
+
     if isinstance(root, UPath) and not storage_options:
         return root
     options = resolve_env_refs(storage_options or {})
@@ -57,12 +61,22 @@ def storage_root(root: str | os.PathLike | None = None, storage_options: dict | 
 
 def as_upath(path: UPath | str | os.PathLike) -> UPath:
     """``path`` as a UPath, keeping the filesystem options of one that already is."""
+    from upath import UPath
+
     return path if isinstance(path, UPath) else UPath(os.fspath(path))
 
 
 def partition_store_path(root: UPath | str, dataset: str, asset: str, partition: str) -> UPath:
     """``<root>/<dataset>/<asset>/<partition>.zarr``."""
     return as_upath(root) / dataset / asset / f"{partition}.zarr"
+
+
+def plain_local_path(path: UPath | str | os.PathLike) -> Path | None:
+    """``path`` as a Path when it is a plain local path (a str or pathlib path without ``:``, so without a
+    protocol), else None: what :func:`as_upath` would make a local UPath of, without importing upath."""
+    if type(path) in (str, PosixPath, WindowsPath) and ":" not in os.fspath(path):
+        return Path(path)
+    return None
 
 
 def is_local(path: UPath) -> bool:
@@ -120,10 +134,11 @@ def atomic_file(path: UPath | str | os.PathLike) -> Iterator[Path]:
     killed before the rename leaves its temporary file, which the next write of ``path`` removes
     (:func:`remove_stale_partials`). On object stores the file is written locally and uploaded with one PUT,
     which replaces an object whole."""
-    target = as_upath(path)
+    plain = plain_local_path(path)
+    target = as_upath(path) if plain is None else None
     token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
-    if is_local(target):
-        final = local_path(target)
+    if target is None or is_local(target):
+        final = plain if target is None else local_path(target)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(final)
         tmp = final.with_name(f"{PARTIAL_PREFIX}{token}.{final.name}")

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from pydicom.pixels import pixel_array
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
 from imaging_pipelines.core.limits import claimed_size_problem
 
-NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}
+# Implicit VR LE, explicit VR LE, deflated explicit VR LE (pydicom is imported only to decode other syntaxes)
+NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
 
 class PixelDecodeError(ValueError):
@@ -53,6 +51,8 @@ def _decode_rgb(ds, rows: int, cols: int, nf: int) -> np.ndarray:
         if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
             return raw.reshape(nf, 3, rows, cols).transpose(0, 2, 3, 1)
         return raw.reshape(nf, rows, cols, 3)
+    from pydicom.pixels import pixel_array
+
     try:
         arr = np.asarray(pixel_array(ds))
     except (MemoryError, KeyboardInterrupt, SystemExit):
@@ -123,6 +123,8 @@ def decode_frames(ds) -> np.ndarray:
             if arr.size and int(arr.max()) > mask:
                 arr = arr & dtype.type(mask)
         return arr
+    from pydicom.pixels import pixel_array
+
     try:
         arr = pixel_array(ds)  # not ds.pixel_array: that would also cache a decoded copy on the dataset
     except (MemoryError, KeyboardInterrupt, SystemExit):
