@@ -29,7 +29,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PosixPath, WindowsPath
 from typing import TYPE_CHECKING
@@ -162,7 +162,24 @@ def write_bytes_atomic(path: UPath | str | os.PathLike, data: bytes) -> str:
     """Write ``data`` to ``path`` through :func:`atomic_file`; returns the path written."""
     with atomic_file(path) as tmp:
         tmp.write_bytes(data)
+    return _written_name(path)
+
+
+def _written_name(path: UPath | str | os.PathLike) -> str:
+    """The local path of ``path`` as a string, or ``path`` itself on an object store."""
+    plain = plain_local_path(path)
+    if plain is not None:
+        return str(plain)
     return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+
+
+def write_chunks_atomic(path: UPath | str | os.PathLike, chunks: Iterable[bytes]) -> str:
+    """Write the concatenation of ``chunks`` to ``path`` through :func:`atomic_file` (streamed: one chunk in
+    memory at a time); returns the path written."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    return _written_name(path)
 
 
 def write_text_atomic(path: UPath | str | os.PathLike, text: str) -> str:
@@ -175,7 +192,7 @@ def copy_file_atomic(source: str | os.PathLike, path: UPath | str | os.PathLike)
     streamed in 8 MiB blocks."""
     with atomic_file(path) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
-    return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+    return _written_name(path)
 
 
 def recover_interrupted(final: UPath) -> None:

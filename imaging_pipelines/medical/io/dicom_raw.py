@@ -159,9 +159,9 @@ def _scan(buf: bytes, pos: int, explicit: bool, wanted: frozenset[int] | None,
     n = len(buf)
     last = max(wanted) if wanted else None
     while pos + 8 <= n:
-        tag, vr, length, value_pos = _header(buf, pos, explicit)
-        if group_limit is not None and tag >> 16 != group_limit:
+        if group_limit is not None and buf[pos] | buf[pos + 1] << 8 != group_limit:
             break
+        tag, vr, length, value_pos = _header(buf, pos, explicit)
         if last is not None and tag > last:
             break
         if tag >> 16 == 0xFFFE:
@@ -183,6 +183,8 @@ def _scan(buf: bytes, pos: int, explicit: bool, wanted: frozenset[int] | None,
                 vr = KEYWORD_TAGS[entry][1] if entry else None
                 if vr is None:
                     raise Unsupported("VR unknown")
+                if vr == "OB or OW":  # implicit VR pixel data is OW (PS3.5 A.1), as pydicom sets it
+                    vr = "OW"
             out[tag] = (vr, buf[value_pos:end])
         pos = end
     return out, pos

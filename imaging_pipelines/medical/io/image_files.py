@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging_pipelines.core.storage import atomic_file
+from imaging_pipelines.core.storage import atomic_file, write_chunks_atomic
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
 from imaging_pipelines.medical.io.nifti_checks import check_nifti_extensions, nifti_claim, stored_nbytes
@@ -150,7 +150,7 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     ``stored`` (same shape and order as ``volume.array``) and ``scl`` = (scl_slope, scl_inter) write the voxels
     as stored values plus NIfTI scale factors, as dcm2niix does, instead of the physical values.
     """
-    from imaging_pipelines.medical.io.nifti_write import DATATYPES, RGB24, write_nifti_file
+    from imaging_pipelines.medical.io.nifti_write import DATATYPES, RGB24, nifti_chunks
 
     if stored is None:
         data_c = volume.array
@@ -163,8 +163,8 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     path = Path(path)
     affine = volume.to_nifti_affine()
     if (data_c.dtype in DATATYPES or data_c.dtype == RGB24) and data_c.dtype.byteorder != ">" and data_c.ndim <= 7:
-        with atomic_file(path) as tmp:  # same bytes as nibabel would write (tests/test_nifti_write.py)
-            write_nifti_file(tmp, data_c, affine, time_step, scl)
+        # the bytes nibabel would write (tests/test_nifti_write.py), without importing it
+        write_chunks_atomic(path, nifti_chunks(data_c, affine, time_step, scl, compress=path.name.endswith(".gz")))
         return path
     import nibabel as nib  # other dtypes (bool, 64-bit integers, big endian): nibabel converts or refuses them
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -84,34 +84,30 @@ def header_bytes(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, ti
     return _HEADER.pack(*values) + b"\0\0\0\0"
 
 
-def write_nifti_file(path: Path, data_c: np.ndarray, affine: np.ndarray, time_step: float | None = None,
-                     scl: tuple[float, float] | None = None) -> None:
-    """Write ``data_c``, the voxels in array order [(t,) k, j, i] (C order = NIfTI's i-fastest layout), to ``path``
-    (a new file; gzip-compressed when the name ends in ``.gz``)."""
+def nifti_chunks(data_c: np.ndarray, affine: np.ndarray, time_step: float | None = None,
+                 scl: tuple[float, float] | None = None, compress: bool = True) -> Iterator[bytes]:
+    """The bytes of a single-file NIfTI-1 image, in pieces of at most a few MiB (write them with
+    :func:`imaging_pipelines.core.storage.write_chunks_atomic`): header, then the voxels ``data_c`` in array order
+    [(t,) k, j, i] (C order = NIfTI's i-fastest layout); one gzip member (no name, mtime 0) when ``compress``."""
     shape = tuple(int(n) for n in data_c.shape[::-1])
     head = header_bytes(shape, data_c.dtype, affine, time_step, scl)
     data = np.ascontiguousarray(data_c)
     if data.dtype.byteorder == ">":
         raise ValueError("big-endian data")
-    with open(path, "wb") as fh:
-        if str(path).endswith(".gz"):
-            _write_gzip(fh, head, memoryview(data).cast("B"))
-        else:
-            fh.write(head)
-            fh.write(memoryview(data).cast("B"))
-
-
-def _write_gzip(fh, head: bytes, payload: memoryview) -> None:
-    """One gzip member (RFC 1952, no file name, mtime 0) holding ``head`` + ``payload``, compressed in chunks."""
-    fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")
+    payload = memoryview(data).cast("B")
+    step = 1 << 22
+    if not compress:
+        yield head
+        for start in range(0, len(payload), step):
+            yield bytes(payload[start:start + step])
+        return
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     crc, size = zlib.crc32(head), len(head)
-    fh.write(comp.compress(head))
-    step = 1 << 22
+    yield comp.compress(head)
     for start in range(0, len(payload), step):
         chunk = payload[start:start + step]
         crc = zlib.crc32(chunk, crc)
         size += len(chunk)
-        fh.write(comp.compress(chunk))
-    fh.write(comp.flush())
-    fh.write(struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF))
+        yield comp.compress(chunk)
+    yield comp.flush() + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
