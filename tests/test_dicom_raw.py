@@ -143,8 +143,14 @@ def test_reader_output_identical_with_and_without_raw_scan(tmp_path, monkeypatch
     assert [_series_summary(f) for f in folders] == with_raw
 
 
-def test_convert_imports_no_heavy_library(tmp_path):
-    write_series(tmp_path / "src", shape=(4, 8, 6), series_description="t1")
+@pytest.mark.parametrize("source", ["synthetic", "medical/ct_totalseg/example_ct_dicom"],
+                         ids=["uncompressed", "siemens-jpeg2000-ct"])
+def test_convert_imports_no_heavy_library(tmp_path, shared_data, source):
+    if source == "synthetic":
+        write_series(tmp_path / "src", shape=(4, 8, 6), series_description="t1")
+        src = tmp_path / "src"
+    else:
+        src = shared_data / source
     code = (
         "import sys; from imaging_pipelines.entry import main; status = main(['convert', sys.argv[1], sys.argv[2]]);"
         "heavy = {'pydicom', 'nibabel', 'typer', 'click', 'pydantic', 'upath', 'fsspec', 'SimpleITK', 'zarr',"
@@ -152,7 +158,7 @@ def test_convert_imports_no_heavy_library(tmp_path):
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules})); sys.exit(status)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "src"), str(tmp_path / "out")], env=env,
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out")], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]"
@@ -166,7 +172,7 @@ def test_entry_point_runs_typer_for_other_commands(capsys):
     assert "Convert scans to NIfTI" in capsys.readouterr().out
 
 
-def test_compressed_series_still_read_through_pydicom(tmp_path):
+def test_jpeg2000_series_reads_like_uncompressed(tmp_path):
     data = np.arange(3 * 64 * 64, dtype=np.int16).reshape(3, 64, 64) % 1000
     write_series(tmp_path / "plain", data=data)
     try:
@@ -176,3 +182,25 @@ def test_compressed_series_still_read_through_pydicom(tmp_path):
     plain = dicom.read_dicom_folder(tmp_path / "plain").series[0].volume.array
     j2k = dicom.read_dicom_folder(tmp_path / "j2k").series[0].volume.array
     np.testing.assert_array_equal(plain, j2k)
+
+
+@pytest.mark.parametrize("folder", ["medical/ct_totalseg/example_ct_dicom",
+                                    "medical/dcm_qa_more/dcm_qa_frag/In/6001_anat-T1w_acq-tfl"])
+def test_jpeg2000_decoded_without_pydicom_equals_pydicom(shared_data, folder):
+    from pydicom.pixels import pixel_array
+
+    from imaging_pipelines.medical.io.dicom_files import read_file
+    from imaging_pipelines.medical.io.dicom_j2k import decode_single_frame
+
+    paths = sorted(p for p in (shared_data / folder).iterdir() if p.is_file())[:4]
+    if not paths:
+        pytest.skip(f"{folder} not in the shared data")
+    for path in paths:
+        raw = read_file(str(path))
+        assert isinstance(raw, dicom_raw.RawDataset) and raw.file_meta["TransferSyntaxUID"] in dicom_raw.JPEG2000_SYNTAXES
+        ours = decode_single_frame(raw)
+        expected = pixel_array(pydicom.dcmread(path))
+        assert ours is not None and ours.dtype == expected.dtype
+        np.testing.assert_array_equal(ours[0], expected)
+        raw._elements[0x00280103].value = 1 - raw.PixelRepresentation  # signedness differs from the codestream
+        assert decode_single_frame(raw) is None  # pydicom's sign correction: decoded by pydicom instead

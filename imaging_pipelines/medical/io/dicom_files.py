@@ -105,6 +105,7 @@ def read_file(path: str) -> Any:
             buf = capped.read()
             raw = dicom_raw.parse(buf, READ_TAG_SET)
             if raw is not None:
+                raw.filename = path
                 return raw
         fp = io.BytesIO(buf) if small else capped
         head = fp.read(132)

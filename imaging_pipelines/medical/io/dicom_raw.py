@@ -7,8 +7,8 @@ result, :class:`RawDataset`, answers the parts of the pydicom ``Dataset`` interf
 (``get``, ``in``, attribute access, ``[tag]`` -> element with ``.value`` / ``.VR``, ``keys()``, ``file_meta``).
 
 Whenever the file is outside what this scan reproduces exactly, :func:`parse` returns None and the caller
-parses the file with pydicom instead: no DICM preamble, another transfer syntax (compressed, deflated, big
-endian), a wanted element that is a sequence, ``UN``, ``PN`` or ``AT``, a wanted private element in implicit
+parses the file with pydicom instead: no DICM preamble, another transfer syntax (deflated, big endian,
+compressed other than single-frame 16-bit greyscale JPEG 2000), a wanted element that is a sequence, ``UN``, ``PN`` or ``AT``, a wanted private element in implicit
 VR (its VR would come from pydicom's private dictionary), a value pydicom would warn about or reject, a
 character set other than the default / ISO_IR 100 / ISO_IR 192, or a length that runs past the end of the file.
 Importing pydicom costs more than converting a 150-file series this way (see bench/README.md).
@@ -23,6 +23,8 @@ from .dicom_raw_tags import KEYWORD_TAGS, TAG_KEYWORDS
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
+JPEG2000_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}  # lossless only, lossy or lossless
+PIXEL_DATA = 0x7FE00010
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _SHORT_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
               b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
@@ -74,6 +76,7 @@ class RawDataset:
     def __init__(self, elements: dict[int, RawElement], file_meta: dict[str, Any]) -> None:
         self._elements = elements
         self.file_meta = file_meta
+        self.filename: str | None = None  # set by the caller: where pydicom can read the file again
 
     @staticmethod
     def _tag(key: Any) -> int | None:
@@ -134,10 +137,11 @@ def _parse(buf: bytes, wanted: frozenset[int]) -> RawDataset:
     meta = {TAG_KEYWORDS.get(t, str(t)): _value(t, vr, raw, "latin_1") for t, (vr, raw) in meta_raw.items()
             if t in (0x00020002, 0x00020010)}
     syntax = meta.get("TransferSyntaxUID")
-    if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
+    encapsulated = syntax in JPEG2000_SYNTAXES
+    if syntax not in (EXPLICIT_LE, IMPLICIT_LE) and not encapsulated:
         raise Unsupported("transfer syntax")
-    explicit = syntax == EXPLICIT_LE
-    raw, _ = _scan(buf, pos, explicit, wanted | {_CHARSET})
+    explicit = syntax != IMPLICIT_LE
+    raw, _ = _scan(buf, pos, explicit, wanted | {_CHARSET}, encapsulated=encapsulated)
     charset = raw.pop(_CHARSET, None)
     encoding = "latin_1"
     if charset is not None:
@@ -148,46 +152,78 @@ def _parse(buf: bytes, wanted: frozenset[int]) -> RawDataset:
     elements = {t: RawElement(t, vr, _value(t, vr, value, encoding)) for t, (vr, value) in raw.items()}
     if charset is not None:
         elements[_CHARSET] = RawElement(_CHARSET, "CS", _value(_CHARSET, "CS", charset[1], "latin_1"))
-    return RawDataset(elements, meta)
+    ds = RawDataset(elements, meta)
+    if encapsulated and PIXEL_DATA in elements and not single_frame_greyscale_16(ds):
+        raise Unsupported("JPEG 2000 image other than single-frame 16-bit greyscale")
+    return ds
+
+
+def single_frame_greyscale_16(ds: RawDataset) -> bool:
+    """The JPEG 2000 images :mod:`~imaging_pipelines.medical.io.dicom_j2k` decodes without pydicom."""
+    return (ds.get("SamplesPerPixel") == 1 and ds.get("NumberOfFrames") in (None, "", 1)
+            and ds.get("BitsAllocated") == 16 and ds.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
+            and ds.get("PixelRepresentation") in (0, 1) and ds[PIXEL_DATA].VR == "OB")
 
 
 def _scan(buf: bytes, pos: int, explicit: bool, wanted: frozenset[int] | None,
-          group_limit: int | None = None) -> tuple[dict[int, tuple[str, bytes]], int]:
+          group_limit: int | None = None, encapsulated: bool = False) -> tuple[dict[int, tuple[str, bytes]], int]:
     """Walk top-level elements from ``pos``; returns ({tag: (VR, value bytes)} of the wanted ones, end position).
-    ``wanted`` None keeps every element (file meta group); ``group_limit`` stops at the first tag of a later group."""
+    ``wanted`` None keeps every element (file meta group); ``group_limit`` stops at the first tag of a later group;
+    ``encapsulated``: PixelData of undefined length is kept as pydicom keeps it (items, without the delimiter).
+    (The element header is decoded inline: this loop runs for every element of every file.)"""
     out: dict[int, tuple[str, bytes]] = {}
     n = len(buf)
-    last = max(wanted) if wanted else None
+    last = max(wanted) if wanted else 0xFFFFFFFF
+    vr16, len32, u32 = _TAG_VR16.unpack_from, _TAG_LEN32.unpack_from, _U32.unpack_from
+    short_vrs, long_vrs = _SHORT_VRS, _LONG_VRS
     while pos + 8 <= n:
-        if group_limit is not None and buf[pos] | buf[pos + 1] << 8 != group_limit:
+        if explicit:
+            group, elem, vr_bytes, length = vr16(buf, pos)
+            if group_limit is not None and group != group_limit:
+                break
+            if vr_bytes in short_vrs:
+                value_pos = pos + 8
+            elif vr_bytes in long_vrs:
+                length, value_pos = u32(buf, pos + 8)[0], pos + 12
+            elif group == 0xFFFE:
+                raise Unsupported("item outside a sequence")
+            else:
+                raise Unsupported("unknown VR")
+        else:
+            group, elem, length = len32(buf, pos)
+            vr_bytes, value_pos = None, pos + 8
+        if group_limit is not None and group != group_limit:
             break
-        tag, vr, length, value_pos = _header(buf, pos, explicit)
-        if last is not None and tag > last:
+        tag = (group << 16) | elem
+        if tag > last:
             break
-        if tag >> 16 == 0xFFFE:
+        if group == 0xFFFE:
             raise Unsupported("item outside a sequence")
         keep = wanted is None or tag in wanted
         if length == _UNDEFINED:
-            if keep:
+            if keep and not (encapsulated and tag == PIXEL_DATA):
                 raise Unsupported("wanted element of undefined length (sequence or encapsulated data)")
             pos = _skip_undefined(buf, value_pos, explicit)
+            if keep:
+                out[tag] = (vr_bytes.decode() if vr_bytes else "OB", buf[value_pos:pos - 8])
             continue
-        end = value_pos + length
-        if end > n:
+        pos = value_pos + length
+        if pos > n:
             raise Unsupported("element runs past the end of the file")
         if keep:
-            if vr is None:
-                if tag & 0x00010000:
-                    raise Unsupported("private element in implicit VR")
-                entry = TAG_KEYWORDS.get(tag)
-                vr = KEYWORD_TAGS[entry][1] if entry else None
-                if vr is None:
-                    raise Unsupported("VR unknown")
-                if vr == "OB or OW":  # implicit VR pixel data is OW (PS3.5 A.1), as pydicom sets it
-                    vr = "OW"
-            out[tag] = (vr, buf[value_pos:end])
-        pos = end
+            out[tag] = (_implicit_vr(tag) if vr_bytes is None else vr_bytes.decode(), buf[value_pos:pos])
     return out, pos
+
+
+def _implicit_vr(tag: int) -> str:
+    """The VR of a wanted element in implicit VR: from the data dictionary (public elements only)."""
+    if tag & 0x00010000:
+        raise Unsupported("private element in implicit VR")
+    keyword = TAG_KEYWORDS.get(tag)
+    if keyword is None:
+        raise Unsupported("VR unknown")
+    vr = KEYWORD_TAGS[keyword][1]
+    return "OW" if vr == "OB or OW" else vr  # implicit VR pixel data is OW (PS3.5 A.1), as pydicom sets it
 
 
 def _header(buf: bytes, pos: int, explicit: bool) -> tuple[int, str | None, int, int]:
