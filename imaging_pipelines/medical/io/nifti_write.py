@@ -10,9 +10,13 @@ Units: mm, and s for the 4th axis of time series.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +31,7 @@ _HEADER = struct.Struct("<i10s18sihcc8h3fhhhh8ffffhcc4f2i80s24shh6f4f4f4f16s4s")
 UNITS_MM, UNITS_SEC = 2, 8
 VOX_OFFSET = 352
 GZIP_LEVEL = 1  # nibabel's default compression level for .nii.gz
+GZIP_BLOCK = 1 << 20  # bytes of voxels compressed as one independent deflate block (on its own core)
 
 
 def mat2quat(m: np.ndarray) -> np.ndarray:
@@ -88,7 +93,9 @@ def nifti_chunks(data_c: np.ndarray, affine: np.ndarray, time_step: float | None
                  scl: tuple[float, float] | None = None, compress: bool = True) -> Iterator[bytes]:
     """The bytes of a single-file NIfTI-1 image, in pieces of at most a few MiB (write them with
     :func:`imaging_pipelines.core.storage.write_chunks_atomic`): header, then the voxels ``data_c`` in array order
-    [(t,) k, j, i] (C order = NIfTI's i-fastest layout); one gzip member (no name, mtime 0) when ``compress``."""
+    [(t,) k, j, i] (C order = NIfTI's i-fastest layout); one gzip member (no name, mtime 0) when ``compress``,
+    its deflate stream made of independently compressed 1 MiB blocks (other bytes than nibabel's gzip file, the
+    same bytes once decompressed)."""
     shape = tuple(int(n) for n in data_c.shape[::-1])
     head = header_bytes(shape, data_c.dtype, affine, time_step, scl)
     data = np.ascontiguousarray(data_c)
@@ -102,12 +109,33 @@ def nifti_chunks(data_c: np.ndarray, affine: np.ndarray, time_step: float | None
             yield bytes(payload[start:start + step])
         return
     yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    blocks = [head + bytes(payload[:GZIP_BLOCK])] + [payload[start:start + GZIP_BLOCK]
+                                                     for start in range(GZIP_BLOCK, len(payload), GZIP_BLOCK)]
+    crc, size = 0, 0
+    for n, piece in enumerate(_deflate_blocks(blocks)):
+        crc, size = zlib.crc32(blocks[n], crc), size + len(blocks[n])
+        yield piece
+    yield struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+
+
+def _deflate_block(block: Any, last: bool) -> bytes:
     comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    crc, size = zlib.crc32(head), len(head)
-    yield comp.compress(head)
-    for start in range(0, len(payload), step):
-        chunk = payload[start:start + step]
-        crc = zlib.crc32(chunk, crc)
-        size += len(chunk)
-        yield comp.compress(chunk)
-    yield comp.flush() + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+    return comp.compress(block) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def _deflate_blocks(blocks: list[Any]) -> Iterator[bytes]:
+    """Raw deflate of each block, in order; together one deflate stream (each block but the last ends with a sync
+    flush, as pigz writes). Blocks are compressed on all cores: zlib releases the GIL while it compresses."""
+    workers = min(os.cpu_count() or 1, len(blocks))
+    if workers < 2:
+        for n, block in enumerate(blocks):
+            yield _deflate_block(block, n == len(blocks) - 1)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for n, block in enumerate(blocks):
+            pending.append(pool.submit(_deflate_block, block, n == len(blocks) - 1))
+            if len(pending) >= 2 * workers:  # a bounded window: compressed blocks do not pile up in memory
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
