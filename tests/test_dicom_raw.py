@@ -204,3 +204,44 @@ def test_jpeg2000_decoded_without_pydicom_equals_pydicom(shared_data, folder):
         np.testing.assert_array_equal(ours[0], expected)
         raw._elements[0x00280103].value = 1 - raw.PixelRepresentation  # signedness differs from the codestream
         assert decode_single_frame(raw) is None  # pydicom's sign correction: decoded by pydicom instead
+
+
+def test_decoding_in_processes_equals_threads(tmp_path, monkeypatch):
+    """Forked decoder processes (single-threaded callers) and the thread fallback give the same frames and the same
+    per-file error for a corrupt codestream."""
+    from imaging_pipelines.medical.io import dicom_parallel
+    from imaging_pipelines.medical.io.dicom_files import read_file
+    from imaging_pipelines.medical.io.dicom_pixels import decode_all
+    from imaging_pipelines.medical.io.dicom_slices import PixelSource
+
+    data = np.arange(5 * 64 * 64, dtype=np.int16).reshape(5, 64, 64) % 900
+    try:
+        paths = write_series(tmp_path / "j2k", data=data, transfer_syntax=JPEG2000Lossless)
+    except Exception as exc:
+        pytest.skip(f"cannot write JPEG 2000: {exc}")
+
+    def sources():
+        out = [PixelSource(path=str(p), dataset=read_file(str(p))) for p in paths]
+        ds = pydicom.dcmread(paths[3])  # a truncated codestream in file 3, for pydicom and the raw scan alike
+        ds.PixelData = ds.PixelData[:40] + b"\0" * 8
+        ds.save_as(paths[3], enforce_file_format=True)
+        out[3] = PixelSource(path=str(paths[3]), dataset=read_file(str(paths[3])))
+        return out
+
+    monkeypatch.setattr(dicom_parallel, "can_fork", lambda: True)  # earlier tests may leave idle threads behind
+    forked = sources()
+    errors_forked = decode_all(forked, workers=2)
+    monkeypatch.setattr(dicom_parallel, "can_fork", lambda: False)
+    threaded = sources()
+    errors_threaded = decode_all(threaded, workers=2)
+    assert list(errors_forked) == list(errors_threaded) == [3]
+    import re
+
+    def message(exc):  # pydicom's message names a BytesIO object by its address
+        return re.sub(r"0x[0-9a-f]+", "0x", str(exc))
+
+    assert message(errors_forked[3]) == message(errors_threaded[3]) and "cannot decode pixel data" in message(
+        errors_forked[3])
+    for n in (0, 1, 2, 4):
+        np.testing.assert_array_equal(forked[n].frames()[0], data[n])
+        np.testing.assert_array_equal(threaded[n].frames()[0], data[n])

@@ -122,12 +122,10 @@ def parse(buf: bytes, wanted: frozenset[int]) -> RawDataset | None:
     """The ``wanted`` elements (int tags) of the Part 10 file held in ``buf``, or None when the file needs pydicom."""
     try:
         return _parse(buf, wanted)
-    except (Unsupported, ValueError, UnicodeDecodeError, IndexError, OverflowError):
-        return None
-    except Exception as exc:  # struct.error and the like: a malformed file, which pydicom reports in its own words
-        if type(exc).__name__ == "error":
-            return None
+    except MemoryError:
         raise
+    except Exception:  # Unsupported, or any surprise of a malformed file: pydicom parses it and words the error
+        return None
 
 
 def _parse(buf: bytes, wanted: frozenset[int]) -> RawDataset:
