@@ -41,6 +41,8 @@ except Exception as exc:
     print(f"IMPORT-FAILED: imaging_pipelines.medical.io.dicom: {exc!r}", file=sys.stderr)
     sys.exit(3)
 from imaging_pipelines.medical.io.image_files import write_nifti
+import pydicom.pixels  # imported by the reader only for compressed files: loaded here so that read time and dPeak
+# measure the conversion, not the library (the `imaging-pipelines convert` method times everything)
 t1 = time.perf_counter(); rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 res = read_dicom_folder(sys.argv[1])
 t2 = time.perf_counter()
@@ -104,15 +106,16 @@ def find_dcm2niix() -> str | None:
 
 
 def series_modality(folder: Path) -> str | None:
-    """Modality of the first readable DICOM file in ``folder`` (CT gets the stricter speed goal)."""
-    import pydicom
-
-    for path in sorted(folder.iterdir()):
-        try:
-            return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", "")) or None
-        except Exception:
-            continue
-    return None
+    """Modality of the first readable DICOM file in ``folder`` (CT gets the stricter speed goal), read in a child
+    process: importing pydicom here would grow this process, and a child's max RSS starts from its parent's size."""
+    code = ("import pydicom, sys, pathlib\n"
+            "for p in sorted(pathlib.Path(sys.argv[1]).iterdir()):\n"
+            "    try:\n"
+            "        print(pydicom.dcmread(p, stop_before_pixels=True).get('Modality', '')); break\n"
+            "    except Exception:\n"
+            "        continue\n")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    return out.stdout.strip() or None
 
 
 def run_child(cmd: list[str], out_dir: Path) -> dict[str, Any]:
@@ -133,19 +136,13 @@ def run_child(cmd: list[str], out_dir: Path) -> dict[str, Any]:
     return result
 
 
-def bench_method(cmd_for: Any, repeats: int, warmup: int) -> dict[str, Any]:
-    runs = []
-    for i in range(warmup + repeats):
-        with tempfile.TemporaryDirectory(prefix="bench_out_") as tmp:
-            r = run_child(cmd_for(tmp), Path(tmp))
-        if r["rc"] != 0:
-            return {"error": f"exit {r['rc']}: {r['stderr'].strip()[-600:]}"}
-        if i >= warmup:
-            runs.append(r)
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median / min / max wall time and peak memory of one method's timed runs (plus the child's own split)."""
     walls = [r["wall"] for r in runs]
     summary: dict[str, Any] = {
         "wall_median": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
-        "peak_rss_mib": max(r["maxrss_kib"] for r in runs) / 1024.0, "out_files": runs[-1]["out_files"],
+        "walls": walls, "peak_rss_mib": max(r["maxrss_kib"] for r in runs) / 1024.0,
+        "out_files": runs[-1]["out_files"],
     }
     if "child" in runs[-1]:
         kids = [r["child"] for r in runs]
@@ -160,6 +157,28 @@ def bench_method(cmd_for: Any, repeats: int, warmup: int) -> dict[str, Any]:
     return summary
 
 
+def bench_interleaved(methods: dict[str, Any], repeats: int, warmup: int) -> dict[str, dict[str, Any]]:
+    """Run every method once per round, methods in turn (so a change of machine load hits all of them alike);
+    ``warmup`` untimed rounds first. A method that fails once is reported as an error."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    errors: dict[str, str] = {}
+    for i in range(warmup + repeats):
+        for name, cmd_for in methods.items():
+            if name in errors:
+                continue
+            with tempfile.TemporaryDirectory(prefix="bench_out_") as tmp:
+                r = run_child(cmd_for(tmp), Path(tmp))
+            if r["rc"] != 0:
+                errors[name] = f"exit {r['rc']}: {r['stderr'].strip()[-600:]}"
+            elif i >= warmup:
+                runs[name].append(r)
+    return {name: {"error": errors[name]} if name in errors else summarize(runs[name]) for name in methods}
+
+
+def _load(load: Any) -> str:
+    return "-" if not load else " ".join(f"{x:.1f}" for x in load)
+
+
 def _fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -168,18 +187,22 @@ def bench_series(folder: Path, dcm2niix: str, repeats: int, warmup: int) -> dict
     py = sys.executable
     methods = {
         "dcm2niix": lambda out: [dcm2niix, "-z", "y", "-f", "%s", "-o", out, str(folder)],
+        # what a user runs: the `imaging-pipelines` entry point (imaging_pipelines.entry:main), whole process
+        "imaging-pipelines convert": lambda out: [py, "-m", "imaging_pipelines", "convert", str(folder), out],
         "imaging_pipelines": lambda out: [py, "-c", _CHILD_PROJECT, str(folder), out],
         "SimpleITK": lambda out: [py, "-c", _CHILD_SITK, str(folder), out],
     }
     files = [p for p in folder.iterdir() if p.is_file()]
-    timed = {name: bench_method(cmd, repeats, warmup) for name, cmd in methods.items()}
+    load_before = os.getloadavg()
+    timed = bench_interleaved(methods, repeats, warmup)
+    load_after = os.getloadavg()
     if "error" not in timed["imaging_pipelines"]:
         with tempfile.TemporaryDirectory(prefix="bench_out_") as tmp:
             traced = run_child([py, "-c", _CHILD_PROJECT, str(folder), tmp, "trace"], Path(tmp))
         timed["imaging_pipelines"]["traced_peak_median"] = traced.get("child", {}).get("traced_peak")
     return {
         "folder": str(folder), "n_files": len(files), "disk_mib": sum(p.stat().st_size for p in files) / MIB,
-        "methods": timed,
+        "methods": timed, "load_before": load_before, "load_after": load_after,
     }
 
 
@@ -190,36 +213,43 @@ def print_report(res: dict[str, Any], is_ct: bool) -> None:
     vol_mib = proj.get("nbytes", 0) / MIB
     print(f"\n== {res['folder']}\n   {res['n_files']} files, {res['disk_mib']:.1f} MiB on disk; "
           f"project volume(s): {', '.join(proj.get('shapes', ['?']))} = {vol_mib:.2f} MiB in memory")
-    hdr = (f"   {'method':<18} {'wall med s':>10} {'[min-max]':>15} {'vs d2n':>7} {'import s':>8} {'read s':>7} "
+    print(f"   load average (1, 5, 15 min) before {_load(res.get('load_before'))}, after {_load(res.get('load_after'))}")
+    hdr = (f"   {'method':<25} {'wall med s':>10} {'[min-max]':>15} {'vs d2n':>7} {'import s':>8} {'read s':>7} "
            f"{'write s':>7} {'peakRSS MiB':>11} {'RSS@imp':>8} {'dPeak MiB':>9} {'peak/vol':>8} {'dPeak/vol':>9}")
     print(hdr)
     for name, s in m.items():
         if "error" in s:
-            print(f"   {name:<18} ERROR {s['error']}")
+            print(f"   {name:<25} ERROR {s['error']}")
             continue
         ratio = s["wall_median"] / ref if ref else None
         vb = s.get("nbytes") or proj.get("nbytes")
         vm = vb / MIB if vb else None
         dpk = s.get("peak_increase_mib")
         span = f"[{s['wall_min']:.2f}-{s['wall_max']:.2f}]"
-        print(f"   {name:<18} {s['wall_median']:>10.3f} {span:>15} "
+        print(f"   {name:<25} {s['wall_median']:>10.3f} {span:>15} "
               f"{_fmt(ratio, '.2f'):>7} {_fmt(s.get('import_median')):>8} {_fmt(s.get('read_median')):>7} "
               f"{_fmt(s.get('write_median')):>7} {s['peak_rss_mib']:>11.1f} {_fmt(s.get('rss_after_import_mib'), '.1f'):>8} "
               f"{_fmt(dpk, '.1f'):>9} {_fmt(s['peak_rss_mib'] / vm if vm else None, '.1f'):>8} "
               f"{_fmt(dpk / vm if (dpk is not None and vm) else None, '.2f'):>9}")
         if name == "SimpleITK" and s.get("shapes"):
-            print(f"   {'':<18} SimpleITK read: {', '.join(s['shapes'])}")
+            print(f"   {'':<25} SimpleITK read: {', '.join(s['shapes'])}")
     if "error" in proj or not ref:
         return
     # issue 17 goals: JPEG 2000 CT at most 0.8x dcm2niix (whole process); other series (the 150-file GE MR) at most
-    # 4x whole process and 1.5x in process (read only, against dcm2niix's whole process)
+    # 4x whole process and 1.5x in process (read only, against dcm2niix's whole process). Whole process = the
+    # `imaging-pipelines convert` command as a user runs it.
     goal, read_goal = (0.8, 0.8) if is_ct else (4.0, 1.5)
-    wall_ratio = proj["wall_median"] / ref
+    cli = m.get("imaging-pipelines convert", {})
     read_ratio = proj["read_median"] / ref
+    inproc_ratio = (proj["read_median"] + proj["write_median"]) / ref
     mem_ratio = proj["peak_increase_mib"] / vol_mib if vol_mib else float("inf")
     ok = lambda c: "PASS" if c else "FAIL"  # noqa: E731
-    print(f"   goal wall <= {goal:.1f}x dcm2niix: process wall {wall_ratio:.2f}x {ok(wall_ratio <= goal)}; "
-          f"in-process read only {read_ratio:.2f}x (goal <= {read_goal:.1f}x) {ok(read_ratio <= read_goal)}")
+    if "wall_median" in cli:
+        cli_ratio = cli["wall_median"] / ref
+        print(f"   goal whole process <= {goal:.1f}x dcm2niix: `imaging-pipelines convert` {cli_ratio:.2f}x "
+              f"{ok(cli_ratio <= goal)} (reader + writer child: {proj['wall_median'] / ref:.2f}x)")
+    print(f"   goal in process <= {read_goal:.1f}x dcm2niix's whole process: read {read_ratio:.2f}x "
+          f"{ok(read_ratio <= read_goal)}; read + write {inproc_ratio:.2f}x")
     traced = proj.get("traced_peak_median")
     if traced is not None and vol_mib:
         print(f"   goal peak memory < 3x volume: allocations during the read (tracemalloc peak) {traced / MIB:.1f} MiB = "

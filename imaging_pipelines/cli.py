@@ -62,17 +62,11 @@ def convert(
     out: Path = typer.Argument(..., help="a .nii.gz file, or a folder when SRC holds several series"),
 ) -> None:
     """Convert scans to NIfTI with the same readers the pipeline uses (one file per series)."""
-    from imaging_pipelines.medical.convert import convert as run_convert
+    from imaging_pipelines.medical.convert import convert_command  # also run without typer: imaging_pipelines.entry
 
-    try:
-        written, notes = run_convert(src, out)
-    except ImagingInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
-    for path in written:
-        typer.echo(f"wrote {path}")
+    status = convert_command(src, out)
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()

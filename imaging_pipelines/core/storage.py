@@ -29,14 +29,16 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
-
-from upath import UPath
+from pathlib import Path, PosixPath, WindowsPath
+from typing import TYPE_CHECKING
 
 from imaging_pipelines.config.paths import PROJECT_ROOT
 from imaging_pipelines.core.secrets import resolve_env_refs
+
+if TYPE_CHECKING:  # upath (and fsspec with it) is imported when a UPath is first needed: not to write a local file
+    from upath import UPath
 
 STORAGE_ROOT_ENV = "IMAGING_PIPELINES_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = PROJECT_ROOT / "var" / "storage"
@@ -49,6 +51,8 @@ def storage_root(root: str | os.PathLike | None = None, storage_options: dict | 
     """The configured storage root as a UPath; ``storage_options`` go to its fsspec filesystem, each
     ``{env: VARIABLE}`` reference replaced by that variable's value here (credentials are never stored in
     configuration: :mod:`imaging_pipelines.core.secrets`)."""
+    from upath import UPath
+
     if isinstance(root, UPath) and not storage_options:
         return root
     options = resolve_env_refs(storage_options or {})
@@ -57,12 +61,22 @@ def storage_root(root: str | os.PathLike | None = None, storage_options: dict | 
 
 def as_upath(path: UPath | str | os.PathLike) -> UPath:
     """``path`` as a UPath, keeping the filesystem options of one that already is."""
+    from upath import UPath
+
     return path if isinstance(path, UPath) else UPath(os.fspath(path))
 
 
 def partition_store_path(root: UPath | str, dataset: str, asset: str, partition: str) -> UPath:
     """``<root>/<dataset>/<asset>/<partition>.zarr``."""
     return as_upath(root) / dataset / asset / f"{partition}.zarr"
+
+
+def plain_local_path(path: UPath | str | os.PathLike) -> Path | None:
+    """``path`` as a Path when it is a plain local path (a str or pathlib path without ``:``, so without a
+    protocol), else None: what :func:`as_upath` would make a local UPath of, without importing upath."""
+    if type(path) in (str, PosixPath, WindowsPath) and ":" not in os.fspath(path):
+        return Path(path)
+    return None
 
 
 def is_local(path: UPath) -> bool:
@@ -131,13 +145,14 @@ def atomic_files(paths: list[UPath | str | os.PathLike]) -> Iterator[list[Path]]
     and only then are they all renamed into place, in order. A failure or a kill at any point of writing or
     flushing leaves every previous file as it was; only a kill between two of the (back-to-back) renames
     can publish some of the set. On object stores each file is uploaded after the block, in order."""
-    targets = [as_upath(p) for p in paths]
-    if not all(is_local(t) for t in targets):
+    plains = [plain_local_path(p) for p in paths]
+    targets = [None if plain is not None else as_upath(p) for p, plain in zip(paths, plains)]
+    if not all(t is None or is_local(t) for t in targets):
         with ExitStack() as stack:
-            yield [stack.enter_context(_uploaded_file(t)) if not is_local(t) else
-                   stack.enter_context(atomic_file(t)) for t in targets]
+            yield [stack.enter_context(_uploaded_file(t)) if t is not None and not is_local(t) else
+                   stack.enter_context(atomic_file(p)) for p, t in zip(paths, targets)]
         return
-    finals = [local_path(t) for t in targets]
+    finals = [plain if plain is not None else local_path(t) for plain, t in zip(plains, targets)]
     token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
     tmps = []
     for final in finals:
@@ -172,7 +187,24 @@ def write_bytes_atomic(path: UPath | str | os.PathLike, data: bytes) -> str:
     """Write ``data`` to ``path`` through :func:`atomic_file`; returns the path written."""
     with atomic_file(path) as tmp:
         tmp.write_bytes(data)
+    return _written_name(path)
+
+
+def _written_name(path: UPath | str | os.PathLike) -> str:
+    """The local path of ``path`` as a string, or ``path`` itself on an object store."""
+    plain = plain_local_path(path)
+    if plain is not None:
+        return str(plain)
     return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+
+
+def write_chunks_atomic(path: UPath | str | os.PathLike, chunks: Iterable[bytes]) -> str:
+    """Write the concatenation of ``chunks`` to ``path`` through :func:`atomic_file` (streamed: one chunk in
+    memory at a time); returns the path written."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    return _written_name(path)
 
 
 def write_text_atomic(path: UPath | str | os.PathLike, text: str) -> str:
@@ -185,7 +217,7 @@ def copy_file_atomic(source: str | os.PathLike, path: UPath | str | os.PathLike)
     streamed in 8 MiB blocks."""
     with atomic_file(path) as tmp, open(source, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 8 << 20)
-    return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
+    return _written_name(path)
 
 
 def recover_interrupted(final: UPath) -> None:

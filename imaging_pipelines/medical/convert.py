@@ -7,6 +7,7 @@ DICOM series are written as dcm2niix writes them: stored voxel values plus NIfTI
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,18 @@ def convert(src: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
         return _write(next(iter(named.values())), out), notes
     out.mkdir(parents=True, exist_ok=True)
     return [p for name, item in named.items() for p in _write(item, out / f"{name}.nii.gz")], notes
+
+
+def convert_command(src: Path, out: Path) -> int:
+    """``imaging-pipelines convert SRC OUT``: converts, prints ``wrote PATH`` per file written (stdout) and each
+    note or the error (stderr); returns the exit status (0 done, 1 unreadable or unusable input)."""
+    try:
+        written, notes = convert(src, out)
+    except ImagingInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+    return 0

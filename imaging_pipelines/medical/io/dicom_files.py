@@ -1,7 +1,9 @@
 """Reading DICOM files: which elements are parsed (per file and once per stack), size-capped reads, identity.
 
-Only the elements the reader uses are parsed (pydicom ``specific_tags``); the per-stack details (BIDS sidecar,
-radiograph presentation, Siemens protocol values) are read once from each stack's first file.
+Only the elements the reader uses are parsed; the per-stack details (BIDS sidecar, radiograph presentation,
+Siemens protocol values) are read once from each stack's first file. Uncompressed little-endian files are
+scanned without pydicom (:mod:`imaging_pipelines.medical.io.dicom_raw`, same values); every other file, and any
+file that scan declines, is parsed by pydicom (``specific_tags``), imported only then.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ import os
 import re
 from typing import Any
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
+from . import dicom_raw
 from .dicom_components import COMPONENT_TAGS
 from .dicom_diffusion import DIFFUSION_TAGS
 from .dicom_mosaic import UIH_IMAGES_IN_GRID, UIH_VFRAME_SEQUENCE
 from .dicom_radiograph import PLANAR_KEYWORDS
+from .dicom_raw_tags import KEYWORD_TAGS
 from .dicom_sidecar import SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -52,6 +53,15 @@ DETAIL_TAGS = [
     "Manufacturer", "ManufacturerModelName", "ImageType", "PhotometricInterpretation", "VOILUTSequence",
     *PLANAR_KEYWORDS, *SIDECAR_KEYWORDS, SIEMENS_BANDWIDTH_PER_PIXEL_PE, 0x00290010, 0x00291010,
 ]
+
+
+
+def _tag_set(tags: list) -> frozenset[int]:
+    return frozenset(KEYWORD_TAGS[t][0] if isinstance(t, str) else int(t) for t in tags)
+
+
+READ_TAG_SET = _tag_set(READ_TAGS)
+DETAIL_TAG_SET = _tag_set(DETAIL_TAGS)
 
 
 class SizeCappedFile:
@@ -90,11 +100,24 @@ SMALL_FILE_BYTES = 16 << 20  # files up to this size are read into memory first:
 def read_file(path: str) -> Any:
     """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
     with _open_capped(path) as capped:
-        fp = io.BytesIO(capped.read()) if os.fstat(capped.fileno()).st_size <= SMALL_FILE_BYTES else capped
+        small = os.fstat(capped.fileno()).st_size <= SMALL_FILE_BYTES
+        if small:
+            buf = capped.read()
+            raw = dicom_raw.parse(buf, READ_TAG_SET)
+            if raw is not None:
+                raw.filename = path
+                return raw
+        fp = io.BytesIO(buf) if small else capped
         head = fp.read(132)
         fp.seek(0)
         if len(head) == 132 and head[128:132] == b"DICM":
+            import pydicom
+
             return pydicom.dcmread(fp, specific_tags=READ_TAGS)
+        if not _may_start_dataset(head):
+            raise NotDicom()
+        import pydicom
+
         try:
             ds = pydicom.dcmread(fp, force=True, specific_tags=READ_TAGS)
             sop = str(ds.get("SOPClassUID", "") or "")
@@ -105,10 +128,25 @@ def read_file(path: str) -> Any:
         return ds
 
 
+def _may_start_dataset(head: bytes) -> bool:
+    """Whether a file without the DICM preamble may start a dataset holding a SOPClassUID (0008,0016): its first
+    tag (elements come in ascending order) must then be in group 0000-0008, little or big endian."""
+    if len(head) < 8:
+        return False
+    return head[1] == 0 and head[0] <= 8 or head[0] == 0 and head[1] <= 8
+
+
 def read_details(path: str) -> Any:
     """The per-stack detail elements (:data:`DETAIL_TAGS`) of one file, or None when it cannot be read again."""
     try:
         with _open_capped(path) as fp:
+            if os.fstat(fp.fileno()).st_size <= SMALL_FILE_BYTES:
+                raw = dicom_raw.parse(fp.read(), DETAIL_TAG_SET)
+                if raw is not None:
+                    return raw
+                fp.seek(0)
+            import pydicom
+
             return pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=DETAIL_TAGS)
     except Exception:
         return None
@@ -126,6 +164,8 @@ def convert_elements(ds) -> None:
 
 def read_identity(path: str) -> tuple[str, str] | None:
     """(PatientID, SeriesInstanceUID) from one header-only read (raw: PHI); None if the file is not DICOM."""
+    import pydicom
+
     try:
         with _open_capped(path) as fp:
             head = fp.read(132)
@@ -133,7 +173,7 @@ def read_identity(path: str) -> tuple[str, str] | None:
             force = not (len(head) == 132 and head[128:132] == b"DICM")
             ds = pydicom.dcmread(fp, force=force, stop_before_pixels=True,
                                  specific_tags=["PatientID", "SOPClassUID", "SeriesInstanceUID"])
-    except (InvalidDicomError, OSError, Exception):
+    except Exception:  # InvalidDicomError, OSError and pydicom's other errors on a broken file
         return None
     if force and not _UID_RE.match(str(ds.get("SOPClassUID", "") or "")):
         return None
@@ -148,6 +188,8 @@ def is_dicom_file(path: str) -> bool:
             if len(head) == 132 and head[128:132] == b"DICM":
                 return True
             fp.seek(0)
+            import pydicom
+
             ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except Exception:
         return False

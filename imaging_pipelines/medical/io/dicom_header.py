@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydicom.uid import UID
 
 from .dicom_components import classic_component, from_image_type, ge_pepolar, ge_slice_time
 from .dicom_diffusion import classic_gradient, frame_gradient
@@ -53,6 +52,8 @@ def sop_class(ds) -> str:
 def sop_name(sop: str) -> str:
     if not sop:
         return "unknown SOP class"
+    from pydicom.uid import UID
+
     name = UID(sop).name
     return name[: -len(" Storage")] if name.endswith(" Storage") else name
 

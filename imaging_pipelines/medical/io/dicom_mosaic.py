@@ -8,20 +8,14 @@ tile (the formula of nibabel.nicom.dicomwrappers.MosaicWrapper). All vectors are
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from .siemens_csa import csa_image_header, csa_scalar, csa_vector
 
 
 def siemens_csa_image(ds) -> dict | None:
-    """The Siemens CSA image header (0029,1010) as parsed by nibabel, or None (nibabel imported on first use)."""
-    with warnings.catch_warnings():  # nibabel.nicom warns that its *wrappers* are experimental on import
-        warnings.simplefilter("ignore")
-        from nibabel.nicom import csareader
-    try:
-        return csareader.get_csa_header(ds, "image")
-    except Exception:
-        return None
+    """The Siemens CSA image header (0029,xx10) as nibabel's csareader parses it, or None."""
+    return csa_image_header(ds)
 
 
 def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
@@ -33,14 +27,9 @@ def mosaic_info(ds) -> tuple[int, np.ndarray | None] | None:
     normal = None
     csa = siemens_csa_image(ds)
     if csa:
-        from nibabel.nicom import csareader
-
+        n = csa_scalar(csa, "NumberOfImagesInMosaic")
         try:
-            n = csareader.get_n_mosaic(csa)
-        except Exception:
-            n = None
-        try:
-            vec = csareader.get_slice_normal(csa)
+            vec = csa_vector(csa, "SliceNormalVector", 3)
             if vec is not None and np.linalg.norm(vec) > 1e-6:
                 normal = np.asarray(vec, dtype=float) / np.linalg.norm(vec)
         except Exception:

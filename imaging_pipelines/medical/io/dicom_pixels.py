@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from pydicom.pixels import pixel_array
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
 from imaging_pipelines.core.limits import claimed_size_problem
 
-NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}
+from .dicom_raw import JPEG2000_SYNTAXES, RawDataset
+
+# Implicit VR LE, explicit VR LE, deflated explicit VR LE (pydicom is imported only to decode other syntaxes)
+NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 
 
 class PixelDecodeError(ValueError):
@@ -53,6 +53,8 @@ def _decode_rgb(ds, rows: int, cols: int, nf: int) -> np.ndarray:
         if int(ds.get("PlanarConfiguration", 0) or 0) == 1:
             return raw.reshape(nf, 3, rows, cols).transpose(0, 2, 3, 1)
         return raw.reshape(nf, rows, cols, 3)
+    from pydicom.pixels import pixel_array
+
     try:
         arr = np.asarray(pixel_array(ds))
     except (MemoryError, KeyboardInterrupt, SystemExit):
@@ -123,12 +125,20 @@ def decode_frames(ds) -> np.ndarray:
             if arr.size and int(arr.max()) > mask:
                 arr = arr & dtype.type(mask)
         return arr
+    syntax = transfer_syntax(ds)
+    if isinstance(ds, RawDataset):  # read by the raw scan: JPEG 2000 it admitted (dicom_raw.single_frame_greyscale_16)
+        arr = _j2k_without_pydicom(ds)
+        if arr is not None:
+            return arr
+        ds = ds.filename  # anything else: pydicom reads the file again and decodes it
+    from pydicom.pixels import pixel_array
+
     try:
         arr = pixel_array(ds)  # not ds.pixel_array: that would also cache a decoded copy on the dataset
     except (MemoryError, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # decoders raise many types; Rust plugins' PanicException is a BaseException
-        raise PixelDecodeError(f"cannot decode pixel data ({transfer_syntax(ds) or 'unknown transfer syntax'}): "
+        raise PixelDecodeError(f"cannot decode pixel data ({syntax or 'unknown transfer syntax'}): "
                                f"{type(exc).__name__}: {exc}") from exc
     arr = np.asarray(arr)
     if arr.size != rows * cols * nf:
@@ -136,8 +146,24 @@ def decode_frames(ds) -> np.ndarray:
     return arr.reshape(nf, rows, cols)
 
 
+def _j2k_without_pydicom(ds: RawDataset) -> np.ndarray | None:
+    """:func:`~imaging_pipelines.medical.io.dicom_j2k.decode_single_frame`, or None when it does not apply or fails
+    (then pydicom decodes the file and reports any error in its words)."""
+    if transfer_syntax(ds) not in JPEG2000_SYNTAXES:
+        return None
+    from .dicom_j2k import decode_single_frame
+
+    try:
+        return decode_single_frame(ds)
+    except (MemoryError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # a corrupt codestream: pydicom's message is the one reported
+        return None
+
+
 def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Exception]:
-    """Decode every source (``PixelSource``), in a thread pool when compressed; returns {index: error}."""
+    """Decode every source (``PixelSource``); compressed ones on all cores (forked processes where
+    :func:`~imaging_pipelines.medical.io.dicom_parallel.can_fork`, else threads); returns {index: error}."""
     errors: dict[int, Exception] = {}
 
     def one(i: int) -> None:
@@ -150,10 +176,15 @@ def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Excep
     native = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) in NATIVE_LITTLE_ENDIAN]
     for i in native:
         one(i)
-    workers = workers or (os.cpu_count() or 1)  # all cores: the decoders release the GIL
-    if len(compressed) > 1 and workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, compressed))
+    workers = workers or (os.cpu_count() or 1)
+    if len(compressed) > 2 and workers > 1:
+        from .dicom_parallel import can_fork, decode_in_processes
+
+        if can_fork():
+            errors.update(decode_in_processes(sources, compressed, workers, PixelDecodeError))
+        else:  # the decoders hold the GIL: threads overlap little more than file reads
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(one, compressed))
     else:
         for i in compressed:
             one(i)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging_pipelines.core.storage import atomic_file
+from imaging_pipelines.core.storage import atomic_file, write_chunks_atomic
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.itk_headers import check_itk_header
 from imaging_pipelines.medical.io.nifti_checks import (
@@ -156,27 +156,34 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     ``stored`` (same shape and order as ``volume.array``) and ``scl`` = (scl_slope, scl_inter) write the voxels
     as stored values plus NIfTI scale factors, as dcm2niix does, instead of the physical values.
     """
-    import nibabel as nib
-
+    from imaging_pipelines.medical.io.nifti_write import DATATYPES, RGB24, nifti_chunks
 
     if stored is None:
-        data = volume.nifti_data()
+        data_c = volume.array
     elif stored.dtype == np.uint8 and stored.ndim == 4 and stored.shape[-1] == 3:  # RGB (z, y, x, 3) -> RGB24
-        rgb = np.ascontiguousarray(np.transpose(stored, (2, 1, 0, 3)))
-        data = rgb.view([("R", "u1"), ("G", "u1"), ("B", "u1")])[..., 0]
+        data_c = np.ascontiguousarray(stored).view(RGB24)[..., 0]
     else:
-        data = np.transpose(stored, tuple(range(stored.ndim))[::-1])
-    img = nib.Nifti1Image(data, volume.to_nifti_affine())
-    img.set_sform(volume.to_nifti_affine(), code=1)
-    img.set_qform(volume.to_nifti_affine(), code=1)
-    if stored is not None and scl is not None and tuple(scl) != (1.0, 0.0):
-        img.header.set_slope_inter(float(scl[0]), float(scl[1]))
-    if volume.is_timeseries and volume.time_step and data.ndim == 4:
+        data_c = stored
+    time_step = volume.time_step if volume.is_timeseries and volume.time_step and data_c.ndim == 4 else None
+    scl = (float(scl[0]), float(scl[1])) if stored is not None and scl is not None and tuple(scl) != (1.0, 0.0) else None
+    path = Path(path)
+    affine = volume.to_nifti_affine()
+    if (data_c.dtype in DATATYPES or data_c.dtype == RGB24) and data_c.dtype.byteorder != ">" and data_c.ndim <= 7:
+        # the bytes nibabel would write (tests/test_nifti_write.py), without importing it
+        write_chunks_atomic(path, nifti_chunks(data_c, affine, time_step, scl, compress=path.name.endswith(".gz")))
+        return path
+    import nibabel as nib  # other dtypes (bool, 64-bit integers, big endian): nibabel converts or refuses them
+
+    img = nib.Nifti1Image(np.transpose(data_c, tuple(range(data_c.ndim))[::-1]), affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    if scl is not None:
+        img.header.set_slope_inter(*scl)
+    if time_step:
         img.header.set_xyzt_units("mm", "sec")
-        img.header["pixdim"][4] = volume.time_step
+        img.header["pixdim"][4] = time_step
     else:
         img.header.set_xyzt_units("mm")
-    path = Path(path)
     with atomic_file(path) as tmp:  # the temporary name ends like ``path``: nibabel picks the same format
         nib.save(img, str(tmp))
     return path
