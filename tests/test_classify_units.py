@@ -132,8 +132,9 @@ def test_label_table_maps_identifiers_to_pseudonyms_and_names_the_file_on_errors
     classes = {"normal": 0, "pneumonia": 1}
     good = tmp_path / "labels.csv"
     good.write_text("patient_id,finding\nP-001,pneumonia\nP-002,0\n\n")
-    assert read_label_table(str(good), "patient_id", "finding", classes) == {pseudonymise("P-001"): 1,
-                                                                             pseudonymise("P-002"): 0}
+    table = read_label_table(str(good), "patient_id", "finding", classes)
+    assert table[pseudonymise("P-001", "dicom-patient-id")] == 1 and table[pseudonymise("P-002", "inbox-subject")] == 0
+    assert len(table) == 6  # each identifier under the three ways the inbox scan names partitions
     bad = tmp_path / "bad.csv"
     bad.write_text("patient_id,finding\nP-001,covid\n")
     with pytest.raises(ImagingInputError, match="bad.csv.*row 2.*'covid'"):

@@ -12,6 +12,8 @@ from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
 GRADCAM_LAYERS = {"resnet": "layer3", "densenet121": "class_layers.relu"}
+# input pixels per cell of that layer, for aligning the upsampled map (None: MONAI's default upsampling)
+GRADCAM_STRIDES = {"resnet": 8, "densenet121": None}
 
 
 def build_classifier(architecture: str, in_channels: int, n_classes: int, base_filters: int = 16) -> nn.Module:

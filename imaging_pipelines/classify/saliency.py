@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from monai.visualize import GradCAM
 
-from imaging_pipelines.classify.network import GRADCAM_LAYERS
+from imaging_pipelines.classify.network import GRADCAM_LAYERS, GRADCAM_STRIDES
 from imaging_pipelines.classify.train import Classifier
 
 
@@ -21,13 +21,39 @@ def _scale_unit(maps: torch.Tensor) -> torch.Tensor:
     return (maps - lo.view(-1, *[1] * (maps.dim() - 1))) / span.view(-1, *[1] * (maps.dim() - 1))
 
 
+def strided_upsampler(stride: int | None):
+    """A MONAI ``upsampler`` for a feature map whose cell ``j`` is centred on input pixel ``stride * j``
+    (stride-2 3x3 convolutions with padding 1 keep that alignment): bilinear interpolation at input pixel
+    ``i`` of feature coordinate ``i / stride`` (edge cells extended). MONAI's default (``align_corners=False``)
+    would put the cell centres half a cell further, shifting the map by ``(stride - 1) / 2`` pixels down and
+    right. ``None``: MONAI's default upsampler."""
+    if stride is None:
+        from monai.visualize.visualizer import default_upsampler
+
+        return default_upsampler
+
+    def upsampler(spatial_size):
+        def up(x: torch.Tensor) -> torch.Tensor:
+            axes = []
+            for size, cells in zip(spatial_size, x.shape[2:]):
+                j = torch.arange(size, dtype=x.dtype, device=x.device) / stride
+                axes.append(2 * j / max(cells - 1, 1) - 1 if cells > 1 else torch.zeros_like(j))
+            gy, gx = torch.meshgrid(axes[0], axes[1], indexing="ij")
+            grid = torch.stack([gx, gy], dim=-1)[None].expand(len(x), -1, -1, -1)
+            return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return up
+
+    return upsampler
+
+
 def grad_cam(classifier: Classifier, images: np.ndarray, class_index: int | None = None,
              device: str = "cpu") -> np.ndarray:
     """``(n, y, x)`` Grad-CAM maps of ``images`` (n, c, y, x; not yet normalised) for ``class_index``
     (the predicted class of each image when None), from the network's last feature stage."""
     model = classifier.model.to(device).eval()
-    cam = GradCAM(nn_module=model, target_layers=GRADCAM_LAYERS[classifier.training.architecture],
-                  postprocessing=_scale_unit)
+    architecture = classifier.training.architecture
+    cam = GradCAM(nn_module=model, target_layers=GRADCAM_LAYERS[architecture],
+                  upsampler=strided_upsampler(GRADCAM_STRIDES[architecture]), postprocessing=_scale_unit)
     x = torch.from_numpy(classifier.normalisation.apply(images)).to(device)
     with torch.enable_grad():
         maps = cam(x, class_idx=class_index)

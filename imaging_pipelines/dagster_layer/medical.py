@@ -21,6 +21,7 @@ from imaging_pipelines.core.asset_names import (
     COHORT_SUMMARIES, INGESTED, PREPROCESSED, REGISTERED, REGISTRATION_MODEL,
 )
 from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.dagster_layer.classification_assets import build_classification_assets
 from imaging_pipelines.dagster_layer.asset_helpers import (
     PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
     input_failure,
@@ -131,6 +132,7 @@ def build_medical_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) ->
     elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
     assets += build_segmentation_assets(dataset, partitions, gpu_tags=gpu_tags)
+    assets += build_classification_assets(dataset, partitions, gpu_tags=gpu_tags)
     assets += build_report_assets(dataset, partitions, assets)
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",

@@ -49,8 +49,16 @@ def radiograph_input(image: Volume | np.ndarray, size: int, what: str = "image")
     return (np.clip((resized - lo) / (hi - lo if hi > lo else 1.0), 0, 1)[None]).astype(np.float32)
 
 
+# how the inbox scan names partitions (medical.inbox): DICOM PatientID, the subject of a non-DICOM file
+# (sub-01_T1w.nii.gz -> sub-01), or the folder of DICOM files without a PatientID
+PARTITION_NAMESPACES = ("dicom-patient-id", "inbox-subject", "inbox-folder")
+
+
 def read_label_table(file: str, id_column: str, label_column: str, classes: dict[str, int]) -> dict[str, int]:
-    """Partition key (the patient pseudonym of each identifier) -> class value, from a CSV file. A label may
+    """Partition key -> class value, from a CSV file. An identifier is a DICOM PatientID, a subject name
+    of non-DICOM files or the inbox folder of DICOM files without PatientID: its pseudonym in each of these
+    namespaces (:data:`PARTITION_NAMESPACES`) is a key, so it matches the partition whichever way the inbox
+    scan named it. A label may
     be a class name or its value; an unknown label, a missing column or a duplicate identifier with another
     label raises ``ImagingInputError`` naming the file and the row (never the identifier)."""
     path = Path(file)
@@ -69,8 +77,9 @@ def read_label_table(file: str, id_column: str, label_column: str, classes: dict
         value = classes.get(label, by_value.get(label))
         if value is None:
             raise ImagingInputError(str(path), f"row {row_number}: label {label!r} is not a class of {sorted(classes)}")
-        key = pseudonymise(ident)
-        if out.get(key, value) != value:
-            raise ImagingInputError(str(path), f"row {row_number}: a patient listed twice with different labels")
-        out[key] = value
+        for namespace in PARTITION_NAMESPACES:
+            key = pseudonymise(ident, namespace)
+            if out.get(key, value) != value:
+                raise ImagingInputError(str(path), f"row {row_number}: a patient listed twice with different labels")
+            out[key] = value
     return out

@@ -13,9 +13,12 @@ tell little. Seeded: same arguments, same arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from imaging_pipelines.core.storage import atomic_file, write_text_atomic
 
 CLASSES = {"normal": 0, "opacity": 1}
 
@@ -58,7 +61,7 @@ def radiograph(rng: np.random.Generator, size: int = 64, positive: bool = False)
     if positive:
         inside = np.argwhere(lungs > 0.8)
         cy, cx = inside[int(rng.integers(len(inside)))]
-        sigma = size * rng.uniform(0.06, 0.09)
+        sigma = size * rng.uniform(0.08, 0.11)
         yy, xx = np.mgrid[0:size, 0:size]
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2)).astype(np.float32) * lungs
         image += rng.uniform(0.18, 0.3) * blob
@@ -77,3 +80,45 @@ def synthetic_radiographs(n: int, size: int = 64, seed: int = 0, positive_fracti
     labels = (rng.random(n) < positive_fraction).astype(np.int64)
     pairs = [radiograph(np.random.default_rng([seed, 17, i]), size, bool(y)) for i, y in enumerate(labels)]
     return SyntheticRadiographs(np.stack([p[0] for p in pairs]), labels, np.stack([p[1] for p in pairs]))
+
+
+DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def write_radiograph_inbox(inbox: Path, labels_csv: Path, n: int, size: int = 64, seed: int = 0,
+                           pixel_mm: float = 0.4) -> SyntheticRadiographs:
+    """Write ``n`` synthetic radiographs as DX DICOM files (one synthetic patient each, ``CXR<i>``, in
+    ``inbox/study_<i>/cxr.dcm``; 12-bit MONOCHROME2, ImagerPixelSpacing ``pixel_mm``) and the label table
+    ``labels_csv`` (``patient_id,finding`` with ``normal`` / ``opacity``). Returns the images written."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    data = synthetic_radiographs(n, size, seed)
+    names = {v: k for k, v in CLASSES.items()}
+    rows = ["patient_id,finding"]
+    for i, (image, label) in enumerate(zip(data.images, data.labels)):
+        pid = f"CXR{i:04d}"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DX_SOP_CLASS, generate_uid()
+        meta.TransferSyntaxUID, meta.ImplementationClassUID = ExplicitVRLittleEndian, generate_uid()
+        folder = Path(inbox) / f"study_{i:04d}"  # folder names carry no identifier
+        folder.mkdir(parents=True, exist_ok=True)
+        ds = FileDataset(str(folder / "cxr.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = DX_SOP_CLASS, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"SYNTHETIC^{pid}", pid, "19700101", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.StudyDate, ds.StudyTime, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "20240101", "120000", "DX", 1, 1
+        ds.SeriesDescription, ds.BodyPartExamined, ds.ViewPosition = "chest pa", "CHEST", "PA"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = image.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.ImagerPixelSpacing = [pixel_mm, pixel_mm]
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        scaled = np.clip(image / max(float(np.percentile(image, 99.9)), 1e-6), 0, 1) * 4095
+        ds.PixelData = np.rint(scaled).astype("<u2").tobytes()
+        with atomic_file(folder / "cxr.dcm") as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        rows.append(f"{pid},{names[int(label)]}")
+    write_text_atomic(labels_csv, "\n".join(rows) + "\n")
+    return data
