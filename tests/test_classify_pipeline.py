@@ -75,6 +75,8 @@ def test_radiographs_classified_evaluated_and_reported_without_identifiers(radio
         one = instance.fetch_materializations(AssetKey(["test_ds", "classification"]), limit=1).records[0]
         assert one.asset_materialization.metadata["predicted_class"].value in ("normal", "opacity")
         assert "saliency" in one.asset_materialization.metadata
+    patient = (root / "test_ds" / "reports" / f"{next(iter(keys))}.html").read_text()
+    assert 'id="classification"' in patient and "Grad-CAM" in patient
     report = (root / "test_ds" / "reports" / "classification.html").read_text()
     assert "Reliability diagram" in report and report.count("data:image/png;base64,") >= 17
     # no patient identifier anywhere in what the pipeline wrote

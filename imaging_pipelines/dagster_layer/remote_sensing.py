@@ -22,13 +22,11 @@ from dagster import (
 )
 
 from imaging_pipelines.config.catalog import DatasetConfig
-from imaging_pipelines.core.asset_names import (
-    CLASSIFICATION_EVALUATION, CLASSIFIER_MODEL, PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES,
-)
+from imaging_pipelines.core.asset_names import PREPARED, SCENE_OUTPUTS, TILE_MODEL, TILE_SEGMENTATION, TILES
 from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
     GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
-    input_failure,
+    input_failure, model_and_summary_jobs,
 )
 from imaging_pipelines.dagster_layer.classification_assets import build_classification_assets
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
@@ -136,34 +134,20 @@ def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = N
     seg = dataset.remote_sensing.segmentation
     assets = [build_tile_asset(dataset, partitions, TILES, [], ["tile_has_valid_pixels"]),
               build_tile_asset(dataset, partitions, PREPARED, [TILES], ["coregistration_shifts_within_limit"])]
-    models, summaries = [], []
     if seg.method != "none":
         deps = [PREPARED]
         if seg.method == "unet":
             assets.append(build_tile_model_asset(dataset, gpu_tags))
             deps.append(TILE_MODEL)
-            models.append(asset_key(dataset, TILE_MODEL))
         checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
         assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True,
                                        gpu_tags=gpu_tags))
         assets.append(build_scene_outputs_asset(dataset))
-        reports = build_report_assets(dataset, partitions, assets)
-        assets += reports
-        summaries += [asset_key(dataset, SCENE_OUTPUTS), *(a.key for a in reports)]
-    classification = build_classification_assets(dataset, partitions, gpu_tags)
-    if classification:
-        assets += classification
-        models.append(asset_key(dataset, CLASSIFIER_MODEL))
-        summaries.append(asset_key(dataset, CLASSIFICATION_EVALUATION))
-    other_jobs = []
-    if models:
-        other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=models,
-                                           description=f"Train (or reuse) the models of {dataset.id}."))
-    if summaries:
-        other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job", selection=summaries,
-                                           description=f"Stitch, vectorise and measure every complete scene of {dataset.id}, "
-                                                       "write the scene reports and the summary page, and evaluate "
-                                                       "the tile classifier when there is one."))
+        assets += build_report_assets(dataset, partitions, assets)
+    assets += build_classification_assets(dataset, partitions, gpu_tags)
+    other_jobs = model_and_summary_jobs(dataset, assets, f"Stitch, vectorise and measure every complete scene of "
+                                        f"{dataset.id}, write the scene reports and the summary page (and evaluate "
+                                        "the tile classifier when there is one).")
     job = define_asset_job(name=f"{dataset.id}__tile_job", partitions_def=partitions,
                            selection=[a.key for a in assets if a.partitions_def is not None],
                            description=f"Every per-tile stage of {dataset.id} for one tile; trained models are used "
