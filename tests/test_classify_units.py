@@ -12,6 +12,18 @@ from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.volume import Volume
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small CPU models train faster on one thread, and far faster when other processes share the cores
+    (OpenMP threads spin); the previous setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_metrics_match_hand_computed_values():
     p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])
     y = np.array([0, 1, 1, 0, 1])
