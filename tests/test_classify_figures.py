@@ -4,7 +4,7 @@
   >= 0.95 on held-out images and above a logistic regression on intensity histograms;
 - land-cover tiles of the demo scenes (held-out scenes): accuracy >= 0.90 and above the majority predictor;
 - Grad-CAM: >= 50 % of the top-decile saliency inside the planted opacity (mean over held-out positives);
-  NOT met: 0.47 measured (strict xfail below). The Grad-CAM layer (third ResNet stage, 1/8 resolution) was
+  NOT met: 0.479 measured (strict xfail below; 20 epochs instead of 10 gave 0.468 on the selection set). The Grad-CAM layer (third ResNet stage, 1/8 resolution) was
   chosen on a separate set (seed 4: 0.44 against 0.37 for the second stage and 0.32 for the fourth).
 
 CPU-sized: 64-pixel radiographs and 32-pixel tiles, small MONAI ResNets, a few epochs (seeded).
@@ -81,7 +81,7 @@ def test_radiograph_classifier_auc_and_histogram_baseline(radiographs):
 
 
 @pytest.mark.xfail(strict=True, reason="goal not met: mean top-decile Grad-CAM share inside the planted opacity "
-                   "measured 0.472 (median 0.476; 48 % of the 100 held-out positives reach 0.5), goal 0.5")
+                   "measured 0.479 (median 0.498, chance 0.051) over the 100 held-out positives, goal 0.5")
 def test_grad_cam_concentrates_on_the_planted_opacity(radiographs):
     from imaging_pipelines.classify.saliency import grad_cam, top_decile_share
 

@@ -168,3 +168,18 @@ def test_classification_block_is_off_by_default_and_validated():
         ClassificationConfig(enabled=True, classes={"a": 0}, labels={"source": "tile_reference"})
     with pytest.raises(ValueError, match="needs 'file'"):
         ClassificationConfig(enabled=True, classes={"a": 0, "b": 1})
+
+
+def test_strided_upsampler_puts_a_cell_on_the_pixel_it_is_centred_on():
+    """A stride-8 cell j is centred on input pixel 8 j; MONAI's default upsampling puts it 3.5 px further."""
+    import torch
+
+    from imaging_pipelines.classify.saliency import strided_upsampler
+
+    cells = torch.zeros(1, 1, 8, 8)
+    cells[0, 0, 3, 5] = 1.0
+    up = strided_upsampler(8)((64, 64))(cells)[0, 0].numpy()
+    assert np.unravel_index(up.argmax(), up.shape) == (24, 40) and up.max() == pytest.approx(1.0)
+    default = strided_upsampler(None)((64, 64))(cells)[0, 0].numpy()
+    peak = np.argwhere(default == default.max()).mean(axis=0)
+    assert peak == pytest.approx((27.5, 43.5))
