@@ -18,16 +18,7 @@ import pytest
 from imaging_pipelines.classify.metrics import evaluate, majority_accuracy
 from imaging_pipelines.config.classification import ClassifierTraining
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small CPU models train faster on one thread, and far faster when other processes share the cores
-    (OpenMP threads spin); the previous setting is restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RADIOGRAPH = ClassifierTraining(input_size=64, base_filters=8, epochs=10, batch_size=16, learning_rate=2e-3,

@@ -12,16 +12,7 @@ from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.core.volume import Volume
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small CPU models train faster on one thread, and far faster when other processes share the cores
-    (OpenMP threads spin); the previous setting is restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_metrics_match_hand_computed_values():

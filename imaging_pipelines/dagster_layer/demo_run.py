@@ -1,4 +1,4 @@
-"""The demo: generate the synthetic cohort (radiographs, scenes), then run each demo dataset through
+"""The demo: generate the synthetic cohort (and scenes), then run each demo dataset through
 :func:`imaging_pipelines.dagster_layer.headless_run.run_dataset`, the path of ``imaging-pipelines run``,
 into the persistent instance (``DAGSTER_HOME``, default ``var/dagster_home``)."""
 
@@ -13,9 +13,7 @@ from dagster import DagsterInstance
 
 from imaging_pipelines.core.privacy import allow_development_key
 from imaging_pipelines.config.catalog import QUIESCENT_SECONDS_ENV, load_catalog
-from imaging_pipelines.core.asset_names import (
-    CLASSIFICATION_EVALUATION, CLASSIFIER_MODEL, COHORT_EVALUATION, PATIENT_REPORT, SEGMENTATION_MODEL,
-)
+from imaging_pipelines.core.asset_names import COHORT_EVALUATION, PATIENT_REPORT, SEGMENTATION_MODEL
 from imaging_pipelines.core.storage import storage_root
 from imaging_pipelines.dagster_layer.factory import build_definitions
 from imaging_pipelines.dagster_layer.headless_run import DatasetRunOutcome, run_dataset
@@ -27,7 +25,6 @@ from imaging_pipelines.tools.demo.imported_models import write_demo_imported
 
 DEMO_DATASET = "demo_cohort"
 IMPORTED_DATASET = "demo_imported"  # an imported MONAI bundle beside the trained model
-RADIOGRAPH_DATASET = "demo_radiographs"  # labelled synthetic radiographs for the image classifier
 
 
 @dataclass
@@ -61,25 +58,6 @@ def run_imported_demo(defs, instance: DagsterInstance, echo: Callable[[str], Non
     return outcome
 
 
-def run_radiograph_demo(defs, instance: DagsterInstance, echo: Callable[[str], None], workers: int | None = None,
-                        n_patients: int = 60, seed: int = 0) -> DatasetRunOutcome | None:
-    """The classifier dataset (when the catalog has it): write ``n_patients`` synthetic radiographs (64 px DX
-    DICOM) and their label table, run the chain (ingest, classifier, classification, evaluation) headless."""
-    from imaging_pipelines.tools.demo.radiographs import write_radiograph_inbox
-
-    dataset = next((d for d in load_catalog() if d.id == RADIOGRAPH_DATASET), None)
-    if dataset is None or not dataset.classification.enabled:
-        return None
-    write_radiograph_inbox(Path(dataset.inbox), Path(dataset.classification.labels.file), n_patients, 64, seed)
-    echo(f"generated {n_patients} synthetic radiograph(s) in {dataset.inbox}")
-    outcome = run_dataset(dataset.id, all_partitions=True, workers=workers, defs=defs, instance=instance, echo=echo)
-    model, evaluation = outcome.metadata.get(CLASSIFIER_MODEL, {}), outcome.metadata.get(CLASSIFICATION_EVALUATION, {})
-    echo(f"{dataset.id}: classifier {model.get('model_version')} (validation accuracy "
-         f"{model.get('validation_accuracy')}); held-out test accuracy {evaluation.get('test_accuracy')}, ROC AUC "
-         f"{evaluation.get('test_roc_auc')}; report {evaluation.get('report_path')}")
-    return outcome
-
-
 def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = print, n_scenes: int = 4,
              remote_sensing: bool = True, workers: int | None = None) -> DemoSummary:
     """Generate the cohort and run it (per patient ingest -> preprocess -> register; the models once; per
@@ -108,12 +86,6 @@ def run_demo(n_patients: int = 24, seed: int = 0, echo: Callable[[str], None] = 
     failures += [f"{IMPORTED_DATASET}/{key}: {error}" for key, error in imported.failed.items()]
     failures += [f"{IMPORTED_DATASET} job {job}: {error}" for job, error in imported.job_failures.items()]
     checks_failed += list(imported.checks_failed)
-    radiographs = run_radiograph_demo(defs, instance, echo, workers)
-    if radiographs is not None:
-        summary.failed += [f"{RADIOGRAPH_DATASET}/{k}" for k in radiographs.failed]
-        failures += [f"{RADIOGRAPH_DATASET}/{key}: {error}" for key, error in radiographs.failed.items()]
-        failures += [f"{RADIOGRAPH_DATASET} job {job}: {error}" for job, error in radiographs.job_failures.items()]
-        checks_failed += list(radiographs.checks_failed)
     if remote_sensing:
         for dataset_id, out in run_scene_demo(defs, instance, echo, n_scenes=n_scenes, seed=seed, workers=workers).items():
             summary.failed += [f"{dataset_id}/{k}" for k in out["failed"]]
