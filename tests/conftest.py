@@ -69,3 +69,15 @@ def nnunet_model(tmp_path_factory) -> Path:
     from imaging_pipelines.tools.demo.imported_models import write_tiny_nnunet_model
 
     return write_tiny_nnunet_model(tmp_path_factory.mktemp("nnunet") / "Dataset990_Tiny", folds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small CPU models train faster on one thread, and far faster when other processes share the cores
+    (OpenMP threads spin); the previous setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

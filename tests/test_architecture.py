@@ -16,8 +16,10 @@ LAYERS = {
     "imaging_pipelines.core": {"imaging_pipelines.core", "imaging_pipelines.config.paths"},
     "imaging_pipelines.config": {"imaging_pipelines.core", "imaging_pipelines.config"},
     "imaging_pipelines.models": {"imaging_pipelines.core", "imaging_pipelines.config", "imaging_pipelines.models"},
+    "imaging_pipelines.classify": {"imaging_pipelines.core", "imaging_pipelines.config", "imaging_pipelines.models",
+                                   "imaging_pipelines.classify", "imaging_pipelines.report"},
 }
-RUNTIME_NOT_TOOLS = ("imaging_pipelines.core", "imaging_pipelines.config", "imaging_pipelines.medical",
+RUNTIME_NOT_TOOLS = ("imaging_pipelines.core", "imaging_pipelines.config", "imaging_pipelines.medical", "imaging_pipelines.classify",
                      "imaging_pipelines.remote_sensing", "imaging_pipelines.models", "imaging_pipelines.report")
 
 

@@ -24,6 +24,7 @@ from imaging_pipelines.core.errors import CatalogError
 from imaging_pipelines.config.remote_sensing import RemoteSensingConfig, valid_regex
 from imaging_pipelines.config.registry import KNOWN_FORMATS
 from imaging_pipelines.config.segmentation import SegmentationConfig
+from imaging_pipelines.config.classification import ClassificationConfig
 
 CATALOG_ENV = "IMAGING_PIPELINES_CATALOG"
 DATA_ROOTS_ENV = "IMAGING_PIPELINES_DATA_ROOTS"
@@ -176,6 +177,8 @@ class DatasetConfig(BaseModel):
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     remote_sensing: RemoteSensingConfig | None = Field(None, description="bands, tiling, masks, indices, "
                                                        "composites and segmentation of remote_sensing datasets")
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig,
+                                                 description="image-level classifier (radiographs, tiles); off by default")
     sensor: SensorConfig = Field(default_factory=SensorConfig)
     inbox_checks: InboxChecks = Field(default_factory=InboxChecks)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -227,6 +230,9 @@ class DatasetConfig(BaseModel):
             raise ValueError("remote_sensing datasets need a 'remote_sensing' block (bands, tiling, ...)")
         if self.domain == "medical" and self.remote_sensing is not None:
             raise ValueError("'remote_sensing' is for remote_sensing datasets")
+        wanted = "table" if self.domain == "medical" else "tile_reference"
+        if self.classification.enabled and self.classification.labels.source != wanted:
+            raise ValueError(f"classification.labels.source of a {self.domain} dataset must be {wanted!r}")
         return self
 
     @property
@@ -318,6 +324,9 @@ def load_dataset_file(file: Path, data_roots: list[Path]) -> tuple[DatasetConfig
     if cfg.segmentation.model is not None:  # a relative model path is relative to the catalog file's folder
         seg = cfg.segmentation.model_copy(update={"model": cfg.segmentation.model.resolved(file)})
         cfg = cfg.model_copy(update={"segmentation": seg})
+    if cfg.classification.labels.file:  # a relative label table is relative to the catalog file's folder
+        labels = cfg.classification.labels.resolved(file)
+        cfg = cfg.model_copy(update={"classification": cfg.classification.model_copy(update={"labels": labels})})
     return checked_inbox(cfg, file, data_roots)
 
 

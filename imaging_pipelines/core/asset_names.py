@@ -7,12 +7,14 @@ Medical chain (partitioned by pseudonymous patient unless noted)::
     registration_model, segmentation_model, nnunet_dataset          (unpartitioned models)
     imported_model -> segmentation                                  (observable source: a pretrained model)
     segmentation_cohort_evaluation, cohort_report                   (unpartitioned cohort summaries)
+    classifier_model -> classification -> classification_evaluation (catalog `classification:`, off by default)
 
 Remote-sensing chain (partitioned by tile ``<scene>__r<row>_c<col>`` unless noted)::
 
     scene_tiles -> analysis_ready_tiles -> tile_segmentation
     land_cover_model                                                (unpartitioned model)
     scene_outputs -> scene_report -> cohort_report                  (unpartitioned scene summaries)
+    classifier_model -> classification -> classification_evaluation (catalog `classification:`, off by default)
 """
 
 # medical, per patient
@@ -37,5 +39,9 @@ TILE_SEGMENTATION = "tile_segmentation"
 TILE_MODEL = "land_cover_model"
 SCENE_OUTPUTS = "scene_outputs"
 SCENE_REPORTS = "scene_report"
+# image-level classification, both domains: model (unpartitioned), per partition, evaluation (unpartitioned)
+CLASSIFIER_MODEL = "classifier_model"
+CLASSIFICATION = "classification"
+CLASSIFICATION_EVALUATION = "classification_evaluation"
 
-COHORT_SUMMARIES = (COHORT_EVALUATION, COHORT_REPORT, SCENE_OUTPUTS, SCENE_REPORTS)
+COHORT_SUMMARIES = (COHORT_EVALUATION, COHORT_REPORT, SCENE_OUTPUTS, SCENE_REPORTS, CLASSIFICATION_EVALUATION)

@@ -65,6 +65,27 @@ def check_results(checks: dict[str, CheckOutcome]) -> list[AssetCheckResult]:
     return [check_result(name, outcome) for name, outcome in checks.items()]
 
 
+def model_and_summary_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition],
+                           summary_description: str) -> list[JobDefinition]:
+    """``<id>__training_job`` (the unpartitioned model assets) and the summary job (``<id>__cohort_job`` /
+    ``<id>__mosaic_job``: the unpartitioned assets named in ``COHORT_SUMMARIES``), each when it has assets."""
+    from dagster import define_asset_job
+
+    from imaging_pipelines.core.asset_names import COHORT_SUMMARIES
+
+    unpartitioned = [a.key for a in assets if a.partitions_def is None]
+    summaries = [k for k in unpartitioned if k.path[-1] in COHORT_SUMMARIES]
+    models = [k for k in unpartitioned if k not in summaries]
+    summary_job = f"{dataset.id}__{'cohort' if dataset.domain == 'medical' else 'mosaic'}_job"
+    jobs = []
+    if models:
+        jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=models,
+                                     description=f"Train (or reuse, when nothing changed) the models of {dataset.id}."))
+    if summaries:
+        jobs.append(define_asset_job(summary_job, selection=summaries, description=summary_description))
+    return jobs
+
+
 def input_failure(context, partition: str | None, exc: Exception) -> Failure:
     """Log ``exc`` and return a non-retried ``Failure`` naming the partition (bad input fails only it)."""
     where = f"partition {partition}: " if partition else ""

@@ -18,10 +18,12 @@ from dagster import (
 
 from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.core.asset_names import (
-    COHORT_SUMMARIES, INGESTED, PREPROCESSED, REGISTERED, REGISTRATION_MODEL,
+    INGESTED, PREPROCESSED, REGISTERED, REGISTRATION_MODEL,
 )
 from imaging_pipelines.core.errors import ImagingInputError
+from imaging_pipelines.dagster_layer.classification_assets import build_classification_assets
 from imaging_pipelines.dagster_layer.asset_helpers import (
+    model_and_summary_jobs,
     PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
     input_failure,
 )
@@ -131,6 +133,7 @@ def build_medical_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) ->
     elif dataset.registration.target != "none":
         assets.append(build_stage_asset(dataset, partitions, REGISTERED))
     assets += build_segmentation_assets(dataset, partitions, gpu_tags=gpu_tags)
+    assets += build_classification_assets(dataset, partitions, gpu_tags=gpu_tags)
     assets += build_report_assets(dataset, partitions, assets)
     job = define_asset_job(
         name=f"{dataset.id}__patient_job",
@@ -145,14 +148,5 @@ def build_medical_chain(dataset: DatasetConfig, gpu_tags: dict | None = None) ->
 
 def cohort_jobs(dataset: DatasetConfig, assets: list[AssetsDefinition]) -> list[JobDefinition]:
     """``<id>__training_job`` (the model assets) and ``<id>__cohort_job`` (cohort summaries), when present."""
-    unpartitioned = [a.key for a in assets if a.partitions_def is None]
-    summaries = [k for k in unpartitioned if k.path[-1] in COHORT_SUMMARIES]
-    models = [k for k in unpartitioned if k not in summaries]
-    jobs = []
-    if models:
-        jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=models,
-                                     description=f"Train (or reuse, when nothing changed) the models of {dataset.id}."))
-    if summaries:
-        jobs.append(define_asset_job(f"{dataset.id}__cohort_job", selection=summaries,
-                                     description=f"Cohort-wide summaries of {dataset.id}: evaluation over every patient and the summary report."))
-    return jobs
+    return model_and_summary_jobs(dataset, assets, f"Cohort-wide summaries of {dataset.id}: evaluation over every "
+                                                   "patient and the summary report.")

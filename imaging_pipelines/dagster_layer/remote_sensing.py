@@ -1,6 +1,8 @@
 """Assets, partitions, jobs and sensor of one remote-sensing dataset (one chain per catalog entry).
 
-Lineage: scene_tiles -> analysis_ready_tiles -> land_cover_model -> tile_segmentation -> scene_outputs.
+Lineage: scene_tiles -> analysis_ready_tiles -> land_cover_model -> tile_segmentation -> scene_outputs; with
+``classification: {enabled: true}`` also analysis_ready_tiles -> classifier_model -> classification ->
+classification_evaluation (:mod:`imaging_pipelines.dagster_layer.classification_assets`).
 Tile assets are partitioned by ``<scene>__r<row>_c<col>`` (a DynamicPartitionsDefinition the inbox sensor
 fills); the model and the scene outputs are unpartitioned and read the tile stores themselves (``deps``
 only), so no step loads every partition into memory.
@@ -24,8 +26,9 @@ from imaging_pipelines.core.asset_names import PREPARED, SCENE_OUTPUTS, TILE_MOD
 from imaging_pipelines.dagster_layer.automation import COHORT_AUTOMATION
 from imaging_pipelines.dagster_layer.asset_helpers import (
     GPU_POOL, PARTITION_BACKFILL_POLICY, TRANSIENT_RETRY_POLICY, DatasetChain, asset_key, check_results, check_specs,
-    input_failure,
+    input_failure, model_and_summary_jobs,
 )
+from imaging_pipelines.dagster_layer.classification_assets import build_classification_assets
 from imaging_pipelines.dagster_layer.inbox_sensors import build_inbox_sensor
 from imaging_pipelines.dagster_layer.metadata import materialization, rows_table, stage_metadata
 from imaging_pipelines.dagster_layer.model_assets import build_model_asset
@@ -131,24 +134,20 @@ def build_remote_sensing_chain(dataset: DatasetConfig, gpu_tags: dict | None = N
     seg = dataset.remote_sensing.segmentation
     assets = [build_tile_asset(dataset, partitions, TILES, [], ["tile_has_valid_pixels"]),
               build_tile_asset(dataset, partitions, PREPARED, [TILES], ["coregistration_shifts_within_limit"])]
-    other_jobs = []
     if seg.method != "none":
         deps = [PREPARED]
         if seg.method == "unet":
             assets.append(build_tile_model_asset(dataset, gpu_tags))
             deps.append(TILE_MODEL)
-            other_jobs.append(define_asset_job(f"{dataset.id}__training_job", selection=[asset_key(dataset, TILE_MODEL)],
-                                               description=f"Train (or reuse) the land-cover model of {dataset.id}."))
         checks = ["mask_not_empty_where_reference_is"] if seg.labels.source != "none" else []
         assets.append(build_tile_asset(dataset, partitions, TILE_SEGMENTATION, deps, checks, uses_device=True,
                                        gpu_tags=gpu_tags))
         assets.append(build_scene_outputs_asset(dataset))
-        reports = build_report_assets(dataset, partitions, assets)
-        assets += reports
-        other_jobs.append(define_asset_job(f"{dataset.id}__mosaic_job",
-                                           selection=[asset_key(dataset, SCENE_OUTPUTS), *(a.key for a in reports)],
-                                           description=f"Stitch, vectorise and measure every complete scene of {dataset.id}, "
-                                                       "then write the scene reports and the summary page."))
+        assets += build_report_assets(dataset, partitions, assets)
+    assets += build_classification_assets(dataset, partitions, gpu_tags)
+    other_jobs = model_and_summary_jobs(dataset, assets, f"Stitch, vectorise and measure every complete scene of "
+                                        f"{dataset.id}, write the scene reports and the summary page (and evaluate "
+                                        "the tile classifier when there is one).")
     job = define_asset_job(name=f"{dataset.id}__tile_job", partitions_def=partitions,
                            selection=[a.key for a in assets if a.partitions_def is not None],
                            description=f"Every per-tile stage of {dataset.id} for one tile; trained models are used "

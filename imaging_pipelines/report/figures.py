@@ -238,3 +238,21 @@ def preview_png(png: bytes, max_width: int = 256) -> bytes:
     buf = io.BytesIO()
     image.quantize(colors=128).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def reliability_diagram(evaluation: dict[str, dict]) -> bytes:
+    """Accuracy vs mean confidence of the non-empty bins of each split, with the diagonal of perfect calibration."""
+    fig = _new_figure(3.6, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="#888", lw=1, ls="--")
+    for i, (split, ev) in enumerate(evaluation.items()):
+        bins = [b for b in (ev.get("calibration") or {}).get("bins", []) if b["count"]]
+        if bins:
+            ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", ms=3,
+                    color=LABEL_COLOURS[i % len(LABEL_COLOURS)], label=f"{split} (ECE {ev['calibration']['ece']})")
+    ax.set_xlabel("mean confidence", fontsize=8)
+    ax.set_ylabel("accuracy", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)
+    return _png(fig)

@@ -21,6 +21,7 @@ from imaging_pipelines.medical.io.ome_zarr import read_labels, read_volume_store
 from imaging_pipelines.core.storage import as_upath, store_exists
 from imaging_pipelines.report import figures as fg
 from imaging_pipelines.report.html import Figure, ReportOutcome, Section, code_version, report_path, write_report
+from imaging_pipelines.core.asset_names import CLASSIFICATION
 from imaging_pipelines.core.stage_result import INGESTED, PREPROCESSED, REGISTERED, stage_store
 from imaging_pipelines.medical.stages.segmentation_data import EVALUATED, SEGMENTED
 from imaging_pipelines.medical.register.atlas import load_atlas
@@ -221,6 +222,18 @@ def report_patient(dataset: DatasetConfig, partition: str, root: UPath | str, ru
             methods = sorted({r["method"] for r in rows})
             summary["dice"] = {m: round(float(np.mean([r["dice"] for r in rows if r["method"] == m and r["dice"] is not None]
                                                       or [np.nan])), 4) for m in methods}
+        sections.append(section)
+
+    classified = as_upath(root) / ds_id / CLASSIFICATION / f"{partition}.json"
+    if classified.exists():  # the image-level classifier (catalog `classification:`)
+        record = json.loads(classified.read_text())
+        section = Section("classification", "Classification", [
+            f"predicted {record['predicted']}, reference {record.get('reference') or 'none'} ({record['split']} split), "
+            f"classifier {record.get('model_version')}"], tables=[("class probabilities", [record["probabilities"]])])
+        overlay = classified.with_name(f"{partition}_saliency.png")
+        if overlay.exists():
+            section.figures.append(Figure(overlay.read_bytes(), "the image and its Grad-CAM saliency for the predicted class"))
+        summary["predicted_class"] = record["predicted"]
         sections.append(section)
 
     provenance = Section("provenance", "Provenance", [
