@@ -70,6 +70,23 @@ def test_intensities_are_randomised_between_draws(coarse: LesionGenerator) -> No
     assert len({round(m[0], 3) for m in means}) == 3 and len({round(m[1], 3) for m in means}) == 3
 
 
+def test_every_tumour_is_drawn_visible_against_grey_and_white_matter() -> None:
+    """The rim / solid tumour mean lies at least ``lesion_contrast[0]`` beyond both grey and white matter
+    (above the brighter or below the darker), hyper- and hypo-intense both drawn. Drawn relative to their mean
+    (the former rule) it fell between them, or within 0.1 of one, in 45 % of 2000 draws: invisible lesions."""
+    from imaging_pipelines.medical.synth.intensity import label_means
+
+    params = IntensityParams()
+    hyper = 0
+    for seed in range(500):
+        means, _ = label_means(np.random.default_rng(seed), 14, (1, 2, 3), (11, 12, 13), params)
+        gm, wm, rim = means[2], means[3], means[11]
+        assert min(abs(rim - gm), abs(rim - wm)) >= params.lesion_contrast[0] - 1e-9
+        assert not min(gm, wm) < rim < max(gm, wm)
+        hyper += rim > max(gm, wm)
+    assert 150 < hyper < 450
+
+
 def test_generated_grid_is_lps_millimetres_on_the_template_brain(coarse: LesionGenerator) -> None:
     case = coarse.case(0)
     assert np.allclose(case.image.direction, np.eye(3)) and case.image.spacing == (5.0, 5.0, 5.0)
