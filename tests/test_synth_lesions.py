@@ -196,3 +196,18 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     labels = predict(model, scan, device="cpu")
     assert labels.same_geometry(scan) and labels.array.dtype == np.uint8
     assert set(np.unique(labels.array).tolist()) <= {0, 1}
+
+
+def test_cases_made_ahead_in_a_worker_equal_cases_made_inline() -> None:
+    """The training feed's worker process (spawned) makes exactly the arrays the calling process would."""
+    from imaging_pipelines.medical.synth.prefetch import CaseFeed, training_pair
+
+    gen = LesionGenerator(dataclasses.replace(COARSE, spacing_mm=8.0), seed=3)
+    with CaseFeed(gen, (1, 2), workers=1, ahead=1) as feed:
+        ahead = [feed.get(i) for i in (0, 1)]
+    for index, (image, target) in enumerate(ahead):
+        inline = training_pair(gen, index, (1, 2))
+        assert np.array_equal(image, inline[0]) and np.array_equal(target, inline[1])
+        assert target.dtype == np.uint8 and set(np.unique(target).tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="workers"):
+        CaseFeed(gen, (1, 2), workers=2)

@@ -25,7 +25,7 @@ from scipy import ndimage
 class IntensityParams:
     """Ranges of the random intensity model (uniform draws)."""
 
-    mr_like_probability: float = 0.5
+    mr_like_probability: float = 0.8
     std: tuple[float, float] = (0.0, 0.06)  # within-label sd (0..1 scale)
     lesion_contrast: tuple[float, float] = (0.15, 0.8)  # rim / solid tumour beyond both GM and WM (0..1 scale)
     core_factor: tuple[float, float] = (0.2, 0.9)  # necrotic core relative to the brain mean
