@@ -199,7 +199,7 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
 
 
 def test_cases_made_ahead_in_a_worker_equal_cases_made_inline() -> None:
-    """The training feed's worker process (spawned) makes exactly the arrays the calling process would."""
+    """The training feed's worker process (forked) makes exactly the arrays the calling process would."""
     from imaging_pipelines.medical.synth.prefetch import CaseFeed, training_pair
 
     gen = LesionGenerator(dataclasses.replace(COARSE, spacing_mm=8.0), seed=3)

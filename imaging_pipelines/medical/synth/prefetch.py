@@ -2,9 +2,12 @@
 
 On a small CPU, generating a case (deformation, lesions, intensities, thick-slice resampling: about a second
 at 3 mm) and a training step compete for the same cores. :class:`CaseFeed` makes case ``n`` (normalised image,
-binary target; both arrays indexed (z, y, x) on the generator's grid) in one worker process (``workers=1``,
-started with ``spawn`` so no thread state of torch is forked) a few indices ahead, so generation overlaps
-training; ``workers=0`` makes each case in the calling process when asked. Cases depend only on the
+binary target; both arrays indexed (z, y, x) on the generator's grid) in one worker process (``workers=1``)
+a few indices ahead, so generation overlaps
+training; ``workers=0`` makes each case in the calling process when asked. The worker is forked (POSIX
+``fork``: no re-import of the caller's main script, as ``spawn`` would do, and no pickling of the template)
+when the feed is created, before any torch computation, and runs only numpy / SciPy / SimpleITK code; where
+``fork`` is not available the feed makes cases inline. Cases depend only on the
 generator's configuration, its seed and the index, so both ways give identical arrays.
 """
 
@@ -18,7 +21,7 @@ import numpy as np
 from imaging_pipelines.medical.segment.unet import normalize_intensity
 from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
 
-_WORKER_GENERATOR: list[LesionGenerator] = []  # the worker process's generator, built on first use
+_FORKED_GENERATOR: list[LesionGenerator] = []  # the generator the forked worker inherits (set before the fork)
 
 
 def binary_target(label: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
@@ -35,9 +38,9 @@ def training_pair(gen: LesionGenerator, index: int, target_labels: tuple[int, ..
 
 def _worker_pair(config: SynthConfig, seed: int, index: int, target_labels: tuple[int, ...],
                  normalization: str) -> tuple[np.ndarray, np.ndarray]:
-    if not _WORKER_GENERATOR or _WORKER_GENERATOR[0].config != config or _WORKER_GENERATOR[0].seed != seed:
-        _WORKER_GENERATOR[:] = [LesionGenerator(config, seed=seed)]
-    return training_pair(_WORKER_GENERATOR[0], index, target_labels, normalization)
+    if not _FORKED_GENERATOR or _FORKED_GENERATOR[0].config != config or _FORKED_GENERATOR[0].seed != seed:
+        _FORKED_GENERATOR[:] = [LesionGenerator(config, seed=seed)]
+    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization)
 
 
 class CaseFeed:
@@ -49,8 +52,13 @@ class CaseFeed:
         if workers not in (0, 1):
             raise ValueError(f"workers must be 0 or 1; got {workers}")
         self.gen, self.target_labels, self.ahead, self.normalization = gen, tuple(target_labels), ahead, normalization
-        self._pool = (ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) if workers else None)
+        self._pool: ProcessPoolExecutor | None = None
         self._pending: dict[int, Future] = {}
+        if workers and "fork" in multiprocessing.get_all_start_methods():
+            _FORKED_GENERATOR[:] = [gen]
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            for index in range(ahead + 1):  # forks the worker now
+                self._submit(index)
 
     def _submit(self, index: int) -> None:
         if self._pool is not None and index not in self._pending:

@@ -89,29 +89,29 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
     model (version set, ``resample_input`` on, spacing = the generator's) and a JSON-able report (loss curve
     every 25 iterations, seconds spent generating and training, cases seen)."""
     say = log or (lambda _m: None)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    dev = pick_device(device)
-    spacing = (gen.config.spacing_mm,) * 3
-    plan = plan_dynunet(spacing, config.patch_size, base_filters=config.base_filters, max_filters=config.max_filters)
-    model = SegmentationModel(plan=plan, n_classes=2, label_values=[0, 1], normalization="percentile",
-                              version=synth_version(gen.config, config, gen.seed), spacing_mm=list(spacing),
-                              resample_input=True)
-    net = model.network.to(dev)
-    say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
-    from monai.losses import DiceCELoss
+    with CaseFeed(gen, config.target_labels, workers=config.generation_workers) as feed:  # forks before torch computes
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        dev = pick_device(device)
+        spacing = (gen.config.spacing_mm,) * 3
+        plan = plan_dynunet(spacing, config.patch_size, base_filters=config.base_filters, max_filters=config.max_filters)
+        model = SegmentationModel(plan=plan, n_classes=2, label_values=[0, 1], normalization="percentile",
+                                  version=synth_version(gen.config, config, gen.seed), spacing_mm=list(spacing),
+                                  resample_input=True)
+        net = model.network.to(dev)
+        say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
+        from monai.losses import DiceCELoss
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: patches without lesion count
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=3e-5)
-    scaler = grad_scaler(dev)
-    threads = torch.get_num_threads()
-    if dev.type == "cpu" and config.cpu_threads:
-        torch.set_num_threads(config.cpu_threads)
-    try:
-        with CaseFeed(gen, config.target_labels, workers=config.generation_workers) as feed:
-            losses, curve, stats = _training_loop(net, opt, scaler, loss_fn, feed, plan.patch_size, config, rng, dev, say)
-    finally:
-        torch.set_num_threads(threads)
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: patches without lesion count
+        opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=3e-5)
+        threads = torch.get_num_threads()
+        if dev.type == "cpu" and config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        try:
+            losses, curve, stats = _training_loop(net, opt, grad_scaler(dev), loss_fn, feed, plan.patch_size, config,
+                                                  rng, dev, say)
+        finally:
+            torch.set_num_threads(threads)
     done = stats["iterations_done"]
     if losses and (not curve or curve[-1]["iteration"] != done):
         curve.append({"iteration": done, "loss": float(np.mean(losses[-25:]))})
