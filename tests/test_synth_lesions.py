@@ -182,8 +182,12 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     synth = dataclasses.replace(COARSE, spacing_mm=8.0)
     tiny = SynthTrainingConfig(patch_size=(16, 16, 16), iterations=3, base_filters=4, max_filters=16, pool_size=1,
                                refresh_every=2)
+    import torch
+
+    threads = torch.get_num_threads()
     path, report, trained = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
     assert trained and path.is_file() and report["cases_generated"] == 2 and len(report["curve"]) == 1
+    assert torch.get_num_threads() == threads  # training on cpu_threads=1 restores the caller's setting
     assert path.name == f"synth_lesion-{synth_version(synth, tiny, 0)}.pt"
     again, _, trained_again = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
     assert again == path and not trained_again
