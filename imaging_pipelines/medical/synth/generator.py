@@ -36,14 +36,14 @@ class SynthConfig:
     """Every parameter of the generator (lengths in mm, angles in degrees)."""
 
     spacing_mm: float = 2.0
-    field_of_view_mm: tuple[float, float, float] = (200.0, 232.0, 200.0)  # (x, y, z): brain + head layers + clutter
+    field_of_view_mm: tuple[float, float, float] = (176.0, 208.0, 176.0)  # (x, y, z)
     max_rotation_deg: float = 15.0
     scale_range: tuple[float, float] = (0.85, 1.15)
     max_shear: float = 0.05
     max_translation_mm: float = 10.0
     elastic_mm: float = 4.0  # maximum elastic displacement
     elastic_control_mm: float = 32.0
-    head_layers_mm: tuple[tuple[float, float], ...] = ((0.5, 3.0), (3.0, 10.0), (2.0, 12.0), (1.0, 4.0))  # per layer
+    head_layers_mm: tuple[tuple[float, float], ...] = ((0.5, 3.0), (2.0, 8.0), (1.0, 7.0), (0.5, 3.0))  # per layer
     clutter_probability: float = 0.8  # random blobs beyond the head layers (anatomy.clutter)
     clutter_extent_mm: tuple[float, float] = (10.0, 45.0)
     clutter_blob_mm: float = 6.0  # smoothing (sd, mm) of the blob field
