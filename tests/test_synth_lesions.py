@@ -70,6 +70,23 @@ def test_intensities_are_randomised_between_draws(coarse: LesionGenerator) -> No
     assert len({round(m[0], 3) for m in means}) == 3 and len({round(m[1], 3) for m in means}) == 3
 
 
+def test_every_tumour_is_drawn_visible_against_grey_and_white_matter() -> None:
+    """The rim / solid tumour mean lies at least ``lesion_contrast[0]`` beyond both grey and white matter
+    (above the brighter or below the darker), hyper- and hypo-intense both drawn. Drawn relative to their mean
+    (the former rule) it fell between them, or within 0.1 of one, in 45 % of 2000 draws: invisible lesions."""
+    from imaging_pipelines.medical.synth.intensity import label_means
+
+    params = IntensityParams()
+    hyper = 0
+    for seed in range(500):
+        means, _ = label_means(np.random.default_rng(seed), 14, (1, 2, 3), (11, 12, 13), params)
+        gm, wm, rim = means[2], means[3], means[11]
+        assert min(abs(rim - gm), abs(rim - wm)) >= params.lesion_contrast[0] - 1e-9
+        assert not min(gm, wm) < rim < max(gm, wm)
+        hyper += rim > max(gm, wm)
+    assert 150 < hyper < 450
+
+
 def test_generated_grid_is_lps_millimetres_on_the_template_brain(coarse: LesionGenerator) -> None:
     case = coarse.case(0)
     assert np.allclose(case.image.direction, np.eye(3)) and case.image.spacing == (5.0, 5.0, 5.0)
@@ -165,8 +182,12 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     synth = dataclasses.replace(COARSE, spacing_mm=8.0)
     tiny = SynthTrainingConfig(patch_size=(16, 16, 16), iterations=3, base_filters=4, max_filters=16, pool_size=1,
                                refresh_every=2)
+    import torch
+
+    threads = torch.get_num_threads()
     path, report, trained = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
     assert trained and path.is_file() and report["cases_generated"] == 2 and len(report["curve"]) == 1
+    assert torch.get_num_threads() == threads  # training on cpu_threads=1 restores the caller's setting
     assert path.name == f"synth_lesion-{synth_version(synth, tiny, 0)}.pt"
     again, _, trained_again = synthetic_model(synth, tiny, cache=tmp_path, device="cpu", log=lambda _m: None)
     assert again == path and not trained_again
@@ -179,3 +200,18 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     labels = predict(model, scan, device="cpu")
     assert labels.same_geometry(scan) and labels.array.dtype == np.uint8
     assert set(np.unique(labels.array).tolist()) <= {0, 1}
+
+
+def test_cases_made_ahead_in_a_worker_equal_cases_made_inline() -> None:
+    """The training feed's worker process (forked) makes exactly the arrays the calling process would."""
+    from imaging_pipelines.medical.synth.prefetch import CaseFeed, training_pair
+
+    gen = LesionGenerator(dataclasses.replace(COARSE, spacing_mm=8.0), seed=3)
+    with CaseFeed(gen, (1, 2), workers=1, ahead=1) as feed:
+        ahead = [feed.get(i) for i in (0, 1)]
+    for index, (image, target) in enumerate(ahead):
+        inline = training_pair(gen, index, (1, 2))
+        assert np.array_equal(image, inline[0]) and np.array_equal(target, inline[1])
+        assert target.dtype == np.uint8 and set(np.unique(target).tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="workers"):
+        CaseFeed(gen, (1, 2), workers=2)

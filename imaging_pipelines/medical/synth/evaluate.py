@@ -15,7 +15,7 @@ from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
 from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
 from imaging_pipelines.medical.segment.unet import SegmentationModel, predict
 from imaging_pipelines.medical.synth.generator import LesionGenerator
-from imaging_pipelines.medical.synth.train import binary_target
+from imaging_pipelines.medical.synth.prefetch import binary_target
 
 
 def score_generated(model: SegmentationModel, gen: LesionGenerator, n_cases: int, target_labels: tuple[int, ...],

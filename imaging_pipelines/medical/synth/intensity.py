@@ -4,9 +4,13 @@ before the gamma; arrays are indexed (z, y, x); sigmas are in voxels unless name
 
 Two ways to draw the per-label means (:func:`label_means`): fully random (uniform 0..1 for every label,
 SynthSeg) and, with probability ``mr_like_probability``, an MR-like order of the brain tissues (T1: CSF <
-GM < WM, or T2: the reverse) with random values, a dark background and random head layers. Lesion
-sub-regions get means relative to the mean of grey and white matter: hyper- or hypo-intense (each with
-probability 1/2) by random factors, so both bright and dark lesions are seen.
+GM < WM, or T2: the reverse) with random values, a dark background and random head layers. The
+enhancing rim (or solid tumour) is hyper- or hypo-intense (each with probability 1/2) by a margin of at least
+``lesion_contrast[0]`` (0..1 scale) beyond *both* grey and white matter: above the brighter or below the
+darker of the two (hypo-intense only where the darker one leaves room for the margin above 0, else
+hyper-intense), so every drawn tumour is visible against the tissue around it. A rim drawn relative to the
+mean of grey and white matter (as before) fell between the two, or within 0.1 of one, in 45 % of cases:
+labels on invisible lesions. Core and oedema stay relative to that mean (the core is enclosed by the rim).
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ from scipy import ndimage
 class IntensityParams:
     """Ranges of the random intensity model (uniform draws)."""
 
-    mr_like_probability: float = 0.5
+    mr_like_probability: float = 0.8
     std: tuple[float, float] = (0.0, 0.06)  # within-label sd (0..1 scale)
-    hyper_factor: tuple[float, float] = (1.25, 2.2)  # lesion rim / solid tumour over the brain mean
-    hypo_factor: tuple[float, float] = (0.25, 0.8)
+    lesion_contrast: tuple[float, float] = (0.15, 0.8)  # rim / solid tumour beyond both GM and WM (0..1 scale)
     core_factor: tuple[float, float] = (0.2, 0.9)  # necrotic core relative to the brain mean
     oedema_factor: tuple[float, float] = (0.7, 1.35)
     blur_sigma_vox: tuple[float, float] = (0.0, 1.0)  # partial-volume blur
@@ -49,11 +52,21 @@ def label_means(rng: np.random.Generator, n_labels: int, brain_labels: tuple[int
         means[0] = rng.uniform(0.0, 0.08)
     brain = 0.5 * (means[gm] + means[wm])
     enhancing, core, oedema = lesion_labels
-    factor = params.hyper_factor if rng.random() < 0.5 else params.hypo_factor
-    means[enhancing] = brain * rng.uniform(*factor)
+    means[enhancing] = lesion_mean(rng, float(means[gm]), float(means[wm]), params.lesion_contrast)
     means[core] = brain * rng.uniform(*params.core_factor)
     means[oedema] = brain * rng.uniform(*params.oedema_factor)
     return means, mode
+
+
+def lesion_mean(rng: np.random.Generator, gm: float, wm: float, contrast: tuple[float, float]) -> float:
+    """Mean of the enhancing rim / solid tumour: ``max(gm, wm) + c`` (hyper-intense) or ``min(gm, wm) - c``
+    (hypo-intense, each with probability 1/2, hypo only when ``min(gm, wm) >= contrast[0]``), ``c`` uniform
+    in ``contrast`` (0..1 scale), clipped at 0: at least ``contrast[0]`` away from both tissue means."""
+    low, high = min(gm, wm), max(gm, wm)
+    c = float(rng.uniform(*contrast))
+    if rng.random() < 0.5 and low >= contrast[0]:
+        return max(low - c, 0.0)
+    return high + c
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], control_points: int, sd: float) -> np.ndarray:

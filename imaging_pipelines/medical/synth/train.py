@@ -4,7 +4,11 @@
 A pool of ``pool_size`` generated cases feeds random patches (half of them centred on the tumour, random
 flips along every axis, as :class:`~imaging_pipelines.medical.segment.unet_train.PatchSampler`); every
 ``refresh_every`` iterations the oldest case is replaced by a new one, so the network sees
-``pool_size + iterations / refresh_every`` distinct cases. With ``max_minutes`` training also stops when
+``pool_size + iterations / refresh_every`` distinct cases. New cases are made ahead in a worker process
+(:class:`~imaging_pipelines.medical.synth.prefetch.CaseFeed`, ``generation_workers=1``) while the network
+trains on ``cpu_threads`` torch threads (1 on CPU: the worker takes the other core of a 2-core machine, and
+one thread per process loses less to a CPU shared with other jobs); ``seconds_generating`` in the report is
+the time training waited for cases. With ``max_minutes`` training also stops when
 that wall-clock budget (generation included) is spent, and the poly learning-rate decay follows whichever
 of iterations or time is further along (so the rate reaches zero at the end either way); the report says
 how many iterations ran and what stopped it. Training cases are generator indices
@@ -30,10 +34,11 @@ import numpy as np
 import torch
 
 from imaging_pipelines.medical.segment import unet, unet_train
-from imaging_pipelines.medical.segment.unet import SegmentationModel, normalize_intensity, plan_dynunet
+from imaging_pipelines.medical.segment.unet import SegmentationModel, plan_dynunet
 from imaging_pipelines.medical.segment.unet_train import PatchSampler, optimizer_step
-from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions
+from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions, prefetch
 from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
+from imaging_pipelines.medical.synth.prefetch import CaseFeed, binary_target
 from imaging_pipelines.models.device import autocast_context, grad_scaler, pick_device
 from imaging_pipelines.models.versioning import model_version
 
@@ -56,16 +61,19 @@ class SynthTrainingConfig:
     target_labels: tuple[int, ...] = lesions.TUMOUR_LABELS
     seed: int = 0
     max_minutes: float | None = None  # wall-clock budget (generation + training); None: run every iteration
+    generation_workers: int = 1  # 1: cases are made ahead in a worker process (prefetch.CaseFeed); 0: inline
+    cpu_threads: int | None = 1  # torch threads while training on CPU (the worker takes another core); None: torch's
 
 
-BENCHMARK = SynthTrainingConfig(max_minutes=18.0)
+BENCHMARK = SynthTrainingConfig(max_minutes=18.0, refresh_every=3)
 SMALL = SynthTrainingConfig(iterations=300, refresh_every=4, base_filters=8, max_filters=128)
 BENCHMARK_SYNTH = SynthConfig(spacing_mm=3.0)
 
 
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
     """The model version for generator configuration ``synth`` (seed ``seed``) and ``training``."""
-    code = [anatomy, deform, lesions, intensity, acquisition, generator, unet, unet_train, sys.modules[__name__]]
+    code = [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, unet, unet_train,
+            sys.modules[__name__]]
     data = [anatomy.load_anatomy().fingerprint()]
     return model_version(code, data, {"synth": asdict(synth), "seed": int(seed), "training": asdict(training)})
 
@@ -75,44 +83,60 @@ def held_out_generator(gen: LesionGenerator) -> LesionGenerator:
     return LesionGenerator(gen.config, seed=gen.seed + HELD_OUT_SEED_OFFSET)
 
 
-def binary_target(label: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
-    """uint8 0/1: voxels whose lesion label is one of ``target_labels``."""
-    return np.isin(label, target_labels).astype(np.uint8)
-
-
 def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCHMARK, *, device: str = "auto",
                        log: Callable[[str], None] | None = None) -> tuple[SegmentationModel, dict[str, Any]]:
     """Train a 2-class DynUNet (background, lesion value 1) on cases of ``gen`` made on the fly; returns the
     model (version set, ``resample_input`` on, spacing = the generator's) and a JSON-able report (loss curve
     every 25 iterations, seconds spent generating and training, cases seen)."""
     say = log or (lambda _m: None)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    dev = pick_device(device)
-    spacing = (gen.config.spacing_mm,) * 3
-    plan = plan_dynunet(spacing, config.patch_size, base_filters=config.base_filters, max_filters=config.max_filters)
-    model = SegmentationModel(plan=plan, n_classes=2, label_values=[0, 1], normalization="percentile",
-                              version=synth_version(gen.config, config, gen.seed), spacing_mm=list(spacing),
-                              resample_input=True)
-    net = model.network.to(dev)
-    say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
-    from monai.losses import DiceCELoss
+    with CaseFeed(gen, config.target_labels, workers=config.generation_workers) as feed:  # forks before torch computes
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        dev = pick_device(device)
+        spacing = (gen.config.spacing_mm,) * 3
+        plan = plan_dynunet(spacing, config.patch_size, base_filters=config.base_filters, max_filters=config.max_filters)
+        model = SegmentationModel(plan=plan, n_classes=2, label_values=[0, 1], normalization="percentile",
+                                  version=synth_version(gen.config, config, gen.seed), spacing_mm=list(spacing),
+                                  resample_input=True)
+        net = model.network.to(dev)
+        say(f"plan: kernels={plan.kernel_sizes} strides={plan.strides} filters={plan.filters} patch={plan.patch_size}")
+        from monai.losses import DiceCELoss
 
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: patches without lesion count
-    opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=3e-5)
-    scaler = grad_scaler(dev)
-    t_gen = t_train = 0.0
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # batch Dice: patches without lesion count
+        opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate, weight_decay=3e-5)
+        threads = torch.get_num_threads()
+        if dev.type == "cpu" and config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        try:
+            losses, curve, stats = _training_loop(net, opt, grad_scaler(dev), loss_fn, feed, plan.patch_size, config,
+                                                  rng, dev, say)
+        finally:
+            torch.set_num_threads(threads)
+    done = stats["iterations_done"]
+    if losses and (not curve or curve[-1]["iteration"] != done):
+        curve.append({"iteration": done, "loss": float(np.mean(losses[-25:]))})
+    net.eval()
+    report = {"version": model.version, "curve": curve, "device": str(dev), **stats, "training": asdict(config),
+              "generator": gen.parameters()}
+    return model, report
 
-    def make(index: int) -> tuple[np.ndarray, np.ndarray]:
-        case = gen.case(index)
-        return normalize_intensity(case.image.array, "percentile"), binary_target(case.label.array, config.target_labels)
 
+def _training_loop(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_fn: Any,
+                   feed: CaseFeed, patch_size: list[int], config: SynthTrainingConfig, rng: np.random.Generator,
+                   dev: torch.device, say: Callable[[str], None]) -> tuple[list[float], list[dict], dict[str, Any]]:
+    """The iterations of :func:`train_on_generator`: (losses, curve, stats: cases_generated, iterations_done,
+    stopped_by, seconds_generating (waiting for cases), seconds_training)."""
     t0 = time.perf_counter()
-    pool = [make(i) for i in range(config.pool_size)]
-    next_index, t_gen = config.pool_size, time.perf_counter() - t0
-    sampler = PatchSampler([p[0] for p in pool], [p[1] for p in pool], list(plan.patch_size), 2,
-                           config.foreground_oversampling, rng)
-    curve, losses = [], []
+    pool = [feed.get(i) for i in range(config.pool_size)]
+    next_index, t_gen, t_train = config.pool_size, time.perf_counter() - t0, 0.0
+
+    def sampler() -> PatchSampler:
+        return PatchSampler([p[0] for p in pool], [p[1] for p in pool], list(patch_size), 2,
+                            config.foreground_oversampling, rng)
+
+    patches = sampler()
+    curve: list[dict] = []
+    losses: list[float] = []
     start, budget_s = time.perf_counter() - t_gen, (config.max_minutes or 0.0) * 60.0
     done, stopped_by = 0, "iterations"
     net.train()
@@ -125,15 +149,14 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
                 break
         if it and it % config.refresh_every == 0:
             t0 = time.perf_counter()
-            pool[next_index % config.pool_size] = make(next_index)
+            pool[next_index % config.pool_size] = feed.get(next_index)
             next_index += 1
-            sampler = PatchSampler([p[0] for p in pool], [p[1] for p in pool], list(plan.patch_size), 2,
-                                   config.foreground_oversampling, rng)
+            patches = sampler()
             t_gen += time.perf_counter() - t0
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = config.learning_rate * (1 - progress) ** 0.9
-        x, y = sampler.batch(config.batch_size)
+        x, y = patches.batch(config.batch_size)
         x, y = x.to(dev), y.to(dev)
         opt.zero_grad(set_to_none=True)
         with autocast_context(dev):
@@ -145,11 +168,6 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
             curve.append({"iteration": it + 1, "loss": float(np.mean(losses[-25:]))})
             say(f"iteration {it + 1}/{config.iterations}: loss {curve[-1]['loss']:.4f} "
                 f"({t_gen:.0f} s generating, {t_train:.0f} s training)")
-    if losses and (not curve or curve[-1]["iteration"] != done):
-        curve.append({"iteration": done, "loss": float(np.mean(losses[-25:]))})
-    net.eval()
-    report = {"version": model.version, "curve": curve, "cases_generated": next_index, "device": str(dev),
-              "iterations_done": done, "stopped_by": stopped_by,
-              "seconds_generating": t_gen, "seconds_training": t_train, "training": asdict(config),
-              "generator": gen.parameters()}
-    return model, report
+    stats = {"cases_generated": next_index, "iterations_done": done, "stopped_by": stopped_by,
+             "seconds_generating": t_gen, "seconds_training": t_train}
+    return losses, curve, stats

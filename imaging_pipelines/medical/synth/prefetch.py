@@ -1,0 +1,90 @@
+"""Training cases of the lesion generator made ahead of need, in a worker process, while the network trains.
+
+On a small CPU, generating a case (deformation, lesions, intensities, thick-slice resampling: about a second
+at 3 mm) and a training step compete for the same cores. :class:`CaseFeed` makes case ``n`` (normalised image,
+binary target; both arrays indexed (z, y, x) on the generator's grid) in one worker process (``workers=1``)
+a few indices ahead, so generation overlaps
+training; ``workers=0`` makes each case in the calling process when asked. The worker is forked (POSIX
+``fork``: no re-import of the caller's main script, as ``spawn`` would do, and no pickling of the template)
+when the feed is created, before any torch computation, and runs only numpy / SciPy / SimpleITK code; where
+``fork`` is not available the feed makes cases inline. Cases depend only on the
+generator's configuration, its seed and the index, so both ways give identical arrays.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+
+from imaging_pipelines.medical.segment.unet import normalize_intensity
+from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
+
+_FORKED_GENERATOR: list[LesionGenerator] = []  # the generator the forked worker inherits (set before the fork)
+
+
+def binary_target(label: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
+    """uint8 0/1: voxels whose lesion label is one of ``target_labels``."""
+    return np.isin(label, target_labels).astype(np.uint8)
+
+
+def training_pair(gen: LesionGenerator, index: int, target_labels: tuple[int, ...],
+                  normalization: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
+    """(normalised float32 image, uint8 0/1 target) of case ``index`` of ``gen``."""
+    case = gen.case(index)
+    return normalize_intensity(case.image.array, normalization), binary_target(case.label.array, target_labels)
+
+
+def _worker_pair(config: SynthConfig, seed: int, index: int, target_labels: tuple[int, ...],
+                 normalization: str) -> tuple[np.ndarray, np.ndarray]:
+    if not _FORKED_GENERATOR or _FORKED_GENERATOR[0].config != config or _FORKED_GENERATOR[0].seed != seed:
+        _FORKED_GENERATOR[:] = [LesionGenerator(config, seed=seed)]
+    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization)
+
+
+class CaseFeed:
+    """Training pairs of ``gen`` by index, made ``ahead`` indices in advance by ``workers`` (0 or 1) worker
+    processes. Use as a context manager (the worker stops on exit)."""
+
+    def __init__(self, gen: LesionGenerator, target_labels: tuple[int, ...], *, workers: int = 1, ahead: int = 2,
+                 normalization: str = "percentile") -> None:
+        if workers not in (0, 1):
+            raise ValueError(f"workers must be 0 or 1; got {workers}")
+        self.gen, self.target_labels, self.ahead, self.normalization = gen, tuple(target_labels), ahead, normalization
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: dict[int, Future] = {}
+        if workers and "fork" in multiprocessing.get_all_start_methods():
+            _FORKED_GENERATOR[:] = [gen]
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            for index in range(ahead + 1):  # forks the worker now
+                self._submit(index)
+
+    def _submit(self, index: int) -> None:
+        if self._pool is not None and index not in self._pending:
+            self._pending[index] = self._pool.submit(_worker_pair, self.gen.config, self.gen.seed, index,
+                                                     self.target_labels, self.normalization)
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pair of case ``index``; also starts the next ``ahead`` cases in the worker."""
+        for nxt in range(index, index + 1 + self.ahead):
+            self._submit(nxt)
+        future = self._pending.pop(index, None)
+        if future is None:
+            return training_pair(self.gen, index, self.target_labels, self.normalization)
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the worker (pending cases are dropped)."""
+        if self._pool is not None:
+            for future in self._pending.values():
+                future.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+
+    def __enter__(self) -> CaseFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
