@@ -4,8 +4,10 @@ GeoJSON (scene CRS), class areas in hectares, and the held-out evaluation of mod
 Per scene, under ``<root>/<dataset>/scene_outputs/<scene>/``: ``classes.tif`` (uint8 class values: the
 argmax of the tiles' model probabilities, feathered linearly across tile overlaps; for baseline tiles, each
 pixel from the tile whose core holds it), ``composite.tif`` (float32 analysis-ready bands and indices, overlaps feathered
-linearly), ``classes.geojson``, ``summary.json``. A scene whose tiles are not all segmented is skipped and
-listed as incomplete.
+linearly), ``classes.geojson``, ``summary.json``, and ``status.json`` (``status`` ``complete`` or ``incomplete``,
+``tiles``, ``missing_tiles``, and the missing tile keys). A scene whose tiles are not all segmented is not
+stitched: it is reported as incomplete (no areas, no cloud or nodata fraction: they are not measured), and its
+outputs of an earlier complete run, if any, are left as they were but no longer reported as current.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ from imaging_pipelines.remote_sensing.stages.tile_ingest import PREPARED, SCENE_
 BASELINE = "baseline_otsu"  # method name of the classical baseline in the evaluation tables
 
 
+STATUS_FILE = "status.json"
+
+
 @dataclass
 class SceneOutcome:
+    """A scene's mosaic: ``cloud_fraction`` / ``nodata_fraction`` are None when not measured (incomplete)."""
+
     scene: str
     complete: bool
     missing_tiles: int = 0
+    tiles: int = 0
     files: dict[str, str] = field(default_factory=dict)
     areas_ha: dict[str, float] = field(default_factory=dict)
     cloud_fraction: float | None = None
@@ -79,8 +87,13 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
     keys = [t.key(source.scene) for t in tiles]
     stores = {k: stage_store(root, dataset.id, TILE_SEGMENTATION, k) for k in keys}
     missing = [k for k, s in stores.items() if not store_exists(s)]
+    folder = as_upath(root) / dataset.id / SCENE_OUTPUTS / source.scene
+    status = {"scene": source.scene, "status": "incomplete" if missing else "complete", "tiles": len(keys),
+              "missing_tiles": len(missing), "missing": missing[:100]}
     if missing:
-        return SceneOutcome(source.scene, False, len(missing))
+        write_text_atomic(folder / STATUS_FILE, json.dumps(status, indent=1))
+        log(f"scene {source.scene}: incomplete, {len(missing)} of {len(keys)} tile(s) not segmented; not stitched")
+        return SceneOutcome(source.scene, False, len(missing), len(keys))
     classes, probabilities, composites, cloud, nodata, valid_px = [], [], [], 0.0, 0.0, 0
     scene_pool = _Pooled()  # this scene's labelled tiles, every split
     class_values = None
@@ -115,8 +128,7 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
         values = np.asarray(class_values, np.uint8)[blended.argmax(axis=0)]
         values[~np.isfinite(scene_composite.array).all(axis=0)] = 0
         scene_classes = scene_classes.with_array(values[np.newaxis])
-    folder = as_upath(root) / dataset.id / SCENE_OUTPUTS / source.scene
-    outcome = SceneOutcome(source.scene, True, cloud_fraction=round(cloud / valid_px, 4),
+    outcome = SceneOutcome(source.scene, True, 0, len(keys), cloud_fraction=round(cloud / valid_px, 4),
                            nodata_fraction=round(nodata / valid_px, 4))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
@@ -137,8 +149,27 @@ def _scene_outputs(dataset: DatasetConfig, root, source, pooled: _Pooled, log) -
             outcome.files[name] = copy_file_atomic(local / name, folder / name)
         outcome.files["classes.geojson"] = write_text_atomic(folder / "classes.geojson", json.dumps(polygons))
         outcome.files["summary.json"] = write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1))
+        outcome.files[STATUS_FILE] = write_text_atomic(folder / STATUS_FILE, json.dumps(status, indent=1))
     log(f"scene {source.scene}: {len(tiles)} tile(s) stitched, areas {outcome.areas_ha} ha")
     return outcome
+
+
+def scene_row(outcome: SceneOutcome) -> dict:
+    """One table row of a scene: ``status`` (``complete`` / ``incomplete: m of n tiles not segmented``), tile
+    counts and, for complete scenes only, cloud / nodata fractions and class areas (never a placeholder number)."""
+    row = {"scene": outcome.scene, "tiles": outcome.tiles, "missing_tiles": outcome.missing_tiles,
+           "status": "complete" if outcome.complete else
+           f"incomplete: {outcome.missing_tiles} of {outcome.tiles} tiles not segmented"}
+    if outcome.complete:
+        row.update(cloud_fraction=outcome.cloud_fraction, nodata_fraction=outcome.nodata_fraction,
+                   **{f"{k}_ha": v for k, v in outcome.areas_ha.items()})
+    return row
+
+
+def scene_status(folder: UPath) -> dict:
+    """The ``status.json`` of a scene's outputs folder (``{"status": "complete"}`` for folders written before it)."""
+    path = folder / STATUS_FILE
+    return json.loads(path.read_text()) if path.exists() else {"status": "complete"}
 
 
 def model_beats_baseline(test: dict) -> bool:
