@@ -182,6 +182,10 @@ class RasterTrainingConfig(BaseModel):
     learning_rate: float = Field(3e-3, gt=0)
     base_filters: int = Field(16, ge=2)
     class_weights: Literal["inverse_frequency", "none"] = "inverse_frequency"
+    loss: Literal["dice_ce", "dice_focal", "focal"] = Field(
+        "dice_ce", description="Dice + cross-entropy, Dice + focal, or focal alone (class weights apply to the "
+                               "cross-entropy / focal term); focal loss down-weights the easy, mostly background, pixels")
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss exponent (0 = cross-entropy)")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of labelled tiles never trained on")
     validation_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0
@@ -199,9 +203,16 @@ class RasterSegmentationConfig(BaseModel):
     classes: dict[str, int] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list, description="composite bands / indices fed to the model; "
                                                                  "empty = every reflectance band and index")
+    temporal: Literal["composite", "per_date"] = Field(
+        "composite", description="composite: the model sees the temporal median composite (and indices) only; "
+                                 "per_date: also each date's clear reflectance, in temporal_steps date slots")
+    temporal_steps: int = Field(4, ge=1, le=64, description="per_date: date slots (dates spread evenly when a "
+                                                            "scene has more; empty slots are no-data)")
     labels: RasterLabelsConfig = Field(default_factory=RasterLabelsConfig)
     training: RasterTrainingConfig = Field(default_factory=RasterTrainingConfig)
     overlap: float = Field(0.25, ge=0, lt=1, description="sliding-window overlap (fraction of the patch)")
+    test_time_augmentation: bool = Field(False, description="average the softmax over the 4 flips of each tile "
+                                                            "(4x inference time)")
     baselines: dict[str, str] = Field(default_factory=lambda: {"water": "ndwi", "built": "ndbi"},
                                       description="class name -> index thresholded by Otsu")
 

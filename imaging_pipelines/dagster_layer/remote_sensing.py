@@ -116,6 +116,7 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
             metadata={"scenes": rows_table(rows) if rows else "none", "scenes_complete": len(done),
                       "scenes_incomplete": len(outcome.scenes) - len(done),
                       "evaluation_iou": MetadataValue.json(outcome.evaluation),
+                      "evaluation_scores": MetadataValue.json(outcome.scores),  # + accuracy, mean IoU, majority
                       "files": MetadataValue.json({s.scene: s.files for s in done}),
                       "runtime_s": round(outcome.runtime_s, 2)},
             check_results=checks[:1 + (dataset.remote_sensing.segmentation.method == "unet")])

@@ -55,6 +55,7 @@ class TileProducts:
     nodata_fraction: float = 0.0
     notes: list[str] = field(default_factory=list)
     layers: dict[str, np.ndarray] = field(default_factory=dict)  # dem / extra layers not used as channels, (y, x)
+    per_date: np.ndarray | None = None  # (time, reflectance band, y, x) co-registered, NaN where not clear
 
 
 def _reflectance(raster: Raster, names: list[str], cfg: RemoteSensingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -221,4 +222,6 @@ def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: Remot
     if no_clear:
         notes.append(f"{no_clear} pixels have no clear observation (NaN in the composite)")
     stored = {n: v for n, v in extra.items() if n not in channels}
-    return TileProducts(product, cloud_a, nodata_a, count, shifts, cloud_fraction, nodata_fraction, notes, stored)
+    per_date = np.where(clear[:, np.newaxis], stack, np.float32(np.nan)).astype(np.float32)
+    return TileProducts(product, cloud_a, nodata_a, count, shifts, cloud_fraction, nodata_fraction, notes, stored,
+                        per_date)

@@ -98,15 +98,23 @@ def _scene_sections(ds_id: str, root, summary: dict) -> list[Section]:
         info = json.loads((folder / scene / "summary.json").read_text())
         dates = scene_dates(tile_records(root, ds_id, scene)[0])
         areas[scene] = dict(info.get("areas_ha", {}))
+        evaluation = info.get("evaluation") or {}
+        model = next((r for m, r in (evaluation.get("methods") or {}).items() if m != "baseline_otsu"), {})
+        majority = evaluation.get("majority_class") or {}
         rows.append({"scene": scene, "status": "complete", "dates": ", ".join(dates) or "undated",
                      **{f"{k} (ha)": v for k, v in areas[scene].items()},
+                     "held-out tiles": evaluation.get("tiles"), "accuracy": model.get("accuracy"),
+                     "majority accuracy": majority.get("accuracy"), "mean IoU": model.get("mean_iou"),
+                     "majority mean IoU": majority.get("mean_iou"),
                      "cloud fraction": info.get("cloud_fraction"), "nodata fraction": info.get("nodata_fraction"),
                      "report": _link(root, ds_id, scene)})
         if dates:  # the scene's area at the middle of its acquisition dates
             for name, ha in areas[scene].items():
                 over_time.setdefault(name, []).append((dates[len(dates) // 2], ha))
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    section = Section("scenes", "Scenes", [f"{len(rows)} scene(s), {incomplete} incomplete; areas in hectares"])
+    section = Section("scenes", "Scenes", [f"{len(rows)} scene(s), {incomplete} incomplete; areas in hectares; accuracy "
+                                           "and mean IoU of the segmentation on each scene's held-out tiles, beside "
+                                           "the majority-class predictor's"])
     section.tables.append(("per scene", [{c: r.get(c) for c in columns} for r in rows]))
     sections = [section]
     if areas:
