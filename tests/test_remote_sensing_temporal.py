@@ -102,3 +102,38 @@ def test_per_date_features_beat_the_composite_and_the_majority_class():
     assert composite["iou"]["crop"] < 0.5  # the median composite alone hides the seasonal difference
     # measured (seed 0): per_date crop IoU 0.884, mean IoU 0.921, accuracy 0.968; composite crop IoU 0.239,
     # accuracy 0.394; majority (background) mean IoU 0.375, accuracy 0.75
+
+
+def test_layers_and_per_date_reflectance_go_through_the_tile_stores(tmp_path, monkeypatch):
+    """ingest -> analysis-ready stores of a scene with a cloud-mask layer, a DEM channel, a stored extra layer
+    and per-date features: the model input read back from the store is composite + DEM + 3 date slots."""
+    from imaging_pipelines.remote_sensing.stages.tile_ingest import ingest_tile, scene_tiles, scenes
+    from imaging_pipelines.remote_sensing.stages.tile_model import labelled_tiles
+    from imaging_pipelines.remote_sensing.stages.tile_prepare import prepare_tile
+    from imaging_pipelines.remote_sensing.zarr_tiles import read_tile_layers, read_tile_zarr
+    from tests.test_remote_sensing_inputs import LAYERS, RGBN, layered_scene, write_tif
+
+    monkeypatch.setenv("IMAGING_PIPELINES_DATA_ROOTS", str(tmp_path))
+    inbox = layered_scene(tmp_path)
+    write_tif(inbox / "lay" / "lay_label.tif", np.ones((64, 64), np.uint8))
+    seg = {"method": "unet", "classes": CROP, "labels": {"source": "raster"}, "temporal": "per_date",
+           "temporal_steps": 3, "training": {"test_fraction": 0, "validation_fraction": 0}}
+    ds = DatasetConfig.model_validate({
+        "id": "lay", "domain": "remote_sensing", "inbox": str(inbox), "formats": ["geotiff"], "partitioning": "tile",
+        "remote_sensing": {"bands": RGBN, "layers": LAYERS, "indices": ["ndvi"], "coregister": False,
+                           "cloud_mask": {"source": "layer", "layer": "cloud", "dilate_px": 0},
+                           "tiling": {"size": 64, "overlap": 0}, "segmentation": seg}})
+    (source,) = scenes(ds).values()
+    (tile,) = scene_tiles(ds, source)[1]
+    key, root = tile.key(source.scene), tmp_path / "storage"
+    ingested = ingest_tile(ds, key, root)
+    assert any("dem.tif" in n and "resampled" in n for n in ingested.notes)
+    prepared = prepare_tile(ds, key, root)
+    assert prepared.extra["cloud_fraction"] == pytest.approx(0.25)
+    composite = read_tile_zarr(prepared.store_path)
+    assert composite.band_names == ["blue", "green", "red", "nir", "ndvi", "dem"]
+    layers = read_tile_layers(prepared.store_path, "per_date", "layer_slope")
+    assert layers["per_date"].shape == (2, 4, 64, 64) and np.isnan(layers["per_date"][1, :, :, :32]).all()  # cloudy
+    assert np.allclose(layers["layer_slope"], 7.5)
+    (labelled,) = labelled_tiles(ds, root, [key], "train")
+    assert labelled.image.shape == (6 + 3 * 4, 64, 64) and np.isnan(labelled.image[6 + 2 * 4:]).all()  # 2 dates
