@@ -11,7 +11,7 @@ single band is clipped to the training side's 0.5..99.5 percentiles (bright outl
 own z-score. Baseline: :func:`imaging_pipelines.remote_sensing.baseline.otsu_baseline` with the brightness band
 (Otsu threshold computed on the test region itself, brighter = building); the inverted rule (darker =
 building) is printed too for reference. Prints building IoU, areas (ha) and polygon counts on the test region.
-CPU only, about 1.5-2.5 minutes on 2 cores (seeded: the same figures on every run):
+CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none]

@@ -1,6 +1,7 @@
 """The issue 15 land-cover goal on the visible real case: building IoU >= 0.50 on the held-out right 30 % of the
 SpaceNet Atlanta sample tile, through ``bench/eval_spacenet_buildings.py`` with its default (seeded) settings,
-and a mean IoU above the majority-class predictor's. About 3 minutes on 2 quiet cores: slow."""
+and a mean IoU above the majority-class predictor's. About 30 s on 2 quiet cores, far longer on a loaded
+machine: slow."""
 
 from __future__ import annotations
 

@@ -70,7 +70,6 @@ def test_focal_losses_are_monai_focal_losses(loss):
     assert isinstance(fn, DiceFocalLoss if loss == "dice_focal" else FocalLoss)
 
 
-@pytest.mark.slow  # two small U-Nets: about 65 s of CPU time
 def test_per_date_features_beat_the_composite_and_the_majority_class():
     import torch
 
