@@ -21,11 +21,18 @@ app.add_typer(catalog_app, name="catalog")
 def catalog_validate(
     path: Path = typer.Argument(None, help="catalog folder or one YAML file (default: data_catalog/)"),
 ) -> None:
-    """Validate catalog files; print every error with its file and field. Exit code 1 if any."""
+    """Validate catalog files; print every error with its file and field. Exit code 1 if any.
+
+    Remote-sensing entries are also checked against the files already in their inbox (band indices
+    against each file's band count)."""
     from imaging_pipelines.config.catalog import load_catalog
+    from imaging_pipelines.remote_sensing.inbox_check import inbox_band_errors
 
     try:
         datasets = load_catalog(path)
+        errors = [e for d in datasets if d.domain == "remote_sensing" for e in inbox_band_errors(d)]
+        if errors:
+            raise CatalogError(errors)
     except CatalogError as exc:
         for file, field, message in exc.errors:
             typer.echo(f"{file}: {field}: {message}", err=True)

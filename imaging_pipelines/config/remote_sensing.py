@@ -9,6 +9,11 @@ Inbox layout (see :mod:`imaging_pipelines.remote_sensing.scenes`): every top-lev
 into acquisitions by a date in their path (``20240105`` or ``2024-01-05``, in a sub-folder name or the
 file name); a band file is recognised by its band's ``file`` pattern. Label rasters end in one of
 ``labels.suffixes`` before ``.tif``; label polygons are ``.geojson`` files.
+
+Separate rasters of one acquisition (a cloud mask, a QA raster, a DEM, other layers) are declared in
+``layers``: each matches its files by a ``file`` pattern and has a ``role``; a layer file with no date in its
+path is shared by every acquisition of the scene (a DEM). A single multi-band file holding a time series
+(one band, or one group of bands, per date) gets its time axis from ``time_series``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,69 @@ class BandSpec(BaseModel):
         return self
 
 
+class LayerSpec(BaseModel):
+    """A raster of an acquisition stored in its own file(s), beside the band file(s), used by its role:
+
+    * ``cloud_mask``: cloud where the value is in ``cloud_values`` (default: any non-zero value); used as
+      the cloud mask when ``cloud_mask.source`` is ``layer`` (cloud fraction, composite masking);
+    * ``qa``: bit flags, usable as ``cloud_mask.qa_band`` with ``source: qa_bits``;
+    * ``dem`` (elevation, m) and ``extra``: carried to the analysis-ready tile, as extra model channels
+      (``channel: true``, the per-pixel median over the dates) or as a stored layer only.
+
+    Layer files are placed on the scene grid like bands: a file on another grid or CRS is resampled /
+    reprojected and the tile notes say so (``on_other_grid: reproject``), or refused with an error naming
+    the file (``on_other_grid: error``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="layer name (distinct from the band names), e.g. cloud, dem, slope")
+    file: str = Field(description="regex searched in the file name (case-insensitive), e.g. '_cloud\\.tif$'")
+    role: Literal["cloud_mask", "qa", "dem", "extra"]
+    band: int = Field(1, ge=1, description="1-based band of the layer in its file")
+    cloud_values: list[int] | None = Field(None, description="cloud_mask: values meaning cloud (default: non-zero)")
+    channel: bool = Field(True, description="dem/extra: feed the layer to the model as a composite channel; "
+                                            "false: stored as a layer of the analysis-ready tile only")
+    on_other_grid: Literal["reproject", "error"] = Field(
+        "reproject", description="a file not on the scene grid (CRS, pixel size, pixel alignment): resample / "
+                                 "reproject it with a note, or refuse it")
+
+    _valid_regex = field_validator("file")(classmethod(lambda cls, value: valid_regex(value)))
+
+    @property
+    def resample_nearest(self) -> bool:
+        """True for masks and bit flags (never blended)."""
+        return self.role in ("cloud_mask", "qa")
+
+
+class TimeSeriesConfig(BaseModel):
+    """A single multi-band file holding several dates: ``dates[i]`` (``YYYY-MM-DD``) is date ``i``; the
+    file band of catalog band ``index`` at date ``i`` is ``i * bands_per_date + index`` (``order:
+    date_major``: every band of date 1, then of date 2 ...) or ``(index - 1) * len(dates) + i + 1``
+    (``band_major``: band 1 at every date, then band 2 ...). ``bands_per_date`` defaults to the largest
+    band ``index``. The file must hold exactly the bands this implies (checked when read and by
+    ``catalog validate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dates: list[str] = Field(min_length=1, description="one ISO date per time step, in the file's order")
+    order: Literal["date_major", "band_major"] = "date_major"
+    bands_per_date: int | None = Field(None, ge=1)
+
+    @field_validator("dates")
+    @classmethod
+    def _iso(cls, value: list[str]) -> list[str]:
+        import datetime as dt
+
+        for text in value:
+            try:
+                dt.date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"not a YYYY-MM-DD date: {text!r}") from None
+        if len(set(value)) != len(value):
+            raise ValueError("dates must be distinct")
+        return value
+
+
 class TilingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,15 +129,17 @@ class TilingConfig(BaseModel):
 
 
 class CloudMaskConfig(BaseModel):
-    """``qa_bits``: a pixel is cloudy when any of ``bits`` is set in band ``qa_band`` (Landsat 8
+    """``layer``: the acquisition's own cloud-mask raster (a ``layers`` entry of role ``cloud_mask``).
+    ``qa_bits``: a pixel is cloudy when any of ``bits`` is set in band ``qa_band`` (Landsat 8
     Collection 1 BQA: 4 = cloud, 7-8 cloud-confidence high... ; Collection 2 QA_PIXEL: 3 = cloud,
     4 = cloud shadow, 1 = dilated cloud). ``threshold``: the brightness/whiteness heuristic of
     :func:`imaging_pipelines.remote_sensing.indices.cloud_mask` on scaled reflectance."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["qa_bits", "threshold", "none"] = "threshold"
-    qa_band: str = "qa"
+    source: Literal["qa_bits", "threshold", "layer", "none"] = "threshold"
+    qa_band: str = Field("qa", description="qa_bits: the band (or qa layer) holding the bits")
+    layer: str = Field("cloud", description="layer: the cloud_mask layer (see ``layers``)")
     bits: list[int] = Field(default_factory=lambda: [4], description="QA bit numbers (0 = least significant)")
     brightness: float = Field(0.3, gt=0, description="threshold: mean visible reflectance at least this")
     whiteness: float = Field(0.7, gt=0, description="threshold: spectral flatness at most this")
@@ -96,6 +166,9 @@ class RasterLabelsConfig(BaseModel):
     source: Literal["none", "raster", "geojson"] = "none"
     suffixes: list[str] = Field(default_factory=lambda: ["_label", "_labels", "_mask"])
     class_property: str | None = None
+    crs: str | None = Field(None, description="CRS of GeoJSON labels without a 'crs' member (e.g. EPSG:32616); "
+                                              "unset: EPSG:4326 (RFC 7946), refused when the coordinates are "
+                                              "clearly projected")
     geojson_class: str | None = Field(None, description="class of every polygon when there is no class property")
 
 
@@ -109,6 +182,10 @@ class RasterTrainingConfig(BaseModel):
     learning_rate: float = Field(3e-3, gt=0)
     base_filters: int = Field(16, ge=2)
     class_weights: Literal["inverse_frequency", "none"] = "inverse_frequency"
+    loss: Literal["dice_ce", "dice_focal", "focal"] = Field(
+        "dice_ce", description="Dice + cross-entropy, Dice + focal, or focal alone (class weights apply to the "
+                               "cross-entropy / focal term); focal loss down-weights the easy, mostly background, pixels")
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss exponent (0 = cross-entropy)")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of labelled tiles never trained on")
     validation_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0
@@ -126,9 +203,16 @@ class RasterSegmentationConfig(BaseModel):
     classes: dict[str, int] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list, description="composite bands / indices fed to the model; "
                                                                  "empty = every reflectance band and index")
+    temporal: Literal["composite", "per_date"] = Field(
+        "composite", description="composite: the model sees the temporal median composite (and indices) only; "
+                                 "per_date: also each date's clear reflectance, in temporal_steps date slots")
+    temporal_steps: int = Field(4, ge=1, le=64, description="per_date: date slots (dates spread evenly when a "
+                                                            "scene has more; empty slots are no-data)")
     labels: RasterLabelsConfig = Field(default_factory=RasterLabelsConfig)
     training: RasterTrainingConfig = Field(default_factory=RasterTrainingConfig)
     overlap: float = Field(0.25, ge=0, lt=1, description="sliding-window overlap (fraction of the patch)")
+    test_time_augmentation: bool = Field(False, description="average the softmax over the 4 flips of each tile "
+                                                            "(4x inference time)")
     baselines: dict[str, str] = Field(default_factory=lambda: {"water": "ndwi", "built": "ndbi"},
                                       description="class name -> index thresholded by Otsu")
 
@@ -157,6 +241,10 @@ class RemoteSensingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bands: list[BandSpec] = Field(min_length=1)
+    layers: list[LayerSpec] = Field(default_factory=list, description="separate rasters of an acquisition "
+                                                                       "(cloud mask, QA, DEM, extra layers)")
+    time_series: TimeSeriesConfig | None = Field(None, description="dates of a single multi-band file holding "
+                                                                    "a time series (bands use 'index')")
     grid_band: str | None = Field(None, description="band whose grid (CRS, transform, size) is the scene grid; "
                                                      "default: the finest-resolution reflectance band")
     tiling: TilingConfig = Field(default_factory=TilingConfig)
@@ -178,8 +266,20 @@ class RemoteSensingConfig(BaseModel):
             raise ValueError("bands: use 'file' for every band (one file per band) or 'index' for every band")
         if self.grid_band is not None and self.grid_band not in names:
             raise ValueError(f"grid_band {self.grid_band!r} is not a band ({names})")
-        if self.cloud_mask.source == "qa_bits" and self.cloud_mask.qa_band not in names:
-            raise ValueError(f"cloud_mask.qa_band {self.cloud_mask.qa_band!r} is not a band ({names})")
+        layers = {layer.name: layer for layer in self.layers}
+        clash = sorted(set(names) & set(layers)) + sorted({n for n in layers if [x.name for x in self.layers].count(n) > 1})
+        if clash:
+            raise ValueError(f"layer names must be distinct from each other and from the bands: {clash}")
+        qa_sources = names + [n for n, layer in layers.items() if layer.role == "qa"]
+        if self.cloud_mask.source == "qa_bits" and self.cloud_mask.qa_band not in qa_sources:
+            raise ValueError(f"cloud_mask.qa_band {self.cloud_mask.qa_band!r} is not a band or qa layer ({qa_sources})")
+        if self.cloud_mask.source == "layer" and getattr(layers.get(self.cloud_mask.layer), "role", None) != "cloud_mask":
+            raise ValueError(f"cloud_mask.layer {self.cloud_mask.layer!r} is not a layer of role cloud_mask "
+                             f"({[n for n, layer in layers.items() if layer.role == 'cloud_mask']})")
+        if self.time_series is not None and self.per_band_files:
+            raise ValueError("time_series needs multi-band bands ('index'): one file holds every date")
+        if self.time_series is not None and max(b.index or 1 for b in self.bands) > self.bands_per_date:
+            raise ValueError(f"time_series.bands_per_date {self.bands_per_date} is less than a band index")
         needed = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "ndbi": ("swir1", "nir")}
         for index in self.indices:
             missing = [b for b in needed[index] if b not in names]
@@ -192,6 +292,27 @@ class RemoteSensingConfig(BaseModel):
     @property
     def per_band_files(self) -> bool:
         return self.bands[0].file is not None
+
+    def file_band(self, name: str, date_index: int = 0) -> int:
+        """1-based band of catalog band ``name`` in its file at time step ``date_index`` (``time_series``)."""
+        index = self.band(name).index or 1
+        ts = self.time_series
+        if ts is None:
+            return index
+        if ts.order == "band_major":
+            return (index - 1) * len(ts.dates) + date_index + 1
+        return date_index * self.bands_per_date + index
+
+    @property
+    def bands_per_date(self) -> int:
+        """Bands of one date in a ``time_series`` file (``bands_per_date``, else the largest ``index``)."""
+        given = self.time_series.bands_per_date if self.time_series is not None else None
+        return given or max(b.index or 1 for b in self.bands)
+
+    @property
+    def channel_layers(self) -> list[str]:
+        """dem / extra layers fed to the model as composite channels."""
+        return [x.name for x in self.layers if x.role in ("dem", "extra") and x.channel]
 
     @property
     def reflectance_bands(self) -> list[str]:

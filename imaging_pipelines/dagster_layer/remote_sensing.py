@@ -102,14 +102,11 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
                        "polygons (GeoJSON, scene CRS), class areas in hectares; IoU of model and baseline pooled over "
                        "the held-out test tiles.")
     def scene_outputs(context: AssetExecutionContext, storage: ImagingStorage):
-        from imaging_pipelines.remote_sensing.stages.scene_mosaic import build_scene_outputs, model_beats_baseline
+        from imaging_pipelines.remote_sensing.stages.scene_mosaic import build_scene_outputs, model_beats_baseline, scene_row
 
         outcome = build_scene_outputs(dataset, storage.root_path(), log=context.log.info)
         done = [s for s in outcome.scenes if s.complete]
-        rows = [{"scene": s.scene, "complete": str(s.complete), "missing_tiles": s.missing_tiles,
-                 "cloud_fraction": s.cloud_fraction if s.cloud_fraction is not None else -1.0,
-                 "nodata_fraction": s.nodata_fraction if s.nodata_fraction is not None else -1.0,
-                 **{f"{k}_ha": v for k, v in s.areas_ha.items()}} for s in outcome.scenes]
+        rows = [scene_row(s) for s in outcome.scenes]  # incomplete scenes: status says so, no fraction or area
         test = outcome.evaluation.get("test", {})
         checks = [
             AssetCheckResult(check_name="cogs_valid", passed=all(s.cog_valid for s in done),
@@ -120,7 +117,9 @@ def build_scene_outputs_asset(dataset: DatasetConfig) -> AssetsDefinition:
                              metadata={"test_iou": MetadataValue.json(test)})]
         return materialization(
             metadata={"scenes": rows_table(rows) if rows else "none", "scenes_complete": len(done),
+                      "scenes_incomplete": len(outcome.scenes) - len(done),
                       "evaluation_iou": MetadataValue.json(outcome.evaluation),
+                      "evaluation_scores": MetadataValue.json(outcome.scores),  # + accuracy, mean IoU, majority
                       "files": MetadataValue.json({s.scene: s.files for s in done}),
                       "runtime_s": round(outcome.runtime_s, 2)},
             check_results=checks[:1 + (dataset.remote_sensing.segmentation.method == "unet")])

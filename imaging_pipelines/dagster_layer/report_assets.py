@@ -62,8 +62,13 @@ def build_scene_reports_asset(dataset: DatasetConfig) -> AssetsDefinition:
     def scene_report(context: AssetExecutionContext, storage: ImagingStorage) -> MaterializeResult:
         from imaging_pipelines.report.scene import report_scene
 
+        from imaging_pipelines.remote_sensing.stages.scene_mosaic import scene_status
+
         folder = storage.root_path() / dataset.id / SCENE_OUTPUTS
-        scenes = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
+        found = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
+        scenes = [s for s in found if scene_status(folder / s).get("status") == "complete"]
+        for scene in sorted(set(found) - set(scenes)):
+            context.log.warning(f"scene {scene}: incomplete (not every tile segmented); its report is not rewritten")
         outcomes = [report_scene(dataset, scene, storage.root_path(), run_id=context.run_id) for scene in scenes]
         meta = report_metadata(outcomes[0]) if outcomes else {}
         meta.update(scenes=len(outcomes), reports=MetadataValue.json({s: o.path for s, o in zip(scenes, outcomes)}))

@@ -4,17 +4,23 @@ Input: the tile's acquisitions as :class:`Raster` (bands named as in the catalog
 float32 with NaN = nodata, as read by :func:`imaging_pipelines.remote_sensing.scene_read.read_acquisition_window`;
 raw DNs). Per date: ``nodata`` = any reflectance band invalid; reflectance = ``DN * scale + offset``
 (reflectance bands only); cloud mask from ``cfg.cloud_mask`` (``qa_bits``: any listed bit set in the QA
-band; ``threshold``: :func:`indices.cloud_mask` on reflectance; ``none``) grown by ``dilate_px``; later
-dates are shifted onto the first (translation by phase correlation on the mean reflectance with clouds
-and nodata masked; shifts whose length exceeds ``cfg.max_shift_px`` are measured but not applied).
+band or layer; ``threshold``: :func:`indices.cloud_mask` on reflectance; ``layer``: the acquisition's
+cloud-mask layer, cloud where its value is in ``cloud_values``, else non-zero; ``none``) grown by
+``dilate_px``; later dates are shifted onto the first (translation by phase correlation on the mean
+reflectance with clouds and nodata masked; shifts whose length exceeds ``cfg.max_shift_px`` are measured
+but not applied).
 Composite: per-pixel median over clear observations, or the least-cloudy date (``composite: none``).
 Indices (``cfg.indices``) are computed on the composite and clipped to ``[-1, 1]`` (negative
-reflectance after an offset can push a normalised difference outside).
+reflectance after an offset can push a normalised difference outside). DEM / extra layers (``cfg.layers``)
+are reduced to their per-pixel median over the dates where they hold data (extra layers shifted with their
+date, a DEM never), then appended to the composite after the indices (``channel: true``, in ``cfg.layers``
+order) or returned in ``TileProducts.layers``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +54,8 @@ class TileProducts:
     cloud_fraction: float = 0.0
     nodata_fraction: float = 0.0
     notes: list[str] = field(default_factory=list)
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # dem / extra layers not used as channels, (y, x)
+    per_date: np.ndarray | None = None  # (time, reflectance band, y, x) co-registered, NaN where not clear
 
 
 def _reflectance(raster: Raster, names: list[str], cfg: RemoteSensingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -74,9 +82,30 @@ def _clouds(raster: Raster, refl: np.ndarray, names: list[str], cfg: RemoteSensi
             raise ValueError(f"cloud_mask 'threshold' needs reflectance bands blue, green, red; missing {missing}")
         scaled = raster.with_array(refl, band_names=names, nodata=float("nan"))
         cloud = cloud_mask(scaled, scale=1.0, brightness=cm.brightness, whiteness=cm.whiteness)
+    elif cm.source == "layer":
+        values = raster.band(cm.layer)
+        wanted = next(x.cloud_values for x in cfg.layers if x.name == cm.layer)
+        cloud = np.isfinite(values) & (np.isin(values, wanted) if wanted is not None else values != 0)
     else:
         cloud = np.zeros(refl.shape[1:], dtype=bool)
     return dilate_mask(cloud, cm.dilate_px)
+
+
+def _extra_layers(acquisitions: list[Raster], shifts: list[dict], cfg: RemoteSensingConfig) -> dict[str, np.ndarray]:
+    """Layer name -> (y, x) float32 per-pixel median over the dates of every dem / extra layer (an extra layer
+    shifted like its date, a DEM never); NaN where no date holds data."""
+    out = {}
+    for layer in (x for x in cfg.layers if x.role in ("dem", "extra")):
+        per_date = []
+        for raster, record in zip(acquisitions, shifts):
+            values = raster.band(layer.name).astype(np.float32)
+            if record.get("applied") and layer.role == "extra":  # a DEM is terrain on the map grid: never shifted
+                values = apply_shift(values, -record["dy_px"], -record["dx_px"])
+            per_date.append(values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN, as wanted
+            out[layer.name] = np.nanmedian(np.stack(per_date), axis=0).astype(np.float32)
+    return out
 
 
 def _mean_masked(refl: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -179,9 +208,12 @@ def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: Remot
             raise ValueError(f"index {index} needs reflectance bands {a!r} and {b!r}; reflectance bands: {names}")
         nd = normalized_difference_array(composite[names.index(a)], composite[names.index(b)])
         layers.append(np.clip(nd, -1.0, 1.0)[np.newaxis])
+    extra = _extra_layers(acquisitions, shifts, cfg)
+    channels = cfg.channel_layers
+    layers += [extra[n][np.newaxis] for n in channels]
     first = acquisitions[0]
     product = Raster(np.concatenate(layers).astype(np.float32, copy=False), first.crs, first.transform,
-                     nodata=float("nan"), band_names=list(names) + list(cfg.indices))
+                     nodata=float("nan"), band_names=list(names) + list(cfg.indices) + channels)
 
     n_valid = int((~nodata_a).sum())
     cloud_fraction = float(cloud_a.sum() / n_valid) if n_valid else 0.0
@@ -189,4 +221,7 @@ def analysis_ready_tile(acquisitions: list[Raster], dates: list[str], cfg: Remot
     no_clear = int((count == 0).sum())
     if no_clear:
         notes.append(f"{no_clear} pixels have no clear observation (NaN in the composite)")
-    return TileProducts(product, cloud_a, nodata_a, count, shifts, cloud_fraction, nodata_fraction, notes)
+    stored = {n: v for n, v in extra.items() if n not in channels}
+    per_date = np.where(clear[:, np.newaxis], stack, np.float32(np.nan)).astype(np.float32)
+    return TileProducts(product, cloud_a, nodata_a, count, shifts, cloud_fraction, nodata_fraction, notes, stored,
+                        per_date)

@@ -9,6 +9,11 @@ Every band ends up on the window grid (scene grid CRS, ``window_transform`` of t
   ``bilinear`` when coarser or equal; a file in another CRS is reprojected and reported in the notes.
 
 Source nodata is the file's own, else ``cfg.nodata``; nodata and pixels outside the file become NaN.
+
+Layers (``cfg.layers``: cloud mask, QA, DEM, extra rasters in their own files) follow the bands in the
+window raster, under their layer names; masks and QA layers are resampled with nearest neighbour. A layer file
+not on the scene grid is resampled (with a note naming the file) or, with ``on_other_grid: error``,
+refused with an error naming the file and both grids.
 """
 
 from __future__ import annotations
@@ -78,6 +83,23 @@ def _check_overlap(reader: RasterReader, grid: SceneGrid) -> None:
                          f"{tuple(round(v, 3) for v in grid.bounds)} ({_crs_text(grid.crs)})")
 
 
+def _grid_text(crs, transform) -> str:
+    return f"{_crs_text(crs)}, pixel {abs(transform.a):g} x {abs(transform.e):g}, origin ({transform.c:g}, {transform.f:g})"
+
+
+def band_count_problem(cfg: RemoteSensingConfig, acquisition: Acquisition, count: int) -> str | None:
+    """Why a file with ``count`` bands cannot hold ``acquisition``'s bands (catalog indices, time series), else None."""
+    label = f" of date {acquisition.date}" if cfg.time_series is not None else ""
+    for spec in cfg.bands:
+        index = cfg.file_band(spec.name, acquisition.step)
+        if index > count:
+            return f"band {spec.name!r}{label} is band {index}, but the file has {count} band(s)"
+    if cfg.time_series is not None and count != len(cfg.time_series.dates) * cfg.bands_per_date:
+        return (f"time_series declares {len(cfg.time_series.dates)} date(s) x {cfg.bands_per_date} band(s) = "
+                f"{len(cfg.time_series.dates) * cfg.bands_per_date} bands, but the file has {count}")
+    return None
+
+
 def _resampling(reader: RasterReader, grid: SceneGrid, qa: bool) -> Resampling:
     if qa:
         return Resampling.nearest
@@ -122,18 +144,20 @@ def read_acquisition_window(
 ) -> tuple[Raster, list[str]]:
     """``(raster, notes)``: the ``cfg.bands`` of ``acquisition`` on ``window`` of the scene grid.
 
-    ``raster``: (bands in ``cfg.bands`` order, window.height, window.width) float32 in file units (DN, not
-    yet scaled), NaN = nodata / outside the file, band names = catalog names, CRS = grid CRS, transform =
-    the window's. ``notes``: files reprojected from another CRS. Raises :class:`ImagingInputError`
-    naming the file when it is unreadable / corrupt, lacks the band or does not overlap the scene grid.
+    ``raster``: (bands in ``cfg.bands`` order then ``cfg.layers``, window.height, window.width) float32 in
+    file units (DN, not yet scaled), NaN = nodata / outside the file, band names = catalog band and layer
+    names, CRS = grid CRS, transform = the window's. ``notes``: files reprojected from another CRS, layers
+    resampled from another grid. Raises :class:`ImagingInputError` naming the file when it is unreadable /
+    corrupt, lacks the band (or holds another number of bands than a ``time_series`` implies), does not
+    overlap the scene grid, or is a layer on another grid with ``on_other_grid: error``.
     """
     window = PixelWindow(*window)
     label = acquisition.date or "undated"
     bands, notes = [], []
     with contextlib.ExitStack() as stack:
         readers: dict[str, RasterReader] = {}
-        for spec in cfg.bands:
-            path = acquisition.path_of(spec.name)
+
+        def reader_of(path: str) -> RasterReader:
             if path not in readers:
                 reader = stack.enter_context(RasterReader(path))
                 _check_overlap(reader, grid)
@@ -141,22 +165,45 @@ def read_acquisition_window(
                     notes.append(f"{label}: {path} is in {_crs_text(reader.crs)}, not the scene grid's "
                                  f"{_crs_text(grid.crs)}; reprojected")
                 readers[path] = reader
-            reader = readers[path]
-            index = spec.index or 1
-            if index > reader.count:
-                raise ImagingInputError(path, f"band {spec.name!r} is band {index}, but the file has {reader.count}")
-            nodata = reader._ds.nodatavals[index - 1]
-            nodata = cfg.nodata if nodata is None else nodata
-            bands.append(_read_band(reader, index, grid, window, nodata, spec.role == "qa"))
+            return readers[path]
+
+        for spec in cfg.bands:
+            path = acquisition.path_of(spec.name)
+            reader = reader_of(path)
+            problem = band_count_problem(cfg, acquisition, reader.count)
+            if problem:
+                raise ImagingInputError(path, problem)
+            index = cfg.file_band(spec.name, acquisition.step)
+            bands.append(_read_band(reader, index, grid, window, _nodata(reader, index, cfg), spec.role == "qa"))
+        for layer in cfg.layers:
+            path = acquisition.path_of(layer.name)
+            reader = reader_of(path)
+            if layer.band > reader.count:
+                raise ImagingInputError(path, f"layer {layer.name!r} is band {layer.band}, but the file has {reader.count}")
+            if _pixel_offset(reader, grid) is None and (reader.crs == grid.crs or layer.on_other_grid == "error"):
+                where = (f"layer {layer.name!r} is on {_grid_text(reader.crs, reader.transform)}, not the scene grid "
+                         f"({_grid_text(grid.crs, grid.transform)})")
+                if layer.on_other_grid == "error":
+                    raise ImagingInputError(path, where + " (on_other_grid: error)")
+                notes.append(f"{label}: {path}: {where}; resampled onto the scene grid")
+            bands.append(_read_band(reader, layer.band, grid, window, _nodata(reader, layer.band, cfg),
+                                    layer.resample_nearest))
     transform = window_transform(grid.transform, window.row_off, window.col_off)
-    raster = Raster(np.stack(bands), grid.crs, transform, float("nan"), [b.name for b in cfg.bands])
+    names = [b.name for b in cfg.bands] + [x.name for x in cfg.layers]
+    raster = Raster(np.stack(bands), grid.crs, transform, float("nan"), names)
     return raster, notes
+
+
+def _nodata(reader: RasterReader, index: int, cfg: RemoteSensingConfig):
+    """The nodata value of band ``index`` (the file's own, else ``cfg.nodata``)."""
+    nodata = reader._ds.nodatavals[index - 1]
+    return cfg.nodata if nodata is None else nodata
 
 
 def _geojson_classes(path: str, cfg: RemoteSensingConfig) -> tuple[list[tuple[dict, int]], object]:
     """``([(geometry, class value)], crs)`` of a label GeoJSON (features of unknown classes skipped)."""
     labels, classes = cfg.segmentation.labels, cfg.segmentation.classes
-    geometries, crs = load_geojson(path)  # validates the file
+    geometries, crs = load_geojson(path, labels.crs)  # validates the file and its CRS
     with open(path) as fh:
         doc = json.load(fh)
     features = doc.get("features") if doc.get("type") == "FeatureCollection" else None
@@ -213,7 +260,7 @@ def read_label_window(
         for value in dict.fromkeys(cfg.segmentation.classes.values() or [v for _, v in shapes]):
             geoms = [g for g, v in shapes if v == value]
             if geoms:
-                mask = rasterize_labels(geoms, target, labels_crs=labels_crs, burn_value=1)
+                mask = rasterize_labels(geoms, target, labels_crs=labels_crs, burn_value=1, source=source.label_geojson)
                 out[mask > 0] = value
         return out
     return None

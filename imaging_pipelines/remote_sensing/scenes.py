@@ -11,6 +11,12 @@ Inbox layout (paths relative to the inbox; hidden files and folders are ignored)
   regex (case-insensitive ``re.search``); an acquisition missing a band (or with several candidates) is
   dropped and reported in ``SceneSource.problems``; multi-band layout (``BandSpec.index``): exactly one
   raster file per acquisition, stored as ``{"*": path}``;
+* layers (``cfg.layers``: cloud mask, QA, DEM, extra rasters): a raster file whose name matches a layer's
+  ``file`` regex belongs to that layer (first matching layer; checked before bands and labels); a dated
+  layer file joins the acquisition of its date, an undated one is shared by every acquisition (a DEM);
+  an acquisition without its layer (or with several candidates) is dropped and reported;
+* time series in one multi-band file (``cfg.time_series``): each raster file becomes one acquisition per
+  date of ``time_series.dates`` (``Acquisition.step`` = the date's position, which selects its bands);
 * label rasters: ``.tif``/``.tiff`` whose stem ends with a label suffix (default
   ``cfg.segmentation.labels.suffixes``); label polygons: ``.geojson`` files. Other files are ignored.
 
@@ -25,7 +31,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from affine import Affine
@@ -45,14 +51,16 @@ _DATE = re.compile(r"(?<!\d)(\d{4})(-?)(\d{2})\2(\d{2})(?!\d)")
 @dataclass(frozen=True)
 class Acquisition:
     """One date of a scene. ``date``: ``YYYY-MM-DD`` or ``""`` (undated); ``files``: band name -> path
-    (per-band layout) or ``{"*": path}`` (one multi-band file)."""
+    (per-band layout) or ``{"*": path}`` (one multi-band file), plus layer name -> path for ``cfg.layers``;
+    ``step``: the date's position in a ``time_series`` file (0 otherwise)."""
 
     date: str
     files: dict[str, str]
+    step: int = 0
 
     def path_of(self, band: str) -> str:
-        """The file holding ``band`` (the multi-band file when there is one)."""
-        return self.files.get("*") or self.files[band]
+        """The file holding ``band`` or layer ``band`` (the multi-band file for bands when there is one)."""
+        return self.files.get(band) or self.files["*"]
 
 
 @dataclass(frozen=True)
@@ -137,9 +145,48 @@ def _pick(kind: str, candidates: list[Path], problems: list[str]) -> str | None:
     return str(candidates[0]) if candidates else None
 
 
+def _only_file(hits: list[Path], label: str, what: str, problems: list[str]) -> str | None:
+    """The one file of ``hits`` as a string; None (and a problem naming the candidates) for none or several."""
+    if len(hits) == 1:
+        return str(hits[0])
+    found = "no file" if not hits else f"{len(hits)} files ({', '.join(p.name for p in hits)})"
+    problems.append(f"{label}: {found} for {what}")
+    return None
+
+
+def _layer_of(path: Path, cfg: RemoteSensingConfig) -> str | None:
+    """The first ``cfg.layers`` entry whose ``file`` regex matches the file name, else None."""
+    return next((x.name for x in cfg.layers if re.search(x.file, path.name, re.IGNORECASE)), None)
+
+
+def _with_layers(acquisitions: list[Acquisition], layer_files: dict[tuple[str, str], list[Path]],
+                 cfg: RemoteSensingConfig, problems: list[str]) -> list[Acquisition]:
+    """Each acquisition with its layer files (its date's, else the undated shared one); acquisitions
+    missing a layer, or with several candidates, are dropped and reported."""
+    out = []
+    for acq in acquisitions:
+        files, ok = dict(acq.files), True
+        for layer in cfg.layers:
+            hits = layer_files.get((layer.name, acq.date)) or layer_files.get((layer.name, ""), [])
+            found = _only_file(hits, f"{acq.date or 'undated'}", f"layer {layer.name}", problems)
+            ok = ok and found is not None
+            files[layer.name] = found
+        if ok:
+            out.append(replace(acq, files=files))
+    return out
+
+
+def _time_steps(acquisition: Acquisition, cfg: RemoteSensingConfig) -> list[Acquisition]:
+    """One acquisition per date of a ``time_series`` file (the acquisition itself without one)."""
+    if cfg.time_series is None:
+        return [acquisition]
+    return [Acquisition(d, acquisition.files, i) for i, d in enumerate(cfg.time_series.dates)]
+
+
 def _scan_folder(folder: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]) -> SceneSource:
     problems: list[str] = []
     groups: dict[str, list[Path]] = {}
+    layer_files: dict[tuple[str, str], list[Path]] = {}
     label_rasters, geojsons = [], []
     listing = safe_listing(folder, configured_data_roots())  # links outside the data roots refused, no crash
     problems += listing.problems
@@ -147,12 +194,16 @@ def _scan_folder(folder: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]
         path, rel = Path(entry.path), Path(entry.relpath)
         if _hidden(rel):
             continue
-        if path.suffix.lower() == ".geojson":
+        is_raster = path.suffix.lower() in RASTER_SUFFIXES
+        date = next((d for d in map(date_token, rel.parts[:-1]) if d), None) or date_token(path.name) or ""
+        layer = _layer_of(path, cfg) if is_raster else None
+        if layer is not None:
+            layer_files.setdefault((layer, date), []).append(path)
+        elif path.suffix.lower() == ".geojson":
             geojsons.append(path)
         elif _is_label_raster(path, suffixes):
             label_rasters.append(path)
-        elif path.suffix.lower() in RASTER_SUFFIXES:
-            date = next((d for d in map(date_token, rel.parts[:-1]) if d), None) or date_token(path.name) or ""
+        elif is_raster:
             groups.setdefault(date, []).append(path)
     acquisitions = []
     for date in sorted(groups):
@@ -162,20 +213,20 @@ def _scan_folder(folder: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]
             chosen, ok = {}, True
             for band in cfg.bands:
                 pattern = re.compile(band.file, re.IGNORECASE)
-                hits = [p for p in files if pattern.search(p.name)]
-                if len(hits) != 1:
-                    what = "no file" if not hits else f"{len(hits)} files ({', '.join(p.name for p in hits)})"
-                    problems.append(f"{label}: {what} for band {band.name}")
-                    ok = False
-                else:
-                    chosen[band.name] = str(hits[0])
+                found = _only_file([p for p in files if pattern.search(p.name)], label, f"band {band.name}", problems)
+                ok = ok and found is not None
+                chosen[band.name] = found
             if ok:
                 acquisitions.append(Acquisition(date, chosen))
         elif len(files) == 1:
-            acquisitions.append(Acquisition(date, {"*": str(files[0])}))
+            acquisitions += _time_steps(Acquisition(date, {"*": str(files[0])}), cfg)
         else:
             problems.append(f"{label}: {len(files)} raster files ({', '.join(p.name for p in files)}) "
                             "for one multi-band acquisition")
+    if cfg.time_series is not None and len(acquisitions) > len(cfg.time_series.dates):
+        problems.append(f"several time-series files; using {Path(acquisitions[0].path_of('*')).name}")
+        acquisitions = acquisitions[:len(cfg.time_series.dates)]
+    acquisitions = sorted(_with_layers(acquisitions, layer_files, cfg, problems), key=lambda a: a.date)
     if not acquisitions:
         problems.append("no usable acquisition")
     return SceneSource(
@@ -186,7 +237,10 @@ def _scan_folder(folder: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]
 
 def _single_file_scene(path: Path, cfg: RemoteSensingConfig, suffixes: Sequence[str]) -> SceneSource:
     problems: list[str] = []
-    acquisitions: tuple[Acquisition, ...] = (Acquisition(date_token(path.name) or "", {"*": str(path)}),)
+    acquisitions = tuple(_time_steps(Acquisition(date_token(path.name) or "", {"*": str(path)}), cfg))
+    if cfg.layers:
+        problems.append("a single file scene has no separate layer files: put the scene in a folder")
+        acquisitions = ()
     if cfg.per_band_files:
         problems.append("a single file scene needs multi-band bands ('index'), but the bands use 'file' patterns")
         acquisitions = ()

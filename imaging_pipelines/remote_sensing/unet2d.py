@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceFocalLoss, FocalLoss
 from monai.networks.nets import UNet
 
 from imaging_pipelines.core.storage import atomic_file
@@ -74,6 +74,16 @@ class TrainOutcome:
     class_values: list[int]  # index -> class value; index 0 = 0 (background)
     curve: list[float]  # mean training loss per epoch
     validation_iou: dict[str, float] | None  # class name -> IoU of the kept (best-validation) weights
+
+
+def build_loss(training: RasterTrainingConfig, weight: torch.Tensor | None) -> torch.nn.Module:
+    """The training loss named by ``training.loss`` (softmax over class indices, one-hot targets, Dice terms
+    pooled over the batch); ``weight`` (per class) weighs the cross-entropy / focal term."""
+    if training.loss == "dice_focal":
+        return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=True, gamma=training.focal_gamma, weight=weight)
+    if training.loss == "focal":
+        return FocalLoss(to_onehot_y=True, use_softmax=True, gamma=training.focal_gamma, weight=weight)
+    return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
 
 
 def _check_patch(patch_size: int) -> None:
@@ -148,8 +158,9 @@ def train_unet2d(
     """Train a U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``.
 
     ``training.epochs`` x ``iterations_per_epoch`` Adam steps on batches of random augmented patches,
-    loss MONAI ``DiceCELoss`` (softmax, class weights = inverse frequency normalised to mean 1 and clipped
-    to [0.1, 10] when ``class_weights == 'inverse_frequency'``). With ``validation`` (images, labels) the
+    loss :func:`build_loss` (``training.loss``: MONAI ``DiceCELoss``, ``DiceFocalLoss`` or ``FocalLoss``; class
+    weights = inverse frequency normalised to mean 1 and clipped to [0.1, 10] when ``class_weights ==
+    'inverse_frequency'``). With ``validation`` (images, labels) the
     weights of the epoch with the best mean foreground IoU are kept (sliding-window prediction, overlap 0.25).
     """
     if not images or len(images) != len(labels):
@@ -167,8 +178,7 @@ def train_unet2d(
     y_train = [_to_indices(lab, class_values, ~np.isfinite(img).all(axis=0)) for img, lab in zip(images, labels)]
     n = len(class_values)
     weight = _class_weights(y_train, n) if training.class_weights == "inverse_frequency" else None
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True,
-                         weight=weight.to(device) if weight is not None else None)
+    loss_fn = build_loss(training, weight.to(device) if weight is not None else None)
     model = build_unet2d(images[0].shape[0], n, training.base_filters).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
     sampler = _Patches(x_train, y_train, p, rng)
@@ -217,24 +227,34 @@ def _validate(model, norm, class_values, classes, validation, patch, device) -> 
 
 @torch.no_grad()
 def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
-                   patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False):
+                   patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False,
+                   tta: bool = False):
     """``(y, x)`` uint8 class values of a ``(c, y, x)`` image: MONAI sliding-window inference
     (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0.
-    ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``."""
+    ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``.
+    ``tta``: the softmax is averaged over the image and its flips in y, in x and in both."""
     _check_patch(patch_size)
     if image.ndim != 3:
         raise ValueError(f"image must be (c, y, x), got {image.shape}")
     was_training = model.training
     model.eval()
     x = torch.from_numpy(normalisation.apply(image)[None]).to(device)
-    logits = sliding_window_inference(x, (patch_size, patch_size), sw_batch_size=4, predictor=model,
-                                      overlap=overlap, mode="gaussian")
+    flips = [(), (2,), (3,), (2, 3)] if tta else [()]
+    probability = None
+    for dims in flips:
+        xi = torch.flip(x, dims) if dims else x
+        logits = sliding_window_inference(xi, (patch_size, patch_size), sw_batch_size=4, predictor=model,
+                                          overlap=overlap, mode="gaussian")
+        p = torch.softmax(logits, 1)
+        p = torch.flip(p, dims) if dims else p
+        probability = p if probability is None else probability + p
+    probability = probability / len(flips)
     model.train(was_training)
-    index = logits.argmax(1)[0].cpu().numpy()
+    index = probability.argmax(1)[0].cpu().numpy()
     out = np.asarray(class_values, np.uint8)[index]
     out[~np.isfinite(image).all(axis=0)] = 0
     if return_probabilities:
-        return out, torch.softmax(logits, 1)[0].float().cpu().numpy()
+        return out, probability[0].float().cpu().numpy()
     return out
 
 

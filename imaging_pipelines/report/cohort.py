@@ -81,22 +81,40 @@ def _medical_sections(dataset: DatasetConfig, ds_id: str, root, summary: dict) -
 
 
 def _scene_sections(ds_id: str, root, summary: dict) -> list[Section]:
+    from imaging_pipelines.remote_sensing.stages.scene_mosaic import STATUS_FILE, scene_status
+
     folder = as_upath(root) / ds_id / SCENE_OUTPUTS
-    names = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists()) if folder.exists() else []
-    rows, areas, over_time = [], {}, {}
+    names = sorted(p.name for p in folder.iterdir() if (p / "summary.json").exists() or (p / STATUS_FILE).exists()) \
+        if folder.exists() else []
+    rows, areas, over_time, incomplete = [], {}, {}, 0
     for scene in names:
+        status = scene_status(folder / scene)
+        if status.get("status") != "complete":  # measured figures would be partial: none are shown
+            incomplete += 1
+            rows.append({"scene": scene, "status": f"incomplete: {status.get('missing_tiles')} of {status.get('tiles')} "
+                                                   "tiles not segmented (not stitched, not measured)",
+                         "report": "no report (incomplete scene)"})
+            continue
         info = json.loads((folder / scene / "summary.json").read_text())
         dates = scene_dates(tile_records(root, ds_id, scene)[0])
         areas[scene] = dict(info.get("areas_ha", {}))
-        rows.append({"scene": scene, "dates": ", ".join(dates) or "undated",
+        evaluation = info.get("evaluation") or {}
+        model = next((r for m, r in (evaluation.get("methods") or {}).items() if m != "baseline_otsu"), {})
+        majority = evaluation.get("majority_class") or {}
+        rows.append({"scene": scene, "status": "complete", "dates": ", ".join(dates) or "undated",
                      **{f"{k} (ha)": v for k, v in areas[scene].items()},
+                     "held-out tiles": evaluation.get("tiles"), "accuracy": model.get("accuracy"),
+                     "majority accuracy": majority.get("accuracy"), "mean IoU": model.get("mean_iou"),
+                     "majority mean IoU": majority.get("mean_iou"),
                      "cloud fraction": info.get("cloud_fraction"), "nodata fraction": info.get("nodata_fraction"),
                      "report": _link(root, ds_id, scene)})
         if dates:  # the scene's area at the middle of its acquisition dates
             for name, ha in areas[scene].items():
                 over_time.setdefault(name, []).append((dates[len(dates) // 2], ha))
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    section = Section("scenes", "Scenes", [f"{len(rows)} scene(s); areas in hectares"])
+    section = Section("scenes", "Scenes", [f"{len(rows)} scene(s), {incomplete} incomplete; areas in hectares; accuracy "
+                                           "and mean IoU of the segmentation on each scene's held-out tiles, beside "
+                                           "the majority-class predictor's"])
     section.tables.append(("per scene", [{c: r.get(c) for c in columns} for r in rows]))
     sections = [section]
     if areas:
@@ -105,7 +123,7 @@ def _scene_sections(ds_id: str, root, summary: dict) -> list[Section]:
             plots.figures.append(Figure(fg.time_plot(over_time, "class areas over time", "ha"),
                                         "area per class at each scene's middle acquisition date (ha)"))
         sections.append(plots)
-    summary.update(scenes=len(rows), reports=sum(isinstance(r["report"], Link) for r in rows))
+    summary.update(scenes=len(rows), incomplete_scenes=incomplete, reports=sum(isinstance(r["report"], Link) for r in rows))
     return sections
 
 

@@ -2,8 +2,8 @@
 
 ``<root>/<dataset>/reports/<scene>.html`` with sections (element ids) ``map`` (RGB composite, 2-98 % stretch,
 with the class map over it), ``areas`` (hectares per class), ``qc`` (cloud and nodata fractions, per-date
-co-registration shifts), ``evaluation`` (IoU of model and baseline per class, when the tiles have
-reference labels) and ``provenance`` (scene, dates, CRS, grid, code / model version, run id).
+co-registration shifts), ``evaluation`` (accuracy, mean IoU and IoU per class of model, baseline and
+the majority-class predictor on the scene's held-out tiles, when there are labelled ones) and ``provenance`` (scene, dates, CRS, grid, code / model version, run id).
 """
 
 from __future__ import annotations
@@ -60,14 +60,26 @@ def tile_records(root: UPath | str, dataset_id: str, scene: str) -> tuple[list[d
     return prepared, segmented
 
 
-def mean_iou(figures: list[dict], key: str) -> dict[str, float]:
-    """Per class, the mean over tiles of the tile-core IoU stored under ``key`` (``iou`` / ``baseline_iou``)."""
-    values: dict[str, list[float]] = {}
-    for f in figures:
-        for name, v in (f.get(key) or {}).items():
-            if v is not None and np.isfinite(v):
-                values.setdefault(name, []).append(float(v))
-    return {name: round(float(np.mean(v)), 4) for name, v in values.items()}
+def evaluation_section(evaluation: dict, classes: dict[str, int], split: str, methods: list[str]) -> Section:
+    """IoU per class (background included), mean IoU and pixel accuracy of every method and of the
+    majority-class predictor, on the scene's held-out tiles (``evaluation`` from ``summary.json``)."""
+    rows = dict(evaluation.get("methods") or {})
+    majority = evaluation.get("majority_class")
+    if majority:
+        rows[f"majority class ({majority['class']})"] = majority
+    what = "the test split's tiles (never trained on)" if split == "test" else "every tile (the method fits on none)"
+    section = Section("evaluation", "Evaluation against the reference (held-out tiles)", [
+        f"pooled over the pixels of {evaluation.get('tiles')} tile core(s) of {what}; segmentation method "
+        f"{', '.join(methods) or 'unknown'}; the majority-class predictor labels every pixel with the class most "
+        "frequent in the training reference"])
+    names = ["background", *classes]
+    section.tables.append(("accuracy and IoU", [
+        {"method": m, "accuracy": r.get("accuracy"), "mean IoU": r.get("mean_iou"),
+         **{f"IoU {k}": (r.get("iou") or {}).get(k) for k in names}} for m, r in rows.items()]))
+    section.figures.append(Figure(fg.bar_plot({m: {"accuracy": r.get("accuracy"), "mean IoU": r.get("mean_iou")}
+                                               for m, r in rows.items()}, "held-out accuracy and mean IoU", ""),
+                                  "accuracy and mean IoU per method, with the majority-class predictor"))
+    return section
 
 
 def scene_dates(prepared: list[dict]) -> list[str]:
@@ -118,22 +130,15 @@ def report_scene(dataset: DatasetConfig, scene: str, root: UPath | str, run_id: 
         warnings.append(f"{len(prepared)} analysis-ready tile(s) but {len(segmented)} segmented tile(s)")
     sections.append(qc)
 
-    model, baseline = mean_iou(segmented, "iou"), mean_iou(segmented, "baseline_iou")
     methods = sorted({f.get("method") for f in segmented if f.get("method")})
-    how = f"mean over {len(segmented)} tile core(s)"
+    evaluation = summary_file.get("evaluation")  # held-out tiles only (scene_outputs' own figures)
     pooled = summary_file.get("evaluation_iou") or {}
-    if pooled:  # pixel-pooled over the scene's labelled tile cores (scene_outputs' own figure)
-        model = next((v for k, v in pooled.items() if k != "baseline_otsu"), {})
-        baseline, how = pooled.get("baseline_otsu", {}), "pooled over the pixels of the scene's labelled tile cores"
-    if model or baseline:
-        section = Section("evaluation", "Evaluation against the reference",
-                          [f"IoU per class, {how}; segmentation method {', '.join(methods)}"])
-        section.tables.append(("IoU per class", [{"class": k, "segmentation": model.get(k), "baseline": baseline.get(k)}
-                                                 for k in classes]))
-        section.figures.append(Figure(fg.bar_plot({k: {"segmentation": model.get(k), "baseline": baseline.get(k)} for k in classes},
-                                                  "IoU: segmentation vs baseline", "IoU"), "IoU per class"))
-        sections.append(section)
-
+    model = next((v for k, v in pooled.items() if k != "baseline_otsu"), {})
+    baseline = pooled.get("baseline_otsu", {})
+    if evaluation:
+        sections.append(evaluation_section(evaluation, classes, summary_file.get("evaluation_split", "test"), methods))
+    elif any(f.get("iou") for f in segmented):
+        warnings.append("no held-out tile in this scene: no evaluation (tiles trained on are never scored)")
     dates = scene_dates(prepared)
     versions = sorted({str(f.get("model_version")) for f in segmented if f.get("model_version")})
     t = composite.transform
@@ -148,6 +153,9 @@ def report_scene(dataset: DatasetConfig, scene: str, root: UPath | str, run_id: 
     sections.append(provenance)
     summary = {"areas_ha": dict(areas), "cloud_fraction": summary_file.get("cloud_fraction"),
                "nodata_fraction": summary_file.get("nodata_fraction"), "dates": len(dates),
-               **({"iou": model, "baseline_iou": baseline} if model or baseline else {})}
+               **({"iou": model, "baseline_iou": baseline} if model or baseline else {}),
+               **({"held_out": {m: {"accuracy": r.get("accuracy"), "mean_iou": r.get("mean_iou")}
+                                for m, r in {**evaluation["methods"], "majority_class": evaluation["majority_class"]}.items()
+                                if r}} if evaluation else {})}
     return write_report(report_path(root, ds_id, scene), "scene.html.j2", f"Scene report {scene}", sections, warnings,
                         summary, dataset=ds_id, scene=scene)

@@ -115,7 +115,7 @@ def ingest_tile(dataset: DatasetConfig, partition: str, root: UPath | str) -> St
         stack.append(raster)
         dates.append(acquisition.date)
         notes += [f"{acquisition.date or 'undated'}: {n}" for n in acquisition_notes]
-        valid = np.isfinite(raster.array).all(axis=0)
+        valid = np.isfinite(raster.array[:len(cfg.bands)]).all(axis=0)  # bands only (layers may cover less)
         rows.append({"date": acquisition.date or "undated", "bands": len(raster.band_names),
                      "nodata_fraction": round(float(1 - valid.mean()), 4)})
     notes += list(source.problems)

@@ -36,13 +36,33 @@ def tile_split(dataset: DatasetConfig, partition: str) -> str:
     return "test" if u < t.test_fraction else "validation" if u < t.test_fraction + t.validation_fraction else "train"
 
 
-def model_inputs(dataset: DatasetConfig, composite: Raster) -> np.ndarray:
-    """The (c, y, x) float32 model input: the catalog's ``inputs`` bands of the composite (all by default)."""
-    names = dataset.remote_sensing.segmentation.inputs or list(composite.band_names)
+def date_slots(n_dates: int, steps: int) -> list[int | None]:
+    """Date index per model slot: ``steps`` dates spread evenly over ``n_dates`` (first and last kept), or
+    every date followed by empty slots (None) when there are fewer."""
+    if n_dates >= steps:
+        return [int(i) for i in np.linspace(0, n_dates - 1, steps).round()]
+    return list(range(n_dates)) + [None] * (steps - n_dates)
+
+
+def model_inputs(dataset: DatasetConfig, composite: Raster, per_date: np.ndarray | None = None) -> np.ndarray:
+    """The (c, y, x) float32 model input: the catalog's ``inputs`` bands of the composite (all by default),
+    then, with ``segmentation.temporal: per_date``, the reflectance bands of each of ``temporal_steps`` date
+    slots (:func:`date_slots`; ``per_date`` is the analysis-ready tile's ``(time, band, y, x)`` layer, NaN =
+    not clear; empty slots are NaN, i.e. 0 after the model's normalisation)."""
+    seg = dataset.remote_sensing.segmentation
+    names = seg.inputs or list(composite.band_names)
     missing = [n for n in names if n not in composite.band_names]
     if missing:
         raise ValueError(f"segmentation.inputs {missing} are not composite bands ({composite.band_names})")
-    return np.stack([composite.band(n) for n in names]).astype(np.float32)
+    channels = [composite.band(n) for n in names]
+    if seg.temporal == "per_date":
+        if per_date is None:
+            raise ValueError("segmentation.temporal is per_date but the analysis-ready tile has no per_date layer "
+                             "(materialise analysis_ready_tiles again)")
+        empty = np.full(per_date.shape[1:], np.nan, np.float32)
+        for index in date_slots(per_date.shape[0], seg.temporal_steps):
+            channels += list(per_date[index] if index is not None else empty)
+    return np.stack(channels).astype(np.float32)
 
 
 @dataclass
@@ -61,11 +81,12 @@ def labelled_tiles(dataset: DatasetConfig, root: UPath | str, partitions: list[s
         store = stage_store(root, dataset.id, PREPARED, key)
         if tile_split(dataset, key) != split or not store_exists(store):
             continue
-        reference = read_tile_layers(store, "reference").get("reference")
-        if reference is None:
+        layers = read_tile_layers(store, "reference", "per_date")
+        if layers.get("reference") is None:
             continue
+        reference = layers["reference"]
         rows, cols = read_tile_info(store)[1].core_in_window.slices
-        image = model_inputs(dataset, read_tile_zarr(store))
+        image = model_inputs(dataset, read_tile_zarr(store), layers.get("per_date"))
         out.append(LabelledTile(key, image[:, rows, cols], reference[rows, cols]))
     return out
 
@@ -101,7 +122,8 @@ class TileModelTask(ModelTask[TileInputs]):
 
     def params(self) -> dict[str, Any]:
         seg = self.dataset.remote_sensing.segmentation
-        return {"classes": seg.classes, "inputs": seg.inputs, "training": seg.training.model_dump()}
+        return {"classes": seg.classes, "inputs": seg.inputs, "training": seg.training.model_dump(),
+                "temporal": seg.temporal, "temporal_steps": seg.temporal_steps}
 
     def train(self, inputs: TileInputs, version: str, device: str, log: Log) -> TrainedModel:
         from imaging_pipelines.remote_sensing.unet2d import save_unet2d, train_unet2d

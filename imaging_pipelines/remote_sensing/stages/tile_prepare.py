@@ -3,7 +3,10 @@ composite and spectral indices (see :func:`imaging_pipelines.remote_sensing.anal
 
 Store ``<root>/<dataset>/analysis_ready_tiles/<key>.zarr``: ``raster`` ``(band, y, x)`` float32 (reflectance
 bands then indices, NaN = no clear observation); layers ``cloud`` and ``nodata`` ``(time, y, x)`` uint8,
-``valid_count`` ``(y, x)`` uint8 (clear observations per pixel) and ``reference`` when the tile has labels.
+``valid_count`` ``(y, x)`` uint8 (clear observations per pixel), ``layer_<name>`` ``(y, x)`` float32 for each
+DEM / extra layer that is not a model channel, ``per_date`` ``(time, date_band, y, x)`` float32 (each date's
+co-registered reflectance, NaN where not clear) with ``segmentation.temporal: per_date``, and ``reference``
+when the tile has labels.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ def prepare_tile(dataset: DatasetConfig, partition: str, root: UPath | str) -> S
     known = read_tile_layers(source_store)["attrs"].get("scene_shifts") or {}
     products = analysis_ready_tile(stack, dates, cfg, known_shifts={d: tuple(v) for d, v in known.items()})
     layers = {"cloud": products.cloud.astype(np.uint8), "nodata": products.nodata.astype(np.uint8),
-              "valid_count": products.valid_count.astype(np.uint8)}
+              "valid_count": products.valid_count.astype(np.uint8),
+              **{f"layer_{name}": values for name, values in products.layers.items()}}
+    if cfg.segmentation.temporal == "per_date":  # each date's clear reflectance, for the model's temporal input
+        layers["per_date"] = (("time", "date_band", "y", "x"), products.per_date)
     reference = read_tile_layers(source_store, "reference").get("reference")
     if reference is not None:
         layers["reference"] = reference

@@ -35,7 +35,8 @@ def segment_tile(dataset: DatasetConfig, partition: str, root: UPath | str, devi
         raise FileNotFoundError(f"{source}: no analysis-ready tile (materialise {PREPARED} first)")
     composite = read_tile_zarr(source)
     scene, tile = read_tile_info(source)
-    reference = read_tile_layers(source, "reference").get("reference")
+    stored = read_tile_layers(source, "reference", "per_date")
+    reference = stored.get("reference")
     baseline = otsu_baseline(composite, seg.classes, seg.baselines)
     method, version, notes = "baseline", None, []
     prediction, probability, class_values = baseline, None, None
@@ -48,8 +49,9 @@ def segment_tile(dataset: DatasetConfig, partition: str, root: UPath | str, devi
             from imaging_pipelines.remote_sensing.unet2d import predict_unet2d
 
             prediction, probability = predict_unet2d(
-                model, normalisation, class_values, model_inputs(dataset, composite), seg.training.patch_size,
-                seg.overlap, str(pick_device(device)), return_probabilities=True)
+                model, normalisation, class_values, model_inputs(dataset, composite, stored.get("per_date")),
+                seg.training.patch_size,
+                seg.overlap, str(pick_device(device)), return_probabilities=True, tta=seg.test_time_augmentation)
             method, version = "unet2d", meta.get("version")
     prediction = np.where(np.isfinite(composite.array).all(axis=0), prediction, 0).astype(np.uint8)
     rows_core, cols_core = tile.core_in_window.slices

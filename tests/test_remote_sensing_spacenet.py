@@ -1,0 +1,37 @@
+"""The issue 15 land-cover goal on the visible real case: building IoU >= 0.50 on the held-out right 30 % of the
+SpaceNet Atlanta sample tile, through ``bench/eval_spacenet_buildings.py`` with its default (seeded) settings,
+and a mean IoU above the majority-class predictor's. About 30 s on 2 quiet cores, far longer on a loaded
+machine: slow."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+MEASURED = ("measured 2026-12-05: building IoU 0.343 (0.404 with test-time flips and a validation-chosen "
+            "threshold, not what this test reads), mean IoU 0.652 against the majority predictor's 0.484")
+
+
+def run_bench(shared_data) -> str:
+    env = {**os.environ, "IMAGING_SHARED_DATA": str(shared_data), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "eval_spacenet_buildings.py")], env=env,
+                          capture_output=True, text=True, timeout=3600, check=True)
+    return done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=f"goal not met: {MEASURED}")
+def test_spacenet_building_iou_on_held_out_columns(shared_data):
+    out = run_bench(shared_data)
+    iou = float(re.search(r"U-Net ([0-9.]+)", out).group(1))
+    unet_miou = float(re.search(r"held-out unet +accuracy [0-9.]+ +mean IoU ([0-9.]+)", out).group(1))
+    majority_miou = float(re.search(r"held-out majority class \(background\) accuracy [0-9.]+ +mean IoU ([0-9.]+)",
+                                    out).group(1))
+    assert unet_miou > majority_miou
+    assert iou >= 0.50
