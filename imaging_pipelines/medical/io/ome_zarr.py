@@ -52,22 +52,39 @@ def downsample(array: np.ndarray, factor: tuple[int, int, int], labels: bool = F
     """
     if factor == (1, 1, 1):
         return array
-    lead = array.shape[:-3]
     cropped = array[(...,) + tuple(slice(0, (s // f) * f) for s, f in zip(array.shape[-3:], factor))]
     if labels:
         return np.ascontiguousarray(cropped[(...,) + tuple(slice(f // 2, None, f) for f in factor)])
-    shape = lead + tuple(x for s, f in zip(cropped.shape[-3:], factor) for x in (s // f, f))
-    n = len(lead)
     exact_in_float32 = array.dtype.itemsize <= 2 or array.dtype == np.float32  # sums of 8..64 values stay exact enough
-    mean = cropped.reshape(shape).mean(axis=(n + 1, n + 3, n + 5), dtype=np.float32 if exact_in_float32 else np.float64)
+    mean = _block_sum(cropped, factor, np.float32 if exact_in_float32 else np.float64)
+    mean *= mean.dtype.type(1.0 / float(np.prod(factor)))
     if np.issubdtype(array.dtype, np.integer):  # in place: one float temporary of the level's size, not three
         info = np.iinfo(array.dtype)
         np.clip(np.rint(mean, out=mean), info.min, info.max, out=mean)
     return mean.astype(array.dtype, copy=False)
 
 
-def _chunks(volume: Volume) -> tuple[int, ...]:
-    spatial = tuple(min(c, s) for c, s in zip(SPATIAL_CHUNK, volume.spatial_shape))
+def _block_sum(array: np.ndarray, factor: tuple[int, int, int], dtype: type) -> np.ndarray:
+    """Sum of each block of ``factor`` (z, y, x) voxels of ``array`` (shape divisible by ``factor`` on the last
+    three axes) in ``dtype``: strided slices added axis by axis (several times faster than a reshaped mean)."""
+    out = array
+    for axis, f in zip(range(array.ndim - 3, array.ndim), factor):
+        if f == 1:
+            continue
+        index = [slice(None)] * out.ndim
+        index[axis] = slice(0, None, f)
+        total = out[tuple(index)].astype(dtype, copy=True)
+        for k in range(1, f):
+            index[axis] = slice(k, None, f)
+            total += out[tuple(index)]
+        out = total
+    return out if out is not array else array.astype(dtype)
+
+
+def _chunks(volume: Volume, level_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks of one pyramid level: :data:`SPATIAL_CHUNK` cut to the level's own shape (a chunk as large as
+    level 0 would be padded to full size, compressed and written for every coarse level)."""
+    spatial = tuple(min(c, s) for c, s in zip(SPATIAL_CHUNK, level_shape[-3:]))
     return ((1,) + spatial) if volume.is_timeseries else spatial
 
 
@@ -89,7 +106,7 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: 
         data = downsample(data, tuple(f // p for f, p in zip(factor, previous)), labels=is_label)
         previous = factor
         arr = group.create_array(
-            str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume), compressors=_compressors(),
+            str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume, data.shape), compressors=_compressors(),
             dimension_names=[a["name"] for a in _axes(volume)],
         )
         arr[...] = data
