@@ -79,19 +79,23 @@ def write_scene(inbox: Path, n_tiles: int) -> None:
     write_demo_scenes(inbox, n_scenes=1, size=side * TILE_PX, n_dates=1, seed=0)
 
 
+# every file is complete before registration starts, so the inbox sensors need not wait for it to settle
+QUIESCENCE = "inbox_checks:\n  quiescent_seconds: 0\n"
+
+
 def write_catalog(folder: Path, with_tiles: bool) -> Path:
     catalog = folder / "catalog"
     catalog.mkdir(parents=True, exist_ok=True)
     (catalog / f"{MEDICAL}.yaml").write_text(
         f"id: {MEDICAL}\ndomain: medical\ninbox: ../volumes\nformats: [nifti]\npartitioning: patient\n"
-        "file_modality: MR\npreprocessing_recipe: demo_mr\n")
+        "file_modality: MR\npreprocessing_recipe: demo_mr\n" + QUIESCENCE)
     if with_tiles:
         demo = (REPO / "data_catalog" / "demo_scenes.yaml").read_text()
         rs = demo[demo.index("remote_sensing:"):demo.index("  indices:")]
         rs = rs.replace("size: 128", f"size: {TILE_PX}").replace("overlap: 16", "overlap: 8")
         (catalog / f"{TILES}.yaml").write_text(
             f"id: {TILES}\ndomain: remote_sensing\ninbox: ../scenes\nformats: [geotiff]\npartitioning: tile\n"
-            + rs + "  indices: [ndvi, ndwi, ndbi]\n  coregister: false\n  composite: median\n"
+            + QUIESCENCE + rs + "  indices: [ndvi, ndwi, ndbi]\n  coregister: false\n  composite: median\n"
             "  segmentation:\n    method: none\n")
     return catalog
 
@@ -274,6 +278,9 @@ def main() -> int:
             todo += [(dataset, r.partition_key) for r in run_sensor_once(defs, dataset, instance).run_requests]
     register_s = time.perf_counter() - t0
     todo = todo[: args.partitions]
+    if not todo:
+        print(f"no partition was registered from {work} (see the sensor messages above)", file=sys.stderr)
+        return 1
     print(f"registered {len(todo)} partitions in {register_s:.1f} s; backfilling with the {args.executor} executor, "
           f"{args.run_workers} runs at a time", flush=True)
 

@@ -16,14 +16,19 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def dev_instance_yaml(home: str | os.PathLike) -> str:
-    """The dagster.yaml of a local SQLite instance in ``home``: telemetry off, and every run's events in one
-    SQLite database (``ConsolidatedSqliteEventLogStorage`` under ``home/history``). Dagster's default SQLite
-    event log creates and migrates a database file per run and writes asset events twice, which costs a
-    small partition's run about as much as its imaging."""
+    """The dagster.yaml of a local SQLite instance in ``home``: telemetry off, every run's events in one
+    SQLite database under ``home/history`` and the runs in ``home/history/runs.db``, through
+    :mod:`imaging_pipelines.dagster_layer.sqlite_storage` (one engine per process, WAL commits without an
+    fsync each). Dagster's default SQLite event log creates and migrates a database file per run and writes
+    asset events twice, which costs a small partition's run about as much as its imaging."""
+    base_dir = json.dumps(os.path.join(os.path.abspath(home), "history"))
     return ("telemetry:\n  enabled: false\n"
-            "event_log_storage:\n  module: dagster._core.storage.event_log\n"
-            "  class: ConsolidatedSqliteEventLogStorage\n"
-            f"  config:\n    base_dir: {json.dumps(os.path.join(os.path.abspath(home), 'history'))}\n")
+            "event_log_storage:\n  module: imaging_pipelines.dagster_layer.sqlite_storage\n"
+            "  class: LocalSqliteEventLogStorage\n"
+            f"  config:\n    base_dir: {base_dir}\n"
+            "run_storage:\n  module: imaging_pipelines.dagster_layer.sqlite_storage\n"
+            "  class: LocalSqliteRunStorage\n"
+            f"  config:\n    base_dir: {base_dir}\n")
 
 
 _held_databases: dict = {}  # per process: database path -> the connection hold_sqlite_databases keeps open
