@@ -4,8 +4,8 @@ SQLAlchemy engine per process and WAL commits that are not each fsync-ed.
 Dagster's SQLite storages create a new SQLAlchemy engine for every operation (``NullPool``), so no compiled
 statement is ever reused, and commit every event with SQLite's default ``synchronous=FULL``: an fsync of
 the write-ahead log per event, about 40 per small partition's run. These subclasses keep one engine per
-storage and process (still ``NullPool``: a connection per operation, nothing shared across a fork or
-between threads) and set ``PRAGMA synchronous=NORMAL`` on each connection. In WAL mode that is SQLite's
+storage and process with a small pool of open connections (re-created after a fork; a connection is used by
+one thread at a time) and set ``PRAGMA synchronous=NORMAL`` on each connection. In WAL mode that is SQLite's
 recommended setting: the database stays consistent after any crash, and a transaction committed just
 before a power loss or an operating-system crash (not a killed process) may be rolled back, in which case
 that run shows as not finished and its partition is run again. The stored outputs themselves are written
@@ -27,9 +27,10 @@ from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 SYNCHRONOUS = "NORMAL"
+POOL_SIZE = 2  # connections kept open per storage and process
 
 
 def _relax_synchronous(dbapi_connection: Any, _record: Any) -> None:
@@ -39,16 +40,22 @@ def _relax_synchronous(dbapi_connection: Any, _record: Any) -> None:
 
 
 class _EnginePerProcess:
-    """One engine for a connection string, re-created in a forked child (engines are not fork-safe)."""
+    """One engine for a connection string, with a small pool of SQLite connections (each opened once, with
+    :data:`SYNCHRONOUS` set), re-created in a forked child: the parent's pooled connections are dropped
+    there without being closed (SQLite connections must not cross a fork)."""
 
     def __init__(self, conn_string: str, connect_args: dict[str, Any] | None = None):
-        self.conn_string, self.connect_args = conn_string, connect_args or {}
+        self.conn_string = conn_string
+        self.connect_args = {**(connect_args or {}), "check_same_thread": False}  # the pool hands a connection to one thread at a time
         self._engine: Engine | None = None
         self._pid = -1
 
     def get(self) -> Engine:
         if self._engine is None or self._pid != os.getpid():
-            engine = create_engine(self.conn_string, poolclass=NullPool, connect_args=self.connect_args)
+            if self._engine is not None:
+                self._engine.dispose(close=False)
+            engine = create_engine(self.conn_string, poolclass=QueuePool, pool_size=POOL_SIZE, max_overflow=8,
+                                   connect_args=self.connect_args)
             event.listen(engine, "connect", _relax_synchronous)
             self._engine, self._pid = engine, os.getpid()
         return self._engine
@@ -70,6 +77,10 @@ class LocalSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             "_local_engines", _EnginePerProcess(self._conn_string, {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}))
         with engines.transaction() as conn:
             yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        with self._connect() as conn:
+            return bool(conn.dialect.has_table(conn, table_name))
 
 
 class LocalSqliteRunStorage(SqliteRunStorage):

@@ -64,12 +64,14 @@ def orthogonal_planes(volume: np.ndarray, spacing: Sequence[float],
 
 
 def to_png(rgb: np.ndarray, max_width: int = 256) -> bytes:
-    """(y, x, 3) floats in [0, 1] -> a PNG at most ``max_width`` px wide, palette-quantised (small)."""
+    """(y, x, 3) floats in [0, 1] -> a PNG at most ``max_width`` px wide, palette-quantised (small). The fast
+    octree quantiser (about 2 ms for a 96 x 256 preview against about 40 ms for median cut, and no larger) and
+    zlib's default level (``optimize`` took 8 ms instead of 1 ms for 1 % fewer bytes)."""
     image = Image.fromarray((np.clip(np.nan_to_num(rgb), 0, 1) * 255).astype(np.uint8), "RGB")
     if image.width > max_width:
         image = image.resize((max_width, max(1, round(image.height * max_width / image.width))), Image.LANCZOS)
     buf = io.BytesIO()
-    image.quantize(colors=128).save(buf, format="PNG", optimize=True)
+    image.quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG")
     return buf.getvalue()
 
 
