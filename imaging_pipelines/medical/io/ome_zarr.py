@@ -95,8 +95,11 @@ def _axes(volume: Volume) -> list[dict[str, str]]:
     return axes
 
 
-def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: bool = False) -> dict[str, Any]:
-    """Write ``volume`` as the OME-Zarr image ``parent/name`` (a label image when ``is_label``)."""
+def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: bool = False,
+                       pending: list[tuple[zarr.Array, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Write ``volume`` as the OME-Zarr image ``parent/name`` (a label image when ``is_label``). With
+    ``pending``, the arrays are created but their voxels are appended there as (array, data) for the caller
+    to write (:func:`write_arrays`), so the levels of several images are compressed concurrently."""
     group = parent.create_group(name)
     spacing_zyx = np.array(volume.spacing[::-1])
     datasets = []
@@ -109,7 +112,10 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: 
             str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume, data.shape), compressors=_compressors(),
             dimension_names=[a["name"] for a in _axes(volume)],
         )
-        arr[...] = data
+        if pending is None:
+            arr[...] = data
+        else:
+            pending.append((arr, data))
         # voxel (0,0,0) of a level is the centre of a block of `factor` level-0 voxels
         shift_ijk = (np.array(factor[::-1]) - 1) / 2.0 * np.array(volume.spacing)
         translation = (np.array(volume.origin) + volume.direction @ shift_ijk)[::-1]
@@ -137,11 +143,30 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: 
     return {"name": name, "shape": list(volume.array.shape), "levels": len(datasets)}
 
 
-def write_labels(image_group: zarr.Group, labels: dict[str, Volume]) -> None:
-    """OME-Zarr ``labels/`` of an image: one label image per entry (integer arrays on the image's grid)."""
+def write_arrays(pending: list[tuple[zarr.Array, np.ndarray]], threads: int = 4) -> None:
+    """Write each (array, data) pair, ``threads`` at a time (compression releases the GIL): the pyramid
+    levels and label images of a store are compressed in parallel instead of one after the other."""
+    if len(pending) <= 1 or threads <= 1:
+        for arr, data in pending:
+            arr[...] = data
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(item: tuple[zarr.Array, np.ndarray]) -> None:
+        item[0][...] = item[1]
+
+    largest_first = sorted(pending, key=lambda item: -item[1].nbytes)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(write, largest_first))
+
+
+def write_labels(image_group: zarr.Group, labels: dict[str, Volume],
+                 pending: list[tuple[zarr.Array, np.ndarray]] | None = None) -> None:
+    """OME-Zarr ``labels/`` of an image: one label image per entry (integer arrays on the image's grid);
+    ``pending`` as in :func:`write_volume_image`."""
     group = image_group.create_group("labels")
     for name, label in labels.items():
-        write_volume_image(group, name, label, is_label=True)
+        write_volume_image(group, name, label, is_label=True, pending=pending)
     group.attrs["ome"] = {"version": "0.5", "labels": list(labels)}
 
 
@@ -179,11 +204,12 @@ def write_volume_store(
     """
     with atomic_store(path) as staging:
         root = zarr.create_group(zarr_store(staging), zarr_format=3, overwrite=True)
-        summaries = []
+        summaries, pending = [], []
         for name, vol in images.items():
-            summaries.append(write_volume_image(root, name, vol))
+            summaries.append(write_volume_image(root, name, vol, pending=pending))
             if labels and labels.get(name):
-                write_labels(root[name], labels[name])
+                write_labels(root[name], labels[name], pending)
+        write_arrays(pending)
         for key, (array, attrs) in (arrays or {}).items():
             arr = root.create_array(key, shape=array.shape, dtype=array.dtype, compressors=_compressors(),
                                     chunks=array.shape if array.nbytes < 64 * 2**20 else "auto")

@@ -84,12 +84,11 @@ def n4_bias_correction(
         raise ValueError(f"shrink_factor must be >= 1; got {shrink_factor}")
 
     start = time.perf_counter()
-    array = volume.array.astype(np.float32)
+    array = np.asarray(volume.array, dtype=np.float32)  # read only: no copy when it is float32 already
     fit_mask = check_mask(volume, mask if mask is not None else otsu_foreground(volume), "N4 mask")
     fit_mask &= array > 0
 
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(volume.to_sitk())
+    image = volume.with_array(array).to_sitk()  # one copy of the voxels, with the volume's geometry
     mask_image = sitk.GetImageFromArray(fit_mask.astype(np.uint8))
     mask_image.CopyInformation(image)
 
@@ -101,7 +100,7 @@ def n4_bias_correction(
     n4.Execute(sitk.Shrink(image, factors), sitk.Shrink(mask_image, factors))
 
     log_bias = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(image))
-    corrected = (array / np.exp(log_bias)).astype(np.float32)
+    corrected = np.divide(array, np.exp(log_bias, out=log_bias), dtype=np.float32)
     report = N4Report(
         cv_before=coefficient_of_variation(array, fit_mask),
         cv_after=coefficient_of_variation(corrected, fit_mask),
