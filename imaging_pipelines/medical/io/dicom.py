@@ -9,6 +9,7 @@ form a time series. Every header is parsed once; pixels are decoded once per fil
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -364,4 +365,4 @@ def _time_step_from_keys(grid: list[list[SliceRecord]]) -> float | None:
     times = [row[0].time_key[2] for row in grid]
     steps = np.diff(times)
     steps = steps[steps > 0]
-    return float(np.median(steps)) if steps.size else None
+    return statistics.median(steps.tolist()) if steps.size else None  # np.median would import numpy.ma

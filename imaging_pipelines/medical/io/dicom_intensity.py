@@ -68,8 +68,10 @@ def _integral(x: float) -> bool:
     return float(x).is_integer()
 
 
-def _physical(stored: np.ndarray, slope: float, inter: float) -> np.ndarray:
-    """``stored * slope + inter``: the stored array when identity, an integer array when integral, else float32."""
+def _physical(stored: np.ndarray, slope: float, inter: float, in_place: bool = False) -> np.ndarray:
+    """``stored * slope + inter``: the stored array when identity, an integer array when integral, else float32.
+    ``in_place``: the caller no longer needs ``stored``, so integral scaling may overwrite it when the result
+    fits its type (CT stored as int16 -> HU as int16 without a second volume-sized array)."""
     if slope == 1 and inter == 0:
         if stored.dtype == np.uint16 and (not stored.size or int(stored.max()) <= 32767):
             return stored.astype(np.int16)  # as dcm2niix (nii_check16bitUnsigned)
@@ -80,11 +82,22 @@ def _physical(stored: np.ndarray, slope: float, inter: float) -> np.ndarray:
         for dtype in (np.int16, np.int32):
             info = np.iinfo(dtype)
             if min(vals) >= info.min and max(vals) <= info.max:
-                out = stored.astype(dtype)
+                out = _reusable(stored, dtype, hi) if in_place else None
+                out = stored.astype(dtype) if out is None else out
                 out *= dtype(slope)
                 out += dtype(inter)
                 return out
     return (stored.astype(np.float64) * slope + inter).astype(np.float32)
+
+
+def _reusable(stored: np.ndarray, dtype: type, hi: int) -> np.ndarray | None:
+    """``stored`` itself as ``dtype`` when that needs no copy (same type, or uint16 values <= 32767 read as
+    int16), else None."""
+    if stored.dtype == dtype:
+        return stored
+    if stored.dtype == np.uint16 and dtype is np.int16 and hi <= 32767:
+        return stored.view(np.int16)
+    return None
 
 
 def stack_intensity(planes: Iterable[np.ndarray], dtype: np.dtype, slopes: Sequence[float],
@@ -108,8 +121,9 @@ def stack_intensity(planes: Iterable[np.ndarray], dtype: np.dtype, slopes: Seque
         if ss0:
             slope, inter = philips_precise(slopes[0], intercepts[0], ss0)
             method = "Philips precise floating point (private scale slope 2005,100E)"
-        physical = _physical(stored, slope, inter)
-        if physical is not stored and physical.dtype.kind in "iu":  # integral: keep only one array
+        integral = stored.dtype.kind in "iu" and _integral(slope) and _integral(inter)
+        physical = _physical(stored, slope, inter, in_place=integral)
+        if integral and physical.dtype.kind in "iu":  # integral: keep only one array
             del stored
             applied = method + " (integral, applied)" if (slope, inter) != (1.0, 0.0) else method
             return StackIntensity(physical, 1.0, 0.0, physical, applied)

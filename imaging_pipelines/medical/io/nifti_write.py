@@ -32,6 +32,7 @@ UNITS_MM, UNITS_SEC = 2, 8
 VOX_OFFSET = 352
 GZIP_LEVEL = 1  # nibabel's default compression level for .nii.gz
 GZIP_BLOCK = 1 << 20  # bytes of voxels compressed as one independent deflate block (on its own core)
+MIN_PARALLEL_BLOCKS = 4  # fewer blocks (volumes under ~3 MiB) are compressed in this thread
 
 
 def mat2quat(m: np.ndarray) -> np.ndarray:
@@ -109,8 +110,8 @@ def nifti_chunks(data_c: np.ndarray, affine: np.ndarray, time_step: float | None
             yield bytes(payload[start:start + step])
         return
     yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-    blocks = [head + bytes(payload[:GZIP_BLOCK])] + [payload[start:start + GZIP_BLOCK]
-                                                     for start in range(GZIP_BLOCK, len(payload), GZIP_BLOCK)]
+    # the header is a block of its own: no copy of the first MiB of voxels to put the two together
+    blocks = [head] + [payload[start:start + GZIP_BLOCK] for start in range(0, len(payload), GZIP_BLOCK)]
     crc, size = 0, 0
     for n, piece in enumerate(_deflate_blocks(blocks)):
         crc, size = zlib.crc32(blocks[n], crc), size + len(blocks[n])
@@ -127,7 +128,7 @@ def _deflate_blocks(blocks: list[Any]) -> Iterator[bytes]:
     """Raw deflate of each block, in order; together one deflate stream (each block but the last ends with a sync
     flush, as pigz writes). Blocks are compressed on all cores: zlib releases the GIL while it compresses."""
     workers = min(os.cpu_count() or 1, len(blocks))
-    if workers < 2:
+    if workers < 2 or len(blocks) < MIN_PARALLEL_BLOCKS:  # a thread pool costs more than it gains on a few MiB
         for n, block in enumerate(blocks):
             yield _deflate_block(block, n == len(blocks) - 1)
         return
