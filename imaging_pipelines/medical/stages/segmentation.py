@@ -169,11 +169,12 @@ def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) ->
         binary = prediction.array == value
         components, count = ndimage.label(binary)  # face connectivity, as connected_components
         figures.append((name, int(count), float(np.count_nonzero(binary) * voxel_ml)))
-        if count > MAX_OBJECT_ROWS:
-            sizes = np.bincount(components.ravel())[1:]
-            largest = np.argsort(sizes, kind="stable")[::-1][:MAX_OBJECT_ROWS] + 1
-            binary = np.isin(components, largest)
-        _, stats = connected_components(prediction.with_array(binary.astype(np.uint8)), image=image)
+        # objects numbered 1..n by decreasing size (raster order among equal sizes), as connected_components
+        # numbers a binary mask, without labelling the mask a second time; at most MAX_OBJECT_ROWS of them
+        order = np.argsort(-np.bincount(components.ravel())[1:], kind="stable")[:MAX_OBJECT_ROWS]
+        lut = np.zeros(count + 1, dtype=np.int32)
+        lut[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
+        _, stats = connected_components(prediction.with_array(lut[components]), image=image)
         objects += [{"class": name, "object": s.label, "volume_ml": round(s.volume_ml, 3),
                      "centroid_lps_mm": ", ".join(f"{c:.1f}" for c in s.centroid_lps_mm),
                      "mean_intensity": round(float(s.mean_intensity), 3)} for s in stats]
