@@ -242,7 +242,7 @@ def preview_png(png: bytes, max_width: int = 256) -> bytes:
 
 def reliability_diagram(evaluation: dict[str, dict]) -> bytes:
     """Accuracy vs mean confidence of the non-empty bins of each split, with the diagonal of perfect calibration."""
-    fig = _new_figure(3.6, 3.4)
+    fig = new_figure(3.6, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], color="#888", lw=1, ls="--")
     for i, (split, ev) in enumerate(evaluation.items()):
