@@ -11,7 +11,8 @@
   mask: the lesion model is a Gaussian of the Otsu lesion candidates' intensities (one per polarity found),
   the background model the two normal-tissue classes of the Otsu split, the lesion prior the candidates'
   fraction of the region; n-links from intensity differences
-  per mm; components under 4 voxels removed.
+  per mm; components under 4 voxels removed, and components that touch the region's edge (the outer CSF and
+  scalp the erosion cuts through, continuing outside the brain region).
 
 All work on one 3D Volume in its own grid; nothing is learned. They are fallbacks while no model exists
 and baselines in evaluation.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from imaging_pipelines.medical.segment import classical, graph_cut
 from imaging_pipelines.core.volume import Volume
@@ -75,9 +77,15 @@ def _graph_cut(image: Volume) -> tuple[Volume, dict[str, Any]]:
     cut, cut_report = graph_cut.graph_cut_segmentation(
         image, region=region, foreground_model=lesion_model, background_model=tissue, prior=prior
     )
-    objects, stats = classical.connected_components(cut, min_size_vox=4, image=image)
-    kept = image.with_array((objects.array > 0).astype(np.uint8))
-    return kept, {"n_lesions": len(stats), "sigma": cut_report["sigma"], "cut_energy": cut_report["cut_energy"]}
+    objects, _ = classical.connected_components(cut, min_size_vox=4, image=image)
+    labels = np.asarray(objects.array)
+    border = region & ~ndimage.binary_erosion(region)  # region voxels with a face neighbour outside it
+    cut_off = np.setdiff1d(np.unique(labels[border]), [0])  # objects the region's edge cuts through
+    kept = (labels > 0) & ~np.isin(labels, cut_off)
+    n_lesions = len(np.setdiff1d(np.unique(labels[kept]), [0]))
+    return image.with_array(kept.astype(np.uint8)), {
+        "n_lesions": n_lesions, "dropped_at_region_border": len(cut_off), "sigma": cut_report["sigma"],
+        "data_scale": cut_report["data_scale"], "cut_energy": cut_report["cut_energy"]}
 
 
 def run_baseline(name: str, image: Volume) -> tuple[Volume, dict[str, Any]]:
