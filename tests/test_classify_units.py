@@ -76,18 +76,20 @@ def test_training_learns_a_planted_square_and_save_load_gives_the_same_probabili
 
 
 def test_grad_cam_is_high_on_the_evidence_not_flipped():
-    """MONAI's default CAM normaliser maps the maximum to 0; ours keeps high = salient."""
-    from imaging_pipelines.classify.saliency import grad_cam, top_decile_share
+    """MONAI's default CAM normaliser maps the maximum to 0; ours keeps high = salient (Grad-CAM and the
+    default LayerCAM + mirror saliency, for a given class and for each image's predicted class)."""
+    from imaging_pipelines.classify.saliency import grad_cam, saliency_map, top_decile_share
     from imaging_pipelines.classify.train import train_classifier
 
     x, y, masks = _bright_square_data(96, 2)
     clf = train_classifier(x, y, ["empty", "square"], _tiny_training(epochs=8, architecture="resnet"))
     pos = np.flatnonzero(y)[:16]
-    maps = grad_cam(clf, x[pos], class_index=1)
-    assert maps.shape == (16, 16, 16) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
-    inside = [float(m[k].mean()) for m, k in zip(maps, masks[pos])]
-    outside = [float(m[~k].mean()) for m, k in zip(maps, masks[pos])]
-    assert np.mean(inside) > np.mean(outside)
+    for maps in (grad_cam(clf, x[pos], class_index=1), saliency_map(clf, x[pos], class_index=1),
+                 saliency_map(clf, x[pos])):
+        assert maps.shape == (16, 16, 16) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+        inside = [float(m[k].mean()) for m, k in zip(maps, masks[pos])]
+        outside = [float(m[~k].mean()) for m, k in zip(maps, masks[pos])]
+        assert np.mean(inside) > np.mean(outside)
     assert top_decile_share(np.eye(4), np.eye(4, dtype=bool)) == 1.0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.register.metrics import dice
+from imaging_pipelines.medical.segment import classical
 from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
 from imaging_pipelines.tools.demo.phantom import BRAIN_LESION, brain_like_phantom
 
@@ -44,13 +46,24 @@ def test_two_region_phantom_better_than_a_threshold(noise_sd):
     assert cut_dice > threshold_dice
     assert abs(report["foreground_model"][0][0] - 200) < 10 and abs(report["background_model"][0][0] - 100) < 10
     if noise_sd == 20.0:
-        assert cut_dice >= 0.98  # measured 0.989
+        assert cut_dice >= 0.98  # measured 0.998
 
 
-@pytest.mark.xfail(strict=True, reason="goal not reached at default smoothness 1/mm: measured Dice 0.930 "
-                   "(Otsu threshold 0.682); 0.984 only with smoothness 10/mm")
 def test_two_region_phantom_dice_goal_at_heavy_noise():
-    assert _two_region_dices(30.0)[0] >= 0.98
+    """Issue 18's goal, Dice >= 0.98, at default parameters (measured 0.992; 0.991 on noise seeds 1-3)."""
+    cut_dice, _, report = _two_region_dices(30.0)
+    assert cut_dice >= 0.98
+    assert report["data_scale"] > 0 and report["sigma"] > 30.0  # sqrt(2) x the noise sd: a difference's spread
+
+
+def test_absolute_n_link_weights_on_request():
+    """``data_scale=1`` gives absolute n-link weights (the behaviour before the data-term scaling): at
+    smoothness 1 they are too weak against the data term of this high-contrast image and leave noise."""
+    image, truth = _two_regions(noise_sd=30.0)
+    relative, report = graph_cut_segmentation(image)
+    absolute, absolute_report = graph_cut_segmentation(image, data_scale=1.0)
+    assert absolute_report["data_scale"] == 1.0 and report["data_scale"] > 2.0
+    assert dice(absolute.array > 0, truth) < dice(relative.array > 0, truth)
 
 
 def test_seeds_are_hard_constraints_and_region_limits_the_cut():
@@ -80,24 +93,37 @@ def test_bad_input_names_the_problem():
         graph_cut_segmentation(Volume(np.zeros((2, 4, 4, 4), np.float32)))
 
 
-def _demo_lesion_dices() -> dict[str, float]:
-    image, labels = brain_like_phantom(seed=0, contrast="T1", min_lesions=1)  # (48, 64, 64), 3 x 3 x 3.5 mm
+def _demo_lesion_dices(contrast: str = "T1") -> dict[str, float]:
+    image, labels = brain_like_phantom(seed=0, contrast=contrast, min_lesions=1)  # (48, 64, 64), 3 x 3 x 3.5 mm
     volume = Volume(image, spacing=(3.0, 3.0, 3.5))
     truth = labels == BRAIN_LESION
     out = {name: dice(run_baseline(name, volume)[0].array > 0, truth) for name in ("otsu", "max_entropy", "graph_cut")}
-    print("demo lesion phantom (seed 0, T1) lesion Dice:", {k: round(v, 3) for k, v in out.items()})
+    print(f"demo lesion phantom (seed 0, {contrast}) lesion Dice:", {k: round(v, 3) for k, v in out.items()})
     return out
 
 
 def test_graph_cut_is_a_baseline_with_a_lesion_mask():
     assert "graph_cut" in BASELINES
     dices = _demo_lesion_dices()
-    assert dices["graph_cut"] > 0.3  # it finds the lesion (measured 0.613)
+    assert dices["graph_cut"] > 0.3  # it finds the lesion (measured 0.624)
 
 
-@pytest.mark.xfail(strict=True, reason="goal not reached: measured graph cut 0.613 = otsu 0.613 > max_entropy 0.000 "
-                   "(the false positives are scalp and CSF voxels of lesion-like intensity, which intensity models "
-                   "and smoothness do not separate)")
-def test_graph_cut_beats_threshold_baselines_on_demo_lesions():
-    dices = _demo_lesion_dices()
+@pytest.mark.parametrize("contrast", ["T1", "T2"])
+def test_graph_cut_beats_threshold_baselines_on_demo_lesions(contrast):
+    """Issue 18's goal. T1 measured 0.624 > otsu 0.613 > max_entropy 0.000: the margin is the outer-CSF voxels
+    the eroded brain region cuts through (four 4-voxel objects on its edge, dropped); the two ventricles
+    (328 CSF voxels, 150 a.u. against the lesion's 260) stay, as in the Otsu mask. T2 measured 0.356 >
+    otsu 0.000 = max_entropy 0.000 (Otsu finds no candidate, max-entropy's are CSF: together with the cut's
+    lesion model they reach the lesion)."""
+    dices = _demo_lesion_dices(contrast)
     assert dices["graph_cut"] > dices["otsu"] and dices["graph_cut"] > dices["max_entropy"]
+
+
+def test_graph_cut_baseline_drops_objects_cut_by_the_region_edge():
+    image, labels = brain_like_phantom(seed=0, contrast="T1", min_lesions=1)
+    volume = Volume(image, spacing=(3.0, 3.0, 3.5))
+    mask, report = run_baseline("graph_cut", volume)
+    region = classical.eroded_head(volume)
+    edge = region & ~ndimage.binary_erosion(region)
+    assert report["dropped_at_region_border"] == 4 and not (mask.array.astype(bool) & edge).any()
+    assert (mask.array.astype(bool) & (labels == BRAIN_LESION)).any()

@@ -1,7 +1,17 @@
-"""Grad-CAM saliency of a trained classifier (``monai.visualize.GradCAM``) and how much of it lies in a
-region: the share of the top-decile saliency inside a mask. Maps are ``(y, x)`` on the network input grid,
-scaled to [0, 1], high = salient (MONAI upsamples the layer's map bilinearly; its default normaliser,
-which maps the maximum to 0, is replaced by a plain min-max scaling)."""
+"""Class-activation saliency of a trained classifier and how much of it lies in a region (the share of the
+top-decile saliency inside a mask). Maps are ``(y, x)`` on the network input grid, scaled to [0, 1],
+high = salient (the layer's map is upsampled bilinearly, aligned with the layer's stride; MONAI's default
+normaliser, which maps the maximum to 0, is replaced by a plain min-max scaling).
+
+* :func:`grad_cam`: Grad-CAM (``monai.visualize.GradCAM``): the layer's channels weighted by their
+  spatially averaged gradient.
+* :func:`saliency_map` (what inference and reports use): ``method="layercam"`` (default) is LayerCAM (Jiang
+  et al., IEEE TIP 2021), the Grad-CAM variant that weights each activation by its own positive gradient,
+  ``relu(sum_c relu(dS/dA_c) * A_c)``, so the map keeps the within-cell detail a channel-wide weight averages
+  away; with ``flip`` (default: when the classifier was trained with flip augmentation) the raw maps of the
+  image and of its left-right mirror (mirrored back) are summed before scaling (test-time augmentation).
+  Chosen on a selection set of synthetic radiographs (seed 4), see docs/medical.md.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +54,49 @@ def strided_upsampler(stride: int | None):
         return up
 
     return upsampler
+
+
+class LayerCAM(GradCAM):
+    """LayerCAM on MONAI's Grad-CAM machinery: ``relu(sum_c relu(gradient_c) * activation_c)`` per cell."""
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # noqa: D102
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        return torch.relu((torch.relu(grad[layer_idx]) * acti[layer_idx]).sum(1, keepdim=True))
+
+
+SALIENCY_METHODS = {"gradcam": GradCAM, "layercam": LayerCAM}
+
+
+def saliency_map(classifier: Classifier, images: np.ndarray, class_index: int | None = None, device: str = "cpu",
+                 method: str = "layercam", flip: bool | None = None) -> np.ndarray:
+    """``(n, y, x)`` saliency maps in [0, 1] of ``images`` (n, c, y, x; not yet normalised) for ``class_index``
+    (each image's predicted class when None) by ``method`` (``"layercam"`` or ``"gradcam"``) at the network's
+    Grad-CAM layer. ``flip``: also map the left-right mirrored image and add its map mirrored back before
+    the min-max scaling; None = when the classifier was trained with ``flip`` / ``dihedral`` augmentation."""
+    if method not in SALIENCY_METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; known: {sorted(SALIENCY_METHODS)}")
+    model = classifier.model.to(device).eval()
+    architecture = classifier.training.architecture
+    if flip is None:
+        flip = classifier.training.augmentation in ("flip", "dihedral")
+    cam = SALIENCY_METHODS[method](nn_module=model, target_layers=GRADCAM_LAYERS[architecture],
+                                   upsampler=strided_upsampler(GRADCAM_STRIDES[architecture]),
+                                   postprocessing=lambda m: m)
+    x = torch.from_numpy(classifier.normalisation.apply(images)).to(device)
+    if class_index is None:  # one class per call: MONAI sums the scores of a batch's classes otherwise
+        with torch.no_grad():
+            predicted = model(x).argmax(1).cpu().numpy()
+    else:
+        predicted = np.full(len(x), int(class_index))
+    out = np.zeros((len(x), *x.shape[2:]), np.float32)
+    for value in np.unique(predicted):
+        rows = np.flatnonzero(predicted == value)
+        with torch.enable_grad():
+            raw = cam(x[rows], class_idx=int(value))
+            if flip:
+                raw = raw + torch.flip(cam(torch.flip(x[rows], [-1]), class_idx=int(value)), [-1])
+        out[rows] = _scale_unit(raw.detach()).cpu().numpy()[:, 0]
+    return out
 
 
 def grad_cam(classifier: Classifier, images: np.ndarray, class_index: int | None = None,

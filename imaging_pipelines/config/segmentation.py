@@ -189,7 +189,7 @@ class SegmentationConfig(BaseModel):
     ``method``: a trained model (``dynunet``: MONAI DynUNet planned like nnU-Net; ``unet``: MONAI UNet), a
     classical method (``otsu``, ``max_entropy``: threshold lesion detection with morphology; ``watershed``:
     marker-based morphological watershed; ``fast_marching``: fast marching from detected seeds;
-    ``graph_cut``: s-t min cut with intensity models from the Otsu lesion candidates),
+    ``graph_cut``: s-t min cut with intensity models from the Otsu and max-entropy lesion candidates),
     ``imported`` (the pretrained model of ``model``) or ``none``. An imported model segments the ingested
     images (its own preprocessing does the rest) and writes its own label values, with no post-processing,
     unless ``input`` / ``postprocess`` are given. A trained model method falls back to ``fallback`` while no model is trained. ``baselines`` also run

@@ -1,4 +1,5 @@
-"""Per-partition classification: class probabilities, the predicted class and a Grad-CAM saliency overlay.
+"""Per-partition classification: class probabilities, the predicted class and a saliency overlay (LayerCAM,
+the Grad-CAM variant of :func:`~imaging_pipelines.classify.saliency.saliency_map`).
 
 Files (``<root>/<dataset>/classification/``): ``<partition>.json`` (``{"split", "probabilities" {class name:
 p}, "predicted", "reference" (class name or None), "model_version"}``) and ``<partition>_saliency.png``
@@ -25,7 +26,7 @@ def result_folder(root: UPath | str, dataset_id: str) -> UPath:
 def classify_partition(source: ClassificationSource, partition: str, root: UPath | str,
                        device: str = "auto") -> StageResult:
     """Classify one partition with the current classifier (FileNotFoundError when none is trained yet)."""
-    from imaging_pipelines.classify.saliency import grad_cam
+    from imaging_pipelines.classify.saliency import saliency_map
     from imaging_pipelines.classify.stages.model import ClassifierTask
     from imaging_pipelines.classify.train import predict_proba
     from imaging_pipelines.models.device import pick_device
@@ -48,7 +49,7 @@ def classify_partition(source: ClassificationSource, partition: str, root: UPath
     path = write_text_atomic(folder / f"{partition}.json", json.dumps(record, sort_keys=True))
     extra = dict(record)
     if source.config.saliency:
-        saliency = grad_cam(clf, image[None], predicted, dev)[0]
+        saliency = saliency_map(clf, image[None], predicted, dev)[0]
         png = saliency_overlay(source.display(image), saliency)
         extra["saliency_png"] = write_bytes_atomic(folder / f"{partition}_saliency.png", png)
     checks = {}

@@ -8,10 +8,12 @@
 * ``fast_marching`` - fast marching from the centroid of every Otsu lesion candidate, stopped at 1.5x the
   candidate's equivalent-sphere radius (mm).
 * ``graph_cut`` - s-t min cut (:mod:`~imaging_pipelines.medical.segment.graph_cut`) inside the eroded head
-  mask: the lesion model is a Gaussian of the Otsu lesion candidates' intensities (one per polarity found),
-  the background model the two normal-tissue classes of the Otsu split, the lesion prior the candidates'
-  fraction of the region; n-links from intensity differences
-  per mm; components under 4 voxels removed.
+  mask, initialised from the threshold baselines: the lesion candidates of ``otsu`` and ``max_entropy``
+  together give the lesion model (a Gaussian per side of the tissue threshold found), the rest of the region
+  the two normal-tissue classes (Otsu split of the non-candidate voxels), the candidates' fraction of the
+  region the lesion prior; n-links from intensity differences per mm; components under 4 voxels removed,
+  and components that touch the region's edge (the outer CSF and scalp the erosion cuts through, continuing
+  outside the brain region).
 
 All work on one 3D Volume in its own grid; nothing is learned. They are fallbacks while no model exists
 and baselines in evaluation.
@@ -23,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from imaging_pipelines.medical.segment import classical, graph_cut
 from imaging_pipelines.core.volume import Volume
@@ -59,25 +63,35 @@ def _fast_marching(image: Volume) -> tuple[Volume, dict[str, Any]]:
 
 
 def _graph_cut(image: Volume) -> tuple[Volume, dict[str, Any]]:
-    lesions, report = _candidates(image)
-    if not lesions.array.any():
-        return lesions, {"n_lesions": 0}
+    region = classical.eroded_head(image)
+    found = np.zeros(image.spatial_shape, bool)
+    for method in ("otsu", "max_entropy"):  # every threshold baseline's candidates seed the lesion model
+        lesions, _ = classical.lesion_baseline(image, method=method)
+        found |= lesions.array > 0
+    if not found.any():
+        return image.with_array(found.astype(np.uint8)), {"n_lesions": 0}
     values = image.array.astype(np.float64)
-    found = lesions.array > 0
+    normal = region & ~found  # normal tissue: two classes split by Otsu once the candidates are out
+    threshold = float(threshold_otsu(values[normal]))
+    tissue = [graph_cut.gaussian_of(values[normal & side], "tissue") for side in (values <= threshold, values > threshold)]
     lesion_model = [
         graph_cut.gaussian_of(values[found & side], "lesion")
-        for side in (values < report["tissue_threshold"], values >= report["tissue_threshold"])
+        for side in (values < threshold, values >= threshold)
         if np.count_nonzero(found & side) >= 4
     ] or [graph_cut.gaussian_of(values[found], "lesion")]
-    tissue = [(report[c]["median"], max(report[c]["spread"], 1e-6)) for c in ("dark_class", "bright_class")]
-    region = classical.eroded_head(image)
     prior = max(np.count_nonzero(found & region), 1) / np.count_nonzero(region)
     cut, cut_report = graph_cut.graph_cut_segmentation(
         image, region=region, foreground_model=lesion_model, background_model=tissue, prior=prior
     )
-    objects, stats = classical.connected_components(cut, min_size_vox=4, image=image)
-    kept = image.with_array((objects.array > 0).astype(np.uint8))
-    return kept, {"n_lesions": len(stats), "sigma": cut_report["sigma"], "cut_energy": cut_report["cut_energy"]}
+    objects, _ = classical.connected_components(cut, min_size_vox=4, image=image)
+    labels = np.asarray(objects.array)
+    border = region & ~ndimage.binary_erosion(region)  # region voxels with a face neighbour outside it
+    cut_off = np.setdiff1d(np.unique(labels[border]), [0])  # objects the region's edge cuts through
+    kept = (labels > 0) & ~np.isin(labels, cut_off)
+    n_lesions = len(np.setdiff1d(np.unique(labels[kept]), [0]))
+    return image.with_array(kept.astype(np.uint8)), {
+        "n_lesions": n_lesions, "dropped_at_region_border": len(cut_off), "sigma": cut_report["sigma"],
+        "data_scale": cut_report["data_scale"], "cut_energy": cut_report["cut_energy"]}
 
 
 def run_baseline(name: str, image: Volume) -> tuple[Volume, dict[str, Any]]:

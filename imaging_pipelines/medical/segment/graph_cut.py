@@ -6,10 +6,16 @@ Energy, minimised exactly by the cut (every voxel is a node, 6-connected):
   foreground and of the background, ``0.5 * ((I - mean) / sd)^2 + log(sd)`` (image units). A model may have
   several components (a mixture read as its best-fitting component: e.g. grey and white matter as one
   "normal tissue" background), plus ``-log`` of the class prior (MAP labelling). Models come from the caller, from seed masks, or from an initial Otsu split.
-* **n-links** (smoothness): between face neighbours ``smoothness * exp(-(dI)^2 / (2 sigma^2)) / d``, with
-  ``dI`` the intensity difference, ``sigma`` the noise scale (default: a robust estimate from neighbour
-  differences) and ``d`` the neighbour distance in mm (the voxel spacing along that axis), so cuts prefer
-  strong edges and the weights stay comparable across anisotropic grids.
+* **n-links** (smoothness): between face neighbours ``smoothness * scale * exp(-(dI)^2 / (2 sigma^2)) / d``
+  (Boykov-Jolly), with ``dI`` the intensity difference, ``sigma`` its noise scale (default: the spread of a
+  neighbour difference within a uniform region, ``sqrt(2)`` x the robust per-voxel noise estimate
+  :func:`noise_sigma`, the homogeneous-region value of GrabCut's ``<dI^2>``) and ``d`` the neighbour distance in mm (the voxel spacing along that axis), so
+  cuts prefer strong edges and the weights stay comparable across anisotropic grids. ``scale`` is the data
+  term's scale: by default the median over the region of ``|fg cost - bg cost|`` (the typical voxel's
+  evidence, in nats, under the current models), so ``smoothness`` is dimensionless and the balance between
+  the two terms does not move with the image's contrast-to-noise ratio (noise shrinks the data term as
+  ``(contrast / noise)^2`` while the contrast term with ``sigma`` from the noise stays the same); pass
+  ``data_scale=1`` for absolute n-link weights.
 * **hard constraints**: foreground seeds are tied to the source, background seeds and voxels outside
   ``region`` to the sink.
 
@@ -65,11 +71,13 @@ def noise_sigma(values: np.ndarray) -> float:
 def _cut(image: Volume, values: np.ndarray, foreground_model: Sequence[Gaussian],
          background_model: Sequence[Gaussian], foreground_seeds: np.ndarray | None,
          background_seeds: np.ndarray | None, inside: np.ndarray, smoothness: float,
-         sigma: float, fg_prior: float) -> tuple[np.ndarray, float]:
-    """One s-t min cut; boolean foreground (source side) and the cut's energy."""
+         sigma: float, fg_prior: float, data_scale: float | None) -> tuple[np.ndarray, float, float]:
+    """One s-t min cut; boolean foreground (source side), the cut's energy and the n-links' data scale."""
     shape = values.shape
     fg_cost = _nll(values, foreground_model, fg_prior)
     bg_cost = _nll(values, background_model, 1.0 - fg_prior)
+    if data_scale is None:
+        data_scale = max(float(np.median(np.abs(fg_cost - bg_cost)[inside])), 1e-6)
     floor = np.minimum(fg_cost, bg_cost)
     source_caps, sink_caps = bg_cost - floor, fg_cost - floor  # paid when the voxel ends up bg / fg
     if foreground_seeds is not None:
@@ -87,7 +95,7 @@ def _cut(image: Volume, values: np.ndarray, foreground_model: Sequence[Gaussian]
         head = [slice(None)] * 3
         head[axis] = slice(0, -1)
         diff[tuple(head)] = np.diff(values, axis=axis)
-        weights = smoothness * np.exp(-(diff**2) / (2.0 * sigma**2)) / step_mm
+        weights = smoothness * data_scale * np.exp(-(diff**2) / (2.0 * sigma**2)) / step_mm
         structure = np.zeros((3, 3, 3))
         offset = [1, 1, 1]
         offset[axis] = 2
@@ -95,7 +103,7 @@ def _cut(image: Volume, values: np.ndarray, foreground_model: Sequence[Gaussian]
         graph.add_grid_edges(nodes, weights=weights, structure=structure, symmetric=True)
     graph.add_grid_tedges(nodes, source_caps, sink_caps)
     energy = float(graph.maxflow())
-    return ~graph.get_grid_segments(nodes), energy
+    return ~graph.get_grid_segments(nodes), energy, data_scale
 
 
 def graph_cut_segmentation(
@@ -109,13 +117,16 @@ def graph_cut_segmentation(
     sigma: float | None = None,
     iterations: int = 5,
     prior: float | None = None,
+    data_scale: float | None = None,
 ) -> tuple[Volume, dict[str, Any]]:
     """Binary graph-cut segmentation of the 3D ``image``: ``(mask, report)``, mask ``uint8`` 0/1 on its grid.
 
     Models (lists of ``(mean, sd)`` in image units): given, else fitted to the seed voxels (both seed masks
     needed), else to the two sides of an Otsu threshold inside ``region`` (brighter side = foreground).
     Seeds and ``region`` are boolean arrays shaped like the image (z, y, x). ``smoothness`` weighs the
-    n-links (per mm), ``sigma`` is their intensity scale (default :func:`noise_sigma`). When the models
+    n-links (per mm) relative to ``data_scale`` (default: the median ``|fg cost - bg cost|`` over the region
+    under the current models, recomputed each round; give 1.0 for absolute weights), ``sigma`` is their
+    intensity scale (default ``sqrt(2)`` x :func:`noise_sigma`, the noise of a neighbour difference). When the models
     were fitted here (not given), they are refitted to the cut's two sides and the cut repeated, up to
     ``iterations`` rounds or until the mask stops changing (GrabCut-style). ``prior`` is the foreground's
     prior probability (adds ``-log prior`` to its t-link costs, ``-log(1 - prior)`` to the background's):
@@ -145,11 +156,11 @@ def graph_cut_segmentation(
         background_model = background_model or [gaussian_of(values[bg_init], "background")]
         fg_prior = _prior(np.count_nonzero(fg_init), np.count_nonzero(bg_init))
 
-    sigma = float(sigma) if sigma is not None else noise_sigma(values)
-    mask, energy, rounds = None, 0.0, 0
+    sigma = float(sigma) if sigma is not None else float(np.sqrt(2.0)) * noise_sigma(values)
+    mask, energy, rounds, scale = None, 0.0, 0, data_scale
     for rounds in range(1, max(1, iterations) + 1):
-        new, energy = _cut(image, values, foreground_model, background_model, foreground_seeds, background_seeds,
-                           inside, smoothness, sigma, fg_prior)
+        new, energy, scale = _cut(image, values, foreground_model, background_model, foreground_seeds,
+                                  background_seeds, inside, smoothness, sigma, fg_prior, data_scale)
         converged = mask is not None and np.array_equal(new, mask)
         mask = new
         if converged or not refit or not new.any() or new[inside].all():
@@ -164,6 +175,7 @@ def graph_cut_segmentation(
         "otsu_threshold": threshold,
         "sigma": sigma,
         "smoothness": smoothness,
+        "data_scale": scale,
         "foreground_prior": fg_prior,
         "cut_energy": energy,
         "rounds": rounds,
