@@ -176,3 +176,19 @@ def test_strided_upsampler_puts_a_cell_on_the_pixel_it_is_centred_on():
     default = strided_upsampler(None)((64, 64))(cells)[0, 0].numpy()
     peak = np.argwhere(default == default.max()).mean(axis=0)
     assert peak == pytest.approx((27.5, 43.5))
+
+
+def test_reliability_diagram_draws_each_split():
+    """The cohort evaluation's calibration figure renders (it once called a renamed helper and failed)."""
+    import io
+
+    from PIL import Image
+
+    from imaging_pipelines.report.figures import reliability_diagram
+
+    bins = [{"count": 10, "mean_confidence": 0.3, "accuracy": 0.2}, {"count": 0, "mean_confidence": 0.5, "accuracy": 0.0},
+            {"count": 12, "mean_confidence": 0.8, "accuracy": 0.75}]
+    png = reliability_diagram({"validation": {"calibration": {"bins": bins, "ece": 0.07}},
+                               "test": {"calibration": {"bins": bins[:1], "ece": 0.1}}})
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.width > 100 and image.height > 100
