@@ -255,4 +255,4 @@ def reliability_diagram(evaluation: dict[str, dict]) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
