@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from os import PathLike
 from typing import Any
 
-import numpy as np
-import SimpleITK as sitk
 
 from imaging_pipelines.config.atlases import AtlasConfig
 from imaging_pipelines.core.errors import ImagingInputError
@@ -24,16 +21,6 @@ class Atlas:
 
     image: Volume
     mask: Volume
-
-
-def load_atlas(image_path: str | PathLike, mask_path: str | PathLike) -> Atlas:
-    """Read an atlas image and mask (NIfTI/NRRD/MHA); a mask on another grid is resampled onto the image's (nearest)."""
-    image = read_image_file(image_path)
-    mask = read_image_file(mask_path)
-    mask = mask.with_array((mask.array > 0).astype(np.uint8))
-    if not mask.same_geometry(image):
-        mask = warp.resample(mask, image, None, interpolator=sitk.sitkNearestNeighbor)
-    return Atlas(image=image, mask=mask)
 
 
 def brain_mask_from_atlas(subject: Volume, atlas: Atlas, method: str = "affine",
