@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--loss", choices=["dice_ce", "dice_focal", "focal"], default="dice_ce")
     ap.add_argument("--focal-gamma", type=float, default=2.0)
     ap.add_argument("--class-weights", choices=["inverse_frequency", "none"], default="inverse_frequency")
+    ap.add_argument("--average-last", type=int, default=0, help="average the weights of the last N epochs")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     ap.add_argument("--foreground", type=float, default=1 / 3, help="share of patches centred near a building")
     ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
@@ -99,7 +100,8 @@ def main() -> int:
                                seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
                                class_weights=args.class_weights, schedule=args.schedule,
                                foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
-                               intensity_augmentation=args.intensity_aug)
+                               intensity_augmentation=args.intensity_aug,
+                               average_last_epochs=args.average_last)
     t0 = time.perf_counter()
     outcome = train_unet2d(train_images, train_labels, classes, cfg, validation=validation,
                            log=lambda m: print("  " + m, flush=True))

@@ -73,7 +73,7 @@ def test_training_with_every_augmentation_and_cosine_schedule_learns_a_bright_sq
     image[0][label == 1] += 2.0
     cfg = RasterTrainingConfig(patch_size=32, epochs=6, iterations_per_epoch=10, batch_size=4, learning_rate=1e-2,
                                base_filters=8, schedule="cosine", foreground_fraction=0.5, scale_augmentation=0.2,
-                               intensity_augmentation=0.2)
+                               intensity_augmentation=0.2, average_last_epochs=3)
     out = train_unet2d([image], [label], {"building": 1}, cfg)
     pred = predict_unet2d(out.model, out.normalisation, out.class_values, image, 32)
     inter, union = ((pred == 1) & (label == 1)).sum(), ((pred == 1) | (label == 1)).sum()

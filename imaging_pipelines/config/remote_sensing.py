@@ -190,6 +190,8 @@ class RasterTrainingConfig(BaseModel):
         "constant", description="learning rate: constant, or cosine-annealed to 0 over all training steps")
     foreground_fraction: float = Field(1 / 3, ge=0, le=1, description="share of training patches centred near a "
                                                                        "foreground (non-background) pixel")
+    average_last_epochs: int = Field(0, ge=0, description="average the weights of the last N epochs (stochastic "
+                                     "weight averaging), kept unless one epoch is better on validation; 0 = off")
     scale_augmentation: float = Field(0.0, ge=0, le=1, description="random zoom exp(U(-s, s)) of training patches "
                                                                    "(0 = off; 0.2 = x0.82..1.22)")
     intensity_augmentation: float = Field(0.0, ge=0, le=1, description="random per-channel gamma, contrast "

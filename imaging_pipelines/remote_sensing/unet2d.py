@@ -168,6 +168,9 @@ def train_unet2d(
     over all steps with ``schedule == 'cosine'``) on batches of random augmented patches (a share
     ``foreground_fraction`` centred near a foreground pixel; flips, rot90, ``scale_augmentation``,
     ``intensity_augmentation``),
+    With ``average_last_epochs`` = N > 0 the weights at the end of the last N epochs are averaged (stochastic
+    weight averaging; batch-norm statistics recomputed on 16 training batches), and the averaged model is
+    kept unless the best single epoch scores higher on ``validation``.
     loss :func:`build_loss` (``training.loss``: MONAI ``DiceCELoss``, ``DiceFocalLoss`` or ``FocalLoss``; class
     weights = inverse frequency normalised to mean 1 and clipped to [0.1, 10] when ``class_weights ==
     'inverse_frequency'``). With ``validation`` (images, labels) the
@@ -197,6 +200,7 @@ def train_unet2d(
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if training.schedule == "cosine" else None)
     curve: list[float] = []
     best_score, best_state, best_iou = -1.0, None, None
+    averaged = None  # running mean of the weights at the end of the last `average_last_epochs` epochs
     for epoch in range(training.epochs):
         model.train()
         losses = []
@@ -210,6 +214,10 @@ def train_unet2d(
                 schedule.step()
             losses.append(float(loss.detach()))
         curve.append(float(np.mean(losses)))
+        if training.epochs - epoch <= training.average_last_epochs:
+            if averaged is None:
+                averaged = torch.optim.swa_utils.AveragedModel(model)
+            averaged.update_parameters(model)
         msg = f"epoch {epoch + 1}/{training.epochs} loss {curve[-1]:.4f}"
         if validation is not None:
             ious = _validate(model, norm, class_values, classes, validation, p, device)
@@ -222,6 +230,18 @@ def train_unet2d(
             log(msg)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if averaged is not None:
+        # batch-norm statistics of the averaged weights, from fresh training batches
+        torch.optim.swa_utils.update_bn([sampler.batch(training.batch_size)[0].to(device) for _ in range(16)],
+                                        averaged.module)
+        ious = (_validate(averaged.module, norm, class_values, classes, validation, p, device)
+                if validation is not None else None)
+        score = float(np.mean(list(ious.values()))) if ious else 0.0
+        if log and ious is not None:
+            log(f"weights averaged over the last {training.average_last_epochs} epochs: val IoU "
+                + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
+        if validation is None or score >= best_score:
+            model, best_iou = averaged.module, ious
     model.eval()
     return TrainOutcome(model, norm, class_values, curve, best_iou)
 
