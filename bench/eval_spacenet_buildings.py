@@ -54,7 +54,7 @@ def main() -> int:
     ap.add_argument("--class-weights", choices=["inverse_frequency", "none"], default="inverse_frequency")
     ap.add_argument("--average-last", type=int, default=0, help="average the weights of the last N epochs")
     ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
-    ap.add_argument("--foreground", type=float, default=1 / 3, help="share of patches centred near a building")
+    ap.add_argument("--foreground", type=float, default=0.5, help="share of patches centred near a building")
     ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
     ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
     args = ap.parse_args()
