@@ -14,12 +14,13 @@ building) is printed too for reference. Prints building IoU, areas (ha) and poly
 CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
-        [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none]
+        [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
+        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0]
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
-flips, ``unet+tta``; each also with the building-probability threshold best on the validation strip,
-``unet@p``), the Otsu baseline and the majority-class predictor (the class most frequent on the
-training side: background) on the test region.
+flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
+probability >= p, holes filled or not, components under m px dropped), the Otsu baseline and the majority-class
+predictor (the class most frequent on the training side: background) on the test region.
 """
 
 from __future__ import annotations
