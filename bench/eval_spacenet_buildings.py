@@ -14,12 +14,13 @@ building) is printed too for reference. Prints building IoU, areas (ha) and poly
 CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
-        [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none]
+        [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
+        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0]
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
-flips, ``unet+tta``; each also with the building-probability threshold best on the validation strip,
-``unet@p``), the Otsu baseline and the majority-class predictor (the class most frequent on the
-training side: background) on the test region.
+flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
+probability >= p, holes filled or not, components under m px dropped), the Otsu baseline and the majority-class
+predictor (the class most frequent on the training side: background) on the test region.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("IMAGING_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHIP = SHARED / "remote_sensing" / "spacenet_atlanta"
+MIN_PIXELS = [0, 16, 32, 64, 128, 256]  # minimum building sizes tried on validation (px of 0.25 m^2)
 
 
 def main() -> int:
@@ -51,6 +53,11 @@ def main() -> int:
     ap.add_argument("--loss", choices=["dice_ce", "dice_focal", "focal"], default="dice_ce")
     ap.add_argument("--focal-gamma", type=float, default=2.0)
     ap.add_argument("--class-weights", choices=["inverse_frequency", "none"], default="inverse_frequency")
+    ap.add_argument("--average-last", type=int, default=0, help="average the weights of the last N epochs")
+    ap.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    ap.add_argument("--foreground", type=float, default=0.5, help="share of patches centred near a building")
+    ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
+    ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
     args = ap.parse_args()
 
     import torch
@@ -61,6 +68,7 @@ def main() -> int:
     from imaging_pipelines.remote_sensing.io import read_raster
     from imaging_pipelines.remote_sensing.labels import rasterize_labels
     from imaging_pipelines.core.raster import Raster
+    from imaging_pipelines.remote_sensing.postprocess import choose_clean_up, clean_class_map
     from imaging_pipelines.remote_sensing.unet2d import predict_unet2d, train_unet2d
     from imaging_pipelines.remote_sensing.vectorize import class_areas_ha, class_iou, class_polygons
 
@@ -91,7 +99,10 @@ def main() -> int:
     cfg = RasterTrainingConfig(patch_size=args.patch, epochs=args.epochs, iterations_per_epoch=args.iterations,
                                batch_size=args.batch, learning_rate=args.lr, base_filters=args.base_filters,
                                seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
-                               class_weights=args.class_weights)
+                               class_weights=args.class_weights, schedule=args.schedule,
+                               foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
+                               intensity_augmentation=args.intensity_aug,
+                               average_last_epochs=args.average_last)
     t0 = time.perf_counter()
     outcome = train_unet2d(train_images, train_labels, classes, cfg, validation=validation,
                            log=lambda m: print("  " + m, flush=True))
@@ -105,16 +116,18 @@ def main() -> int:
     # threshold that maximises the IoU on the validation strip (never on the test region)
     pred_tta, prob_tta = predict_unet2d(outcome.model, outcome.normalisation, outcome.class_values, test_x, args.patch,
                                         0.25, return_probabilities=True, tta=True)
-    thresholds = {}
+    cleanups = {}
     for name, tta in (("unet", False), ("unet+tta", True)):
         _, val_prob = predict_unet2d(outcome.model, outcome.normalisation, outcome.class_values, validation[0][0],
                                      args.patch, 0.25, return_probabilities=True, tta=tta)
         val_valid = np.isfinite(validation[0][0]).all(axis=0)
         grid = [round(float(v), 2) for v in np.arange(0.1, 0.91, 0.05)]
-        thresholds[name] = max(grid, key=lambda th: class_iou((val_prob[1] >= th).astype(np.uint8), validation[1][0],
-                                                                classes, val_valid)["building"])
-    tuned = {name: ((p[1] >= thresholds[name]) & valid).astype(np.uint8)
-             for name, p in (("unet", prob), ("unet+tta", prob_tta))}
+        cleanups[name] = choose_clean_up(val_prob[1], validation[1][0], val_valid, grid, MIN_PIXELS)
+    tuned = {}
+    for name, p in (("unet", prob), ("unet+tta", prob_tta)):
+        th, min_px, fill, _ = cleanups[name]
+        tuned[f"{name}@{th:.2f}/{min_px}{'/fill' if fill else ''}"] = clean_class_map(
+            ((p[1] >= th) & valid).astype(np.uint8), min_px, fill, valid)
 
     test_grid = scene.window(0, split, h, w - split)
     composite = Raster(band[None, :, split:], scene.crs, test_grid.transform, band_names=["brightness"])
@@ -137,15 +150,18 @@ def main() -> int:
     scores = PooledScores(classes)
     train_ref = np.concatenate([lab.ravel() for lab in train_labels])
     scores.add("train", "reference", train_ref, train_ref)  # the majority class comes from the training side
-    methods = {"unet": pred, "unet+tta": pred_tta, **{f"{k}@{thresholds[k]:.2f}": v for k, v in tuned.items()},
-               "otsu": base}
+    methods = {"unet": pred, "unet+tta": pred_tta, **tuned, "otsu": base}
     for method, mask in methods.items():
         scores.add("test", method, mask, test_truth, valid)
     majority = scores.majority("test")
-    print("(unet@p: building where its probability >= p, the threshold best on the validation strip)")
+    print("(unet@p/m[/fill]: building where its probability >= p, holes filled if /fill, components under m px "
+          "dropped; p, m and filling chosen together on the validation strip)")
+    for name, (th, min_px, fill, val_iou) in cleanups.items():
+        print(f"validation clean-up {name}: threshold {th:.2f}, min {min_px} px, fill holes {fill}: "
+              f"validation building IoU {val_iou:.3f}")
     for method in methods:
         r = scores.scores("test", method)
-        print(f"held-out {method:13s} accuracy {r['accuracy']:.4f}  mean IoU {r['mean_iou']:.4f}  "
+        print(f"held-out {method:22s} accuracy {r['accuracy']:.4f}  mean IoU {r['mean_iou']:.4f}  "
               f"(background {r['iou']['background']:.4f}, building {r['iou']['building']:.4f})")
     print(f"held-out majority class ({majority['class']}) accuracy {majority['accuracy']:.4f}  mean IoU "
           f"{majority['mean_iou']:.4f}  (background {majority['iou']['background']:.4f}, building "

@@ -186,6 +186,16 @@ class RasterTrainingConfig(BaseModel):
         "dice_ce", description="Dice + cross-entropy, Dice + focal, or focal alone (class weights apply to the "
                                "cross-entropy / focal term); focal loss down-weights the easy, mostly background, pixels")
     focal_gamma: float = Field(2.0, ge=0, description="focal loss exponent (0 = cross-entropy)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant, or cosine-annealed to 0 over all training steps")
+    foreground_fraction: float = Field(1 / 3, ge=0, le=1, description="share of training patches centred near a "
+                                                                       "foreground (non-background) pixel")
+    average_last_epochs: int = Field(0, ge=0, description="average the weights of the last N epochs (stochastic "
+                                     "weight averaging), kept unless one epoch is better on validation; 0 = off")
+    scale_augmentation: float = Field(0.0, ge=0, le=1, description="random zoom exp(U(-s, s)) of training patches "
+                                                                   "(0 = off; 0.2 = x0.82..1.22)")
+    intensity_augmentation: float = Field(0.0, ge=0, le=1, description="random per-channel gamma, contrast "
+                                          "exp(U(-s, s)), brightness U(-s, s) (z-score units) and noise (0 = off)")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of labelled tiles never trained on")
     validation_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0

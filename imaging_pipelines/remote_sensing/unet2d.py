@@ -23,6 +23,7 @@ from monai.losses import DiceCELoss, DiceFocalLoss, FocalLoss
 from monai.networks.nets import UNet
 
 from imaging_pipelines.core.storage import atomic_file
+from imaging_pipelines.remote_sensing.augment import intensity_jitter, resize_patch, scaled_crop_size
 from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
 
 DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
@@ -112,33 +113,39 @@ def _class_weights(labels: list[np.ndarray], n: int) -> torch.Tensor:
 
 
 class _Patches:
-    """Random ``patch x patch`` crops (1/3 centred near a foreground pixel), random flips and rot90."""
+    """Random ``patch x patch`` crops (a share ``foreground`` centred near a foreground pixel), random flips and
+    rot90, and the random scale and intensity of :mod:`imaging_pipelines.remote_sensing.augment`."""
 
-    def __init__(self, images, labels, patch: int, rng: np.random.Generator):
+    def __init__(self, images, labels, patch: int, rng: np.random.Generator, foreground: float = 1 / 3,
+                 scale: float = 0.0, intensity: float = 0.0):
         self.patch, self.rng = patch, rng
+        self.foreground, self.scale, self.intensity = foreground, scale, intensity
         self.images, self.labels, self.fg = [], [], []
+        side = patch if scale <= 0 else int(np.ceil(patch * np.exp(scale))) + 1  # largest crop drawn
         for img, lab in zip(images, labels):
-            pad = [(0, max(0, patch - s)) for s in lab.shape]
+            pad = [(0, max(0, side - s)) for s in lab.shape]
             self.images.append(np.pad(img, [(0, 0)] + pad))
             self.labels.append(np.pad(lab, pad))
             self.fg.append(np.argwhere(self.labels[-1] > 0))
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        rng, p = self.rng, self.patch
+        rng = self.rng
+        p = scaled_crop_size(self.patch, self.scale, rng)
         i = int(rng.integers(len(self.images)))
         img, lab, fg = self.images[i], self.labels[i], self.fg[i]
         h, w = lab.shape
-        if len(fg) and rng.random() < 1 / 3:
+        if len(fg) and rng.random() < self.foreground:
             cy, cx = fg[int(rng.integers(len(fg)))] + rng.integers(-p // 4, p // 4 + 1, 2)
             y0, x0 = int(np.clip(cy - p // 2, 0, h - p)), int(np.clip(cx - p // 2, 0, w - p))
         else:
             y0, x0 = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-        x, y = img[:, y0:y0 + p, x0:x0 + p], lab[y0:y0 + p, x0:x0 + p]
+        x, y = resize_patch(img[:, y0:y0 + p, x0:x0 + p], lab[y0:y0 + p, x0:x0 + p], self.patch)
         k = int(rng.integers(4))
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
         if rng.random() < 0.5:
             x, y = x[:, :, ::-1], y[:, ::-1]
-        return np.ascontiguousarray(x), np.ascontiguousarray(y[None])
+        x = intensity_jitter(np.ascontiguousarray(x), self.intensity, rng)
+        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y[None])
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self.sample() for _ in range(n)]
@@ -157,7 +164,13 @@ def train_unet2d(
 ) -> TrainOutcome:
     """Train a U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``.
 
-    ``training.epochs`` x ``iterations_per_epoch`` Adam steps on batches of random augmented patches,
+    ``training.epochs`` x ``iterations_per_epoch`` Adam steps (constant learning rate, or cosine-annealed to 0
+    over all steps with ``schedule == 'cosine'``) on batches of random augmented patches (a share
+    ``foreground_fraction`` centred near a foreground pixel; flips, rot90, ``scale_augmentation``,
+    ``intensity_augmentation``),
+    With ``average_last_epochs`` = N > 0 the weights at the end of the last N epochs are averaged (stochastic
+    weight averaging; batch-norm statistics recomputed on 16 training batches), and the averaged model is
+    kept unless the best single epoch scores higher on ``validation``.
     loss :func:`build_loss` (``training.loss``: MONAI ``DiceCELoss``, ``DiceFocalLoss`` or ``FocalLoss``; class
     weights = inverse frequency normalised to mean 1 and clipped to [0.1, 10] when ``class_weights ==
     'inverse_frequency'``). With ``validation`` (images, labels) the
@@ -181,9 +194,13 @@ def train_unet2d(
     loss_fn = build_loss(training, weight.to(device) if weight is not None else None)
     model = build_unet2d(images[0].shape[0], n, training.base_filters).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
-    sampler = _Patches(x_train, y_train, p, rng)
+    sampler = _Patches(x_train, y_train, p, rng, training.foreground_fraction, training.scale_augmentation,
+                       training.intensity_augmentation)
+    steps = training.epochs * training.iterations_per_epoch
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if training.schedule == "cosine" else None)
     curve: list[float] = []
     best_score, best_state, best_iou = -1.0, None, None
+    averaged = None  # running mean of the weights at the end of the last `average_last_epochs` epochs
     for epoch in range(training.epochs):
         model.train()
         losses = []
@@ -193,8 +210,14 @@ def train_unet2d(
             loss = loss_fn(model(xb.to(device)), yb.to(device))
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             losses.append(float(loss.detach()))
         curve.append(float(np.mean(losses)))
+        if training.epochs - epoch <= training.average_last_epochs:
+            if averaged is None:
+                averaged = torch.optim.swa_utils.AveragedModel(model)
+            averaged.update_parameters(model)
         msg = f"epoch {epoch + 1}/{training.epochs} loss {curve[-1]:.4f}"
         if validation is not None:
             ious = _validate(model, norm, class_values, classes, validation, p, device)
@@ -207,6 +230,18 @@ def train_unet2d(
             log(msg)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if averaged is not None:
+        # batch-norm statistics of the averaged weights, from fresh training batches
+        torch.optim.swa_utils.update_bn([sampler.batch(training.batch_size)[0].to(device) for _ in range(16)],
+                                        averaged.module)
+        ious = (_validate(averaged.module, norm, class_values, classes, validation, p, device)
+                if validation is not None else None)
+        score = float(np.mean(list(ious.values()))) if ious else 0.0
+        if log and ious is not None:
+            log(f"weights averaged over the last {training.average_last_epochs} epochs: val IoU "
+                + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
+        if validation is None or score >= best_score:
+            model, best_iou = averaged.module, ious
     model.eval()
     return TrainOutcome(model, norm, class_values, curve, best_iou)
 
