@@ -16,8 +16,9 @@ disjoint training / held-out sets. Steps per case:
 5. with probability ``anisotropic_probability`` a thick-slice acquisition (thickness uniform in
    ``slice_thickness_mm``, along a random index axis) resampled back (:mod:`~.acquisition`).
 
-The image Volume (float32) and the lesion label Volume (uint8, :data:`~.lesions.LESION_LABELS`) share the
-working grid. :meth:`LesionGenerator.parameters` is the JSON-able configuration (used in model versions).
+The image Volume (float32), the lesion label Volume (uint8, :data:`~.lesions.LESION_LABELS`) and the brain
+mask (uint8 0/1: brain tissue labels 1-3 or lesion, after deformation and mass effect; what a brain-gated
+model learns as "brain") share the working grid. :meth:`LesionGenerator.parameters` is the JSON-able configuration (used in model versions).
 """
 
 from __future__ import annotations
@@ -55,12 +56,14 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynthCase:
-    """One generated case: ``image`` (float32), ``label`` (uint8 lesion sub-regions) and ``draws`` (the random
-    choices made, plain types, for reports)."""
+    """One generated case: ``image`` (float32), ``label`` (uint8 lesion sub-regions), ``brain`` (uint8 0/1
+    brain mask, lesions included) on one grid, and ``draws`` (the random choices made, plain types, for
+    reports; ``thick_axis`` is the index axis (0 i, 1 j, 2 k) of a thick-slice acquisition, when drawn)."""
 
     image: Volume
     label: Volume
     draws: dict[str, Any]
+    brain: Volume
 
 
 N_TISSUES = len(anatomy.TISSUES)  # lesion sub-region v is painted as tissue label N_TISSUES - 1 + v
@@ -121,7 +124,8 @@ class LesionGenerator:
             field = ndimage.gaussian_filter(rng.standard_normal(tissues.shape).astype(np.float32),
                                             cfg.clutter_blob_mm / cfg.spacing_mm)
             tissues = anatomy.clutter(tissues, distance, sum(layers_mm), float(rng.uniform(*cfg.clutter_extent_mm)), field)
-        lesion = lesions.draw_lesions(seeds, grid_points, self.grid.spacing_mm, np.isin(tissues, anatomy.BRAIN_LABELS))
+        brain_mask = np.isin(tissues, anatomy.BRAIN_LABELS)
+        lesion = lesions.draw_lesions(seeds, grid_points, self.grid.spacing_mm, brain_mask)
         combined = np.where(lesion > 0, N_TISSUES - 1 + lesion, tissues).astype(np.intp)
         lesion_values = tuple(N_TISSUES - 1 + v for v in lesions.LESION_LABELS)
         means, mode = intensity.label_means(rng, N_TISSUES + len(lesions.LESION_LABELS), (1, 2, 3),
@@ -135,4 +139,5 @@ class LesionGenerator:
             volume = acquisition.simulate_acquisition(volume, axis, thickness)[1]
             draws.update({"thick_axis": axis, "thickness_mm": thickness})
         return SynthCase(image=volume.with_array(volume.array.astype(np.float32)),
-                         label=self.grid.volume(lesion), draws=draws)
+                         label=self.grid.volume(lesion), draws=draws,
+                         brain=self.grid.volume((brain_mask | (lesion > 0)).astype(np.uint8)))
