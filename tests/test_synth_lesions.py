@@ -239,8 +239,8 @@ def test_slice_sampler_cuts_across_the_thick_axis_and_through_the_lesion() -> No
     target[3:20, 2:20, 2:18] = 1
     target[10:14, 8:12, 6:9] = 2
     rng = np.random.default_rng(0)
-    across_i = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 1.0, 2, rng)
-    across_k = SliceSampler([TrainingPair(image, target, 2)], (16, 16), 1.0, 2, rng)
+    across_i = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 1.0, 2, rng, thick_axis_share=1.0)
+    across_k = SliceSampler([TrainingPair(image, target, 2)], (16, 16), 1.0, 2, rng, thick_axis_share=1.0)
     for _ in range(10):
         x, y = across_i.sample(force_fg=True)
         assert x.shape == y.shape == (1, 16, 16) and x.dtype == np.float32 and y.dtype == np.int64
@@ -249,3 +249,6 @@ def test_slice_sampler_cuts_across_the_thick_axis_and_through_the_lesion() -> No
         assert np.ptp(xk) > 1.0 and (yk == 2).any()
     xb, yb = across_i.batch(4)
     assert tuple(xb.shape) == tuple(yb.shape) == (4, 1, 16, 16)
+    mixed = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 0.0, 2, rng, thick_axis_share=0.5)
+    constant = [np.ptp(mixed.sample(force_fg=False)[0]) < 1e-4 for _ in range(60)]
+    assert 15 < sum(constant) < 55  # half across i, the rest across a random axis (a third of them i again)

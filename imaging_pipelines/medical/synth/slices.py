@@ -2,8 +2,10 @@
 
 A real thick-slice scan is segmented slice by slice across its thickest axis
 (:func:`~imaging_pipelines.medical.segment.unet.slice_axis`), so a case with a thick-slice acquisition along
-index axis ``a`` (0 i, 1 j, 2 k; :class:`~.prefetch.TrainingPair.thick_axis`) gives slices across ``a``; an
-isotropic case gives slices across a random axis per sample. A slice is cropped or padded (with the image
+index axis ``a`` (0 i, 1 j, 2 k; :class:`~.prefetch.TrainingPair.thick_axis`) gives slices across ``a`` in a
+share ``thick_axis_share`` of its samples and across a random axis in the rest (a thick-slice scan resampled to
+isotropic voxels before it reaches the model is cut across k whatever its acquisition axis, as the held-out
+generated cases are); an isotropic case gives slices across a random axis per sample. A slice is cropped or padded (with the image
 minimum, class 0) to the patch size ``(h, w)`` (pixels); augmentation: flips of both in-plane axes, a transpose
 when the patch is square, intensity scale 0.9-1.1 and shift +-0.1. Arrays are indexed (z, y, x); a slice keeps
 the order of the two remaining axes.
@@ -21,13 +23,14 @@ class SliceSampler:
     """Random 2D patches from a pool of :class:`TrainingPair` (slots replaced as new cases arrive).
 
     ``fg_fraction``: chance that a sample is a slice through ``fg_class`` (the lesion), centred near one of
-    its pixels; otherwise a random slice at a random position."""
+    its pixels; otherwise a random slice at a random position. ``thick_axis_share``: see the module notes."""
 
     def __init__(self, pairs: list[TrainingPair], patch: tuple[int, int], fg_fraction: float, fg_class: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, thick_axis_share: float = 1.0) -> None:
         if len(patch) != 2:
             raise ValueError(f"a slice patch is (h, w) pixels; got {patch}")
         self.patch, self.fg_fraction, self.fg_class, self.rng = tuple(int(p) for p in patch), fg_fraction, fg_class, rng
+        self.thick_axis_share = float(thick_axis_share)
         self.pairs: list[TrainingPair] = []
         self.fg_slices: list[dict[int, np.ndarray]] = []
         for pair in pairs:
@@ -47,7 +50,8 @@ class SliceSampler:
         """(image ``[1, h, w]`` float32, classes ``[1, h, w]`` int64)."""
         i = int(self.rng.integers(len(self.pairs)))
         pair = self.pairs[i]
-        axis = pair.thick_axis if pair.thick_axis in (0, 1, 2) else int(self.rng.integers(3))
+        thick = pair.thick_axis in (0, 1, 2) and self.rng.random() < self.thick_axis_share
+        axis = pair.thick_axis if thick else int(self.rng.integers(3))
         dim = 2 - axis  # array dimension of the slice axis
         fg = self.fg_slices[i][axis]
         force_fg = force_fg and fg.size > 0

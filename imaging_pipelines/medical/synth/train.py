@@ -69,6 +69,7 @@ class SynthTrainingConfig:
     pool_size: int = 12
     refresh_every: int = 6
     foreground_oversampling: float = 0.5
+    thick_axis_share: float = 0.7  # 2D: share of a thick-slice case's slices cut across its thick axis (slices.py)
     brain_gate: bool = True
     target_labels: tuple[int, ...] = lesions.TUMOUR_LABELS
     seed: int = 0
@@ -80,6 +81,9 @@ class SynthTrainingConfig:
 BENCHMARK = SynthTrainingConfig(max_minutes=18.0)
 SMALL = SynthTrainingConfig(iterations=300, base_filters=8, max_filters=128)
 BENCHMARK_SYNTH = SynthConfig(spacing_mm=2.0)
+# the 3D alternative measured against BENCHMARK (bench/README.md): 32^3 patches of 3 mm cases, same gate and budget
+BENCHMARK_3D = SynthTrainingConfig(patch_size=(32, 32, 32), batch_size=2, pool_size=6, refresh_every=3, max_minutes=18.0)
+BENCHMARK_3D_SYNTH = SynthConfig(spacing_mm=3.0)
 
 
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
@@ -153,7 +157,7 @@ class _Patches:
                  rng: np.random.Generator) -> None:
         self.pool, self.patch_size, self.config, self.n_classes, self.rng = pool, patch_size, config, n_classes, rng
         self.slices = SliceSampler(pool, tuple(patch_size), config.foreground_oversampling, n_classes - 1,  # type: ignore[arg-type]
-                                   rng) if len(patch_size) == 2 else None
+                                   rng, config.thick_axis_share) if len(patch_size) == 2 else None
         self.volumes = None if self.slices else self._volume_sampler()
 
     def _volume_sampler(self) -> PatchSampler:
