@@ -252,3 +252,18 @@ def test_slice_sampler_cuts_across_the_thick_axis_and_through_the_lesion() -> No
     mixed = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 0.0, 2, rng, thick_axis_share=0.5)
     constant = [np.ptp(mixed.sample(force_fg=False)[0]) < 1e-4 for _ in range(60)]
     assert 15 < sum(constant) < 55  # half across i, the rest across a random axis (a third of them i again)
+
+
+def test_the_head_below_the_brain_is_filled_with_random_tissue() -> None:
+    """neck_zone: below the level and inside the elliptic cylinder only; with neck_probability 1 and the grid
+    shifted down, the lowest grid slab (no brain there) is not all air."""
+    points = np.array([[0.0, 0.0, 60.0, 0.0], [0.0, 0.0, 0.0, 80.0], [-30.0, 10.0, -30.0, -30.0]])[:, :, None, None]
+    inside = anatomy.neck_zone(points, (0.0, 0.0, 0.0), 20.0, (50.0, 70.0))[:, 0, 0]
+    assert inside.tolist() == [True, False, False, False]  # above the level; outside in L; outside in P
+    plain = dataclasses.replace(COARSE, grid_shift_mm=(0.0, 0.0, -30.0), clutter_probability=0.0)
+    flat = IntensityParams(std=(0.0, 0.0), blur_sigma_vox=(0.0, 0.0), bias_sd=(0.0, 0.0), noise_sd=(0.0, 0.0))
+    no_neck = LesionGenerator(dataclasses.replace(plain, intensity=flat, anisotropic_probability=0.0), seed=4).case(0)
+    neck = LesionGenerator(dataclasses.replace(plain, intensity=flat, anisotropic_probability=0.0, neck_probability=1.0),
+                           seed=4).case(0)
+    assert np.unique(no_neck.image.array[0]).size == 1  # the lowest slab: air only
+    assert np.unique(neck.image.array[0]).size > 1 and not (neck.brain.array[0] > 0).any()
