@@ -80,10 +80,9 @@ class SynthTrainingConfig:
 
 BENCHMARK = SynthTrainingConfig(max_minutes=18.0)
 SMALL = SynthTrainingConfig(iterations=300, base_filters=8, max_filters=128)
-# 2 mm cases reaching 40 mm further down (216 mm in S, centre 20 mm below the brain's), the head below the brain
-# (skull base, face, neck) filled with random tissue in 80 % of them: whole-head scans show it, the template lacks it
-BENCHMARK_SYNTH = SynthConfig(spacing_mm=2.0, field_of_view_mm=(176.0, 208.0, 216.0), grid_shift_mm=(0.0, 0.0, -20.0),
-                              neck_probability=0.8)
+# run 7's generator (bench/README.md); the neck tissue of run 8 (neck_probability 0.8, grid 40 mm further down)
+# scored lower on brain1 (0.134 vs 0.230) and did not remove the neck false positives, so it is off
+BENCHMARK_SYNTH = SynthConfig(spacing_mm=2.0)
 # the 3D alternative measured against BENCHMARK (bench/README.md): 32^3 patches of 3 mm cases, same gate and budget
 BENCHMARK_3D = SynthTrainingConfig(patch_size=(32, 32, 32), batch_size=2, pool_size=6, refresh_every=3, max_minutes=18.0)
 BENCHMARK_3D_SYNTH = SynthConfig(spacing_mm=3.0)
