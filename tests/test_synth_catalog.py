@@ -1,5 +1,6 @@
 """Catalog route to the synthetic lesion model: ``segmentation.training.source: synthetic`` validates without
-labels, picks the synthetic ModelTask, and its version depends on the generator and training settings."""
+labels, picks the synthetic ModelTask, and its version depends on the generator and training settings; the
+brain-gated model writes the catalog's lesion value."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def test_synthetic_model_asset_trains_then_reuses_and_writes_the_catalog_value(t
     from imaging_pipelines.models.protocol import load_current, train_or_reuse
 
     monkeypatch.setattr(train, "BENCHMARK_SYNTH", dataclasses.replace(train.BENCHMARK_SYNTH, spacing_mm=8.0))
-    monkeypatch.setattr(train, "SMALL", train.SynthTrainingConfig(patch_size=(16, 16, 16), iterations=2, base_filters=4,
-                                                                  max_filters=16, pool_size=1))
+    monkeypatch.setattr(train, "SMALL", train.SynthTrainingConfig(patch_size=(32, 32), iterations=2, batch_size=2,
+                                                                  base_filters=4, max_filters=16, pool_size=1))
     ds = SimpleNamespace(id="ds", segmentation=SegmentationConfig(method="dynunet", classes={"lesion": 5},
                                                                   training={"source": "synthetic"}))
     task = segmentation_model_task(ds)
@@ -65,4 +66,5 @@ def test_synthetic_model_asset_trains_then_reuses_and_writes_the_catalog_value(t
     second = train_or_reuse(task, tmp_path, device="cpu", log=lambda _m: None)
     assert not second.trained and second.version == first.version
     model = load_current(type(task), tmp_path, "ds")
-    assert model.label_values == [0, 5] and model.version == first.version and model.resample_input
+    assert model.label_values == [0, 0, 5] and model.version == first.version and model.resample_input
+    assert model.brain_gate  # outside the brain and brain both write 0, the lesion the catalog's value

@@ -58,6 +58,10 @@ def test_labels_lie_exactly_on_the_image_grid() -> None:
     assert lesion.sum() > 10
     assert np.unique(case.image.array[lesion]).size == 1
     assert not np.isin(case.image.array[~lesion], np.unique(case.image.array[lesion])).all()
+    brain = case.brain.array > 0  # the brain mask is aligned too: CSF / GM / WM values inside, none outside
+    assert case.brain.same_geometry(case.image) and case.brain.array.dtype == np.uint8 and brain[lesion].all()
+    tissue_values = np.unique(case.image.array[brain & ~lesion])
+    assert tissue_values.size == 3 and not np.isin(case.image.array[~brain], tissue_values).any()
 
 
 def test_intensities_are_randomised_between_draws(coarse: LesionGenerator) -> None:
@@ -180,8 +184,8 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     from imaging_pipelines.medical.synth.train import SynthTrainingConfig, synth_version
 
     synth = dataclasses.replace(COARSE, spacing_mm=8.0)
-    tiny = SynthTrainingConfig(patch_size=(16, 16, 16), iterations=3, base_filters=4, max_filters=16, pool_size=1,
-                               refresh_every=2)
+    tiny = SynthTrainingConfig(patch_size=(32, 32), iterations=3, batch_size=2, base_filters=4, max_filters=16,
+                               pool_size=1, refresh_every=2)
     import torch
 
     threads = torch.get_num_threads()
@@ -195,6 +199,8 @@ def test_tiny_synthetic_training_is_cached_by_version_and_segments_a_thick_slice
     assert synth_version(dataclasses.replace(synth, elastic_mm=3.0), tiny, 0) != synth_version(synth, tiny, 0)
     model = SegmentationModel.load(path)
     assert model.resample_input and model.spacing_mm == [8.0, 8.0, 8.0] and model.normalization == "percentile"
+    assert model.brain_gate and model.n_classes == 3 and model.label_values == [0, 0, 1]
+    assert model.plan.spatial_dims == 2 and model.plan.patch_size == [32, 32]
     scan = Volume(array=np.random.default_rng(1).uniform(0, 100, (6, 40, 40)).astype(np.float32),
                   spacing=(2.0, 2.0, 6.5), origin=(-40.0, 40.0, -20.0), direction=np.diag([1.0, -1.0, 1.0]))
     labels = predict(model, scan, device="cpu")
@@ -209,9 +215,55 @@ def test_cases_made_ahead_in_a_worker_equal_cases_made_inline() -> None:
     gen = LesionGenerator(dataclasses.replace(COARSE, spacing_mm=8.0), seed=3)
     with CaseFeed(gen, (1, 2), workers=1, ahead=1) as feed:
         ahead = [feed.get(i) for i in (0, 1)]
-    for index, (image, target) in enumerate(ahead):
+    for index, (image, target, thick_axis) in enumerate(ahead):
         inline = training_pair(gen, index, (1, 2))
-        assert np.array_equal(image, inline[0]) and np.array_equal(target, inline[1])
+        assert np.array_equal(image, inline.image) and np.array_equal(target, inline.target)
+        assert thick_axis == inline.thick_axis == gen.case(index).draws.get("thick_axis", -1)
         assert target.dtype == np.uint8 and set(np.unique(target).tolist()) <= {0, 1}
+    with CaseFeed(gen, (1, 2), workers=1, ahead=0, brain_classes=True) as feed:
+        gated = feed.get(0)
+    assert np.array_equal(gated.target, training_pair(gen, 0, (1, 2), brain_classes=True).target)
+    assert set(np.unique(gated.target).tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="workers"):
         CaseFeed(gen, (1, 2), workers=2)
+
+
+def test_slice_sampler_cuts_across_the_thick_axis_and_through_the_lesion() -> None:
+    """Slices of a case acquired thick along index axis i are constant when the image encodes the i index, vary
+    when cut across k; forced samples pass through the lesion class; patches are (h, w) with the class map."""
+    from imaging_pipelines.medical.synth.prefetch import TrainingPair
+    from imaging_pipelines.medical.synth.slices import SliceSampler
+
+    image = np.broadcast_to(np.arange(20, dtype=np.float32), (24, 22, 20)).copy()  # value = i index
+    target = np.zeros(image.shape, dtype=np.uint8)
+    target[3:20, 2:20, 2:18] = 1
+    target[10:14, 8:12, 6:9] = 2
+    rng = np.random.default_rng(0)
+    across_i = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 1.0, 2, rng, thick_axis_share=1.0)
+    across_k = SliceSampler([TrainingPair(image, target, 2)], (16, 16), 1.0, 2, rng, thick_axis_share=1.0)
+    for _ in range(10):
+        x, y = across_i.sample(force_fg=True)
+        assert x.shape == y.shape == (1, 16, 16) and x.dtype == np.float32 and y.dtype == np.int64
+        assert np.ptp(x) < 1e-4 and (y == 2).any()
+        xk, yk = across_k.sample(force_fg=True)
+        assert np.ptp(xk) > 1.0 and (yk == 2).any()
+    xb, yb = across_i.batch(4)
+    assert tuple(xb.shape) == tuple(yb.shape) == (4, 1, 16, 16)
+    mixed = SliceSampler([TrainingPair(image, target, 0)], (16, 16), 0.0, 2, rng, thick_axis_share=0.5)
+    constant = [np.ptp(mixed.sample(force_fg=False)[0]) < 1e-4 for _ in range(60)]
+    assert 15 < sum(constant) < 55  # half across i, the rest across a random axis (a third of them i again)
+
+
+def test_the_head_below_the_brain_is_filled_with_random_tissue() -> None:
+    """neck_zone: below the level and inside the elliptic cylinder only; with neck_probability 1 and the grid
+    shifted down, the lowest grid slab (no brain there) is not all air."""
+    points = np.array([[0.0, 0.0, 60.0, 0.0], [0.0, 0.0, 0.0, 80.0], [-30.0, 10.0, -30.0, -30.0]])[:, :, None, None]
+    inside = anatomy.neck_zone(points, (0.0, 0.0, 0.0), 20.0, (50.0, 70.0))[:, 0, 0]
+    assert inside.tolist() == [True, False, False, False]  # above the level; outside in L; outside in P
+    plain = dataclasses.replace(COARSE, grid_shift_mm=(0.0, 0.0, -30.0), clutter_probability=0.0)
+    flat = IntensityParams(std=(0.0, 0.0), blur_sigma_vox=(0.0, 0.0), bias_sd=(0.0, 0.0), noise_sd=(0.0, 0.0))
+    no_neck = LesionGenerator(dataclasses.replace(plain, intensity=flat, anisotropic_probability=0.0), seed=4).case(0)
+    neck = LesionGenerator(dataclasses.replace(plain, intensity=flat, anisotropic_probability=0.0, neck_probability=1.0),
+                           seed=4).case(0)
+    assert np.unique(no_neck.image.array[0]).size == 1  # the lowest slab: air only
+    assert np.unique(neck.image.array[0]).size > 1 and not (neck.brain.array[0] > 0).any()

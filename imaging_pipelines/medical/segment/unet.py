@@ -3,6 +3,9 @@
 * :func:`plan_dynunet` - nnU-Net's rule for kernel sizes, pooling strides and filters from voxel spacing.
 * :class:`SegmentationModel` - a DynUNet built from a :class:`Plan`, saved as state_dict + plain-type config.
 * :func:`predict` - Gaussian-weighted sliding-window inference, argmax, a uint8 label Volume on the input grid.
+* 2D models (a :class:`Plan` with 2-element lists, :func:`plan_dynunet_2d`) segment a volume slice by slice
+  across its thickest index axis (:func:`slice_axis`); brain-gated models (``brain_gate``) keep lesion
+  voxels only inside the largest brain component (:mod:`~imaging_pipelines.medical.segment.brain_gate`).
 * Training lives in :mod:`imaging_pipelines.medical.segment.unet_train` (:func:`train_segmentation`).
 
 Axis conventions: ``spacing_mm`` is in ITK index order ``(i, j, k)`` = (x, y, z), as in :class:`Volume`;
@@ -29,7 +32,8 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Plan:
-    """DynUNet architecture. All per-axis lists are in array order (z, y, x).
+    """DynUNet architecture. All per-axis lists are in array order (z, y, x), or (h, w) of a slice for a 2D
+    network (2-element lists).
 
     ``kernel_sizes[l]`` / ``strides[l]`` are the conv kernel and stride of level ``l`` (``strides[0]`` is
     all ones: the first level does not downsample). ``patch_size`` is divisible by the product of strides.
@@ -42,7 +46,12 @@ class Plan:
 
     @property
     def n_pool_per_axis(self) -> list[int]:
-        return [sum(1 for s in self.strides if s[a] > 1) for a in range(3)]
+        return [sum(1 for s in self.strides if s[a] > 1) for a in range(len(self.patch_size))]
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for a slice-wise network, 3 for a volume network."""
+        return len(self.patch_size)
 
 
 def plan_dynunet(
@@ -103,12 +112,31 @@ def plan_dynunet(
     return Plan(kernel_sizes=kernels, strides=strides, filters=filters, patch_size=padded)
 
 
+def plan_dynunet_2d(spacing_mm: float, patch_size: Sequence[int], **kwargs: Any) -> Plan:
+    """A 2D plan (lists in slice order (h, w)) for in-plane pixels of ``spacing_mm`` and a ``patch_size``
+    (h, w) slice patch: :func:`plan_dynunet` of a one-voxel-thick slab, the slab axis dropped."""
+    p = plan_dynunet((spacing_mm, spacing_mm, 1e6), (1, *patch_size), **kwargs)
+    return Plan(kernel_sizes=[k[1:] for k in p.kernel_sizes], strides=[s[1:] for s in p.strides], filters=p.filters,
+                patch_size=p.patch_size[1:])
+
+
+def slice_axis(spacing_mm: Sequence[float]) -> int:
+    """The index axis (0 i, 1 j, 2 k) a 2D model slices across: the one of largest spacing (``spacing_mm`` in
+    (x, y, z) order), k on ties (so an isotropic volume is cut into k-slices)."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    return max(a for a in range(3) if sp[a] >= sp.max() * (1 - 1e-3))
+
+
 @dataclass
 class SegmentationModel:
     """A DynUNet plus everything needed to apply it: plan, classes, normalisation, provenance.
 
     ``label_values[c]`` is the label value written for class ``c`` (default ``c``). ``version`` is a
-    sha256 hex digest given by the trainer (code + training data + parameters).
+    sha256 hex digest given by the trainer (code + training data + parameters). ``brain_gate``: class 0 is
+    outside the brain, class 1 brain, higher classes lesions, and predictions are gated to the largest brain
+    component (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`); ``label_values`` then
+    usually writes 0 for the brain class too. A plan with 2-element lists is a 2D network applied per slice
+    (:func:`slice_axis`; ``spacing_mm`` is then the in-plane spacing, the slice axis keeps its own).
     """
 
     plan: Plan
@@ -121,6 +149,7 @@ class SegmentationModel:
     spacing_mm: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     architecture: str = "dynunet"  # "dynunet" (MONAI DynUNet) or "unet" (MONAI UNet, residual units)
     resample_input: bool = False  # predict resamples the image to spacing_mm first and the labels back
+    brain_gate: bool = False  # classes: 0 outside the brain, 1 brain, 2.. lesion; lesions kept in the brain only
     network: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
@@ -131,6 +160,8 @@ class SegmentationModel:
         if self.network is None:
             self.network = build_network(self.plan, self.in_channels, self.n_classes, self.deep_supervision,
                                          self.architecture)
+        if self.brain_gate and self.n_classes < 3:
+            raise ValueError("a brain-gated model needs classes 0 outside, 1 brain and at least one lesion class")
 
     def config(self) -> dict[str, Any]:
         """Plain-type (JSON-able) description of the model, everything but the weights."""
@@ -146,6 +177,7 @@ class SegmentationModel:
             "spacing_mm": [float(s) for s in self.spacing_mm],
             "architecture": self.architecture,
             "resample_input": bool(self.resample_input),
+            "brain_gate": bool(self.brain_gate),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -175,6 +207,7 @@ class SegmentationModel:
             spacing_mm=cfg["spacing_mm"],
             architecture=cfg.get("architecture", "dynunet"),
             resample_input=bool(cfg.get("resample_input", False)),
+            brain_gate=bool(cfg.get("brain_gate", False)),
         )
         model.network.load_state_dict(blob["state_dict"])
         model.network.eval()
@@ -185,20 +218,20 @@ def build_network(plan: Plan, in_channels: int, n_classes: int, deep_supervision
                   architecture: str = "dynunet") -> torch.nn.Module:
     """A MONAI DynUNet for ``plan`` (instance norm, leaky ReLU, as nnU-Net), or with ``architecture="unet"``
     a MONAI UNet with the plan's filters and strides (two residual units per level, instance norm; no deep
-    supervision)."""
+    supervision); 2D or 3D after :attr:`Plan.spatial_dims`."""
     from monai.networks.nets import DynUNet, UNet
 
     if architecture == "unet":
         if deep_supervision:
             raise ValueError("deep supervision needs architecture 'dynunet'")
-        return UNet(spatial_dims=3, in_channels=in_channels, out_channels=n_classes, channels=plan.filters,
+        return UNet(spatial_dims=plan.spatial_dims, in_channels=in_channels, out_channels=n_classes, channels=plan.filters,
                     strides=[tuple(s) for s in plan.strides[1:]], num_res_units=2, norm="INSTANCE")
     if architecture != "dynunet":
         raise ValueError(f"unknown architecture {architecture!r}; use 'dynunet' or 'unet'")
 
     n_levels = len(plan.strides)
     return DynUNet(
-        spatial_dims=3,
+        spatial_dims=plan.spatial_dims,
         in_channels=in_channels,
         out_channels=n_classes,
         kernel_size=plan.kernel_sizes,
@@ -233,9 +266,10 @@ def normalize_intensity(array: np.ndarray, mode: str = "zscore") -> np.ndarray:
 
 
 def _blended_logits(model: SegmentationModel, x: torch.Tensor, overlap: float, sw_batch_size: int,
-                    dev: torch.device) -> torch.Tensor:
+                    dev: torch.device, axis: int = 2) -> torch.Tensor:
     """Gaussian-blended sliding-window logits ``[1, C, z, y, x]`` (float32) of the normalised input ``x``
-    (``[1, 1, z, y, x]``, already on ``dev``), left on ``dev``."""
+    (``[1, 1, z, y, x]``, already on ``dev``), left on ``dev``. A 2D model sees the slices across index axis
+    ``axis`` (0 i, 1 j, 2 k) as a batch of 2D images."""
     from monai.inferers import sliding_window_inference
 
     net = model.network.to(dev).eval()
@@ -244,10 +278,15 @@ def _blended_logits(model: SegmentationModel, x: torch.Tensor, overlap: float, s
         with autocast_context(dev):
             return net(batch).float()
 
-    return sliding_window_inference(
+    dim = 2 + (2 - axis)  # the tensor dimension of the slice axis
+    if model.plan.spatial_dims == 2:
+        x = x[0].movedim(dim - 1, 0)  # [slices, 1, h, w]
+        sw_batch_size = max(sw_batch_size, 16)
+    out = sliding_window_inference(
         x, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=forward,
         overlap=overlap, mode="gaussian", padding_mode="constant", cval=float(x.min()),
     ).float()
+    return out.movedim(0, dim - 1)[None] if model.plan.spatial_dims == 2 else out
 
 
 def _network_input(model: SegmentationModel, image: Volume, dev: torch.device) -> torch.Tensor:
@@ -266,17 +305,20 @@ def predict_probabilities(
     device: str | torch.device = "auto",
     flip_tta: bool = False,
     softmax: bool = True,
+    axis: int | None = None,
 ) -> torch.Tensor:
     """Softmax class probabilities ``[C, z, y, x]`` (float32, CPU) by Gaussian sliding-window inference
-    (the blended logits instead with ``softmax=False``).
+    (the blended logits instead with ``softmax=False``), on ``image``'s own grid (no resampling, no gate).
 
     ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
-    nnU-Net's mirroring) and average the softmax outputs after flipping them back."""
+    nnU-Net's mirroring) and average the softmax outputs after flipping them back. ``axis``: the slice axis
+    of a 2D model (default :func:`slice_axis` of the image spacing)."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     x = _network_input(model, image, dev)
+    axis = slice_axis(image.spacing) if axis is None else axis
 
     def scores(inp: torch.Tensor) -> torch.Tensor:
-        logits = _blended_logits(model, inp, overlap, sw_batch_size, dev)
+        logits = _blended_logits(model, inp, overlap, sw_batch_size, dev, axis)
         return (torch.softmax(logits, dim=1) if softmax or flip_tta else logits)[0].cpu()
 
     if not flip_tta:
@@ -284,6 +326,15 @@ def predict_probabilities(
     flips = [[a for a in (2, 3, 4) if mask >> (a - 2) & 1] for mask in range(8)]
     total = sum(scores(torch.flip(x, f)).flip([a - 1 for a in f]) if f else scores(x) for f in flips)
     return total / len(flips)
+
+
+def working_spacing(model: SegmentationModel, image: Volume, axis: int) -> list[float]:
+    """The spacing (mm, (x, y, z)) ``predict`` segments ``image`` at: ``model.spacing_mm``, except along the
+    slice axis ``axis`` of a 2D model, which keeps the image's own spacing."""
+    target = [float(s) for s in model.spacing_mm]
+    if model.plan.spatial_dims == 2:
+        target[axis] = float(image.spacing[axis])
+    return target
 
 
 @torch.no_grad()
@@ -296,25 +347,38 @@ def predict(
     device: str | torch.device = "auto",
     flip_tta: bool = False,
 ) -> Volume:
-    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, mapped to ``label_values``.
-    Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes back to the host.
-    A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased, same field of view
-    and direction) to its ``spacing_mm`` and returns the labels resampled back (nearest neighbour)."""
-    if model.resample_input and not np.allclose(image.spacing, model.spacing_mm, rtol=1e-3):
+    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, brain-gated for a
+    ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`), mapped to
+    ``label_values``. Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes
+    back to the host. A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased,
+    same field of view and direction) to :func:`working_spacing` and returns the labels resampled back
+    (nearest neighbour). A 2D model segments the slices across :func:`slice_axis` of ``image``."""
+    axis = slice_axis(image.spacing)
+    target = working_spacing(model, image, axis)
+    if model.resample_input and not np.allclose(image.spacing, target, rtol=1e-3):
         from imaging_pipelines.medical.preprocess.resample import resample_like, resample_to_spacing
 
-        work = resample_to_spacing(image, model.spacing_mm, interpolator="linear", antialias=True)
-        labels = predict(model, work, overlap=overlap, sw_batch_size=sw_batch_size, device=device, flip_tta=flip_tta)
+        work = resample_to_spacing(image, target, interpolator="linear", antialias=True)
+        labels = _predict_on_grid(model, work, overlap, sw_batch_size, device, flip_tta, axis)
         back = resample_like(labels, image, interpolator="nearest")
         return Volume(array=np.asarray(back.array, dtype=np.uint8), spacing=image.spacing, origin=image.origin,
                       direction=image.direction, attributes=dict(labels.attributes))
+    return _predict_on_grid(model, image, overlap, sw_batch_size, device, flip_tta, axis)
+
+
+def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw_batch_size: int,
+                     device: str | torch.device, flip_tta: bool, axis: int) -> Volume:
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if flip_tta:
         classes = torch.argmax(predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,
-                                                     device=dev, flip_tta=True), dim=0).numpy()
+                                                     device=dev, flip_tta=True, axis=axis), dim=0).numpy()
     else:  # argmax of logits = argmax of softmax
-        logits = _blended_logits(model, _network_input(model, image, dev), overlap, sw_batch_size, dev)
+        logits = _blended_logits(model, _network_input(model, image, dev), overlap, sw_batch_size, dev, axis)
         classes = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
+    if model.brain_gate:
+        from imaging_pipelines.medical.segment.brain_gate import gate_to_brain
+
+        classes = gate_to_brain(classes)
     lut = np.asarray(model.label_values, dtype=np.uint8)
     return Volume(
         array=lut[classes],

@@ -40,10 +40,12 @@ class SyntheticLesionModelTask(SegmentationModelTask):
         return load_anatomy()
 
     def code_modules(self) -> list[ModuleType]:
-        from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions, train
-        from imaging_pipelines.medical.segment import unet, unet_train
+        from imaging_pipelines.medical.synth import (acquisition, anatomy, deform, generator, intensity, lesions, prefetch,
+                                                     slices, train)
+        from imaging_pipelines.medical.segment import brain_gate, unet, unet_train
 
-        return [anatomy, deform, lesions, intensity, acquisition, generator, unet, unet_train, train]
+        return [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
+                brain_gate, train]
 
     def fingerprint(self, inputs: Any) -> Iterable[bytes]:
         yield inputs.fingerprint()
@@ -63,7 +65,8 @@ class SyntheticLesionModelTask(SegmentationModelTask):
         model, report = train_on_generator(gen, training, device=device, log=log)
         held = score_generated(model, held_out_generator(gen), HELD_OUT_CASES, training.target_labels,
                                baselines=(), device=device)
-        model.label_values = list(self.dataset.segmentation.label_values)
+        lesion_value = int(self.dataset.segmentation.label_values[-1])  # brain-gated: outside and brain write 0
+        model.label_values = [0] * (model.n_classes - 1) + [lesion_value]
         model.version = report["version"] = version
         report.update({"best_val_dice": held["model"]["mean"], "held_out_dice": held["model"]["per_case"],
                        "best_epoch": 0, "seconds_per_epoch": report["seconds_training"], "n_train": report["cases_generated"],

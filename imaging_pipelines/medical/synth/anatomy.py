@@ -12,7 +12,8 @@ The template is skull-stripped, so the head outside the brain is built by the ge
 random distances from the brain (labels 4 meninges, 5 skull, 6 scalp fat, 7 skin; see
 :func:`head_layers`) from :attr:`Anatomy.distance_mm`, the distance (mm) of each voxel to the brain mask,
 and beyond them a zone of random blobs (labels 8-10, :func:`clutter`) standing in for the face, orbits and
-neck that real scans contain and the template does not.
+neck that real scans contain and the template does not; below the brain, the same blobs fill an elliptic
+cylinder (:func:`neck_zone`): the skull base, face and neck of a whole-head scan.
 Every label gets its own random intensity (SynthSeg), so labels are classes of equal intensity, not claims
 about tissue properties.
 """
@@ -125,12 +126,27 @@ def head_layers(labels: np.ndarray, distance_mm: np.ndarray, thickness_mm: tuple
 def clutter(labels: np.ndarray, distance_mm: np.ndarray, start_mm: float, extent_mm: float, noise: np.ndarray) -> np.ndarray:
     """``labels`` with the background voxels at distances ``start_mm`` .. ``start_mm + extent_mm`` (mm) from the
     brain split into :data:`CLUTTER_LABELS` by the terciles of the smooth field ``noise`` (same shape)."""
-    out = labels.copy()
     zone = (labels == 0) & (distance_mm > start_mm) & (distance_mm <= start_mm + extent_mm)
+    return fill_clutter(labels, zone, noise)
+
+
+def fill_clutter(labels: np.ndarray, zone: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``labels`` with the voxels of ``zone`` (bool, same shape) split into :data:`CLUTTER_LABELS` by the
+    terciles of the smooth field ``noise`` there."""
+    out = labels.copy()
     if zone.any():
         cuts = np.quantile(noise[zone], [1 / 3, 2 / 3])
         out[zone] = np.asarray(CLUTTER_LABELS, dtype=np.uint8)[np.digitize(noise[zone], cuts)]
     return out
+
+
+def neck_zone(points_mm: np.ndarray, centre_mm: tuple[float, float, float], level_mm: float,
+              radii_mm: tuple[float, float]) -> np.ndarray:
+    """bool: template points (``(3, ...)`` LPS mm, components (x, y, z)) more than ``level_mm`` below (in S)
+    ``centre_mm`` and inside the elliptic cylinder of semi-axes ``radii_mm`` (L, P) around it: the skull base,
+    face and neck, solid tissue in a real head scan where the skull-stripped template has air."""
+    x, y, z = (points_mm[a] - centre_mm[a] for a in range(3))
+    return (z < -level_mm) & ((x / radii_mm[0]) ** 2 + (y / radii_mm[1]) ** 2 < 1.0)
 
 
 @functools.lru_cache(maxsize=1)

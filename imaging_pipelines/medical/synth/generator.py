@@ -9,15 +9,18 @@ disjoint training / held-out sets. Steps per case:
 2. a random affine (:func:`~.deform.random_affine`) and elastic displacement
    (:func:`~.deform.elastic_displacement`) map it into the MNI152 template; tissue labels are sampled
    (nearest) and the extra-cerebral layers painted at random thicknesses (:func:`~.anatomy.head_layers`),
-   with probability ``clutter_probability`` random blobs beyond them (:func:`~.anatomy.clutter`);
+   with probability ``clutter_probability`` random blobs beyond them (:func:`~.anatomy.clutter`), and with
+   probability ``neck_probability`` in the head below the brain (:func:`~.anatomy.neck_zone`; the working
+   grid is centred ``grid_shift_mm`` from the brain centre, so a downward shift shows that region);
 3. 1..3 irregular lesions (:mod:`~.lesions`) inside the brain; with mass effect the anatomy is re-sampled
    with the surrounding tissue pushed outwards;
 4. intensities: a random Gaussian per label, blur, bias field, gamma, noise (:mod:`~.intensity`);
 5. with probability ``anisotropic_probability`` a thick-slice acquisition (thickness uniform in
    ``slice_thickness_mm``, along a random index axis) resampled back (:mod:`~.acquisition`).
 
-The image Volume (float32) and the lesion label Volume (uint8, :data:`~.lesions.LESION_LABELS`) share the
-working grid. :meth:`LesionGenerator.parameters` is the JSON-able configuration (used in model versions).
+The image Volume (float32), the lesion label Volume (uint8, :data:`~.lesions.LESION_LABELS`) and the brain
+mask (uint8 0/1: brain tissue labels 1-3 or lesion, after deformation and mass effect; what a brain-gated
+model learns as "brain") share the working grid. :meth:`LesionGenerator.parameters` is the JSON-able configuration (used in model versions).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ class SynthConfig:
     clutter_probability: float = 0.8  # random blobs beyond the head layers (anatomy.clutter)
     clutter_extent_mm: tuple[float, float] = (10.0, 45.0)
     clutter_blob_mm: float = 6.0  # smoothing (sd, mm) of the blob field
+    neck_probability: float = 0.0  # blobs also fill the head below the brain (anatomy.neck_zone)
+    neck_level_mm: tuple[float, float] = (15.0, 40.0)  # from this far below the brain centre (S, mm)
+    neck_radii_mm: tuple[tuple[float, float], tuple[float, float]] = ((45.0, 70.0), (55.0, 90.0))  # (L, P) semi-axes
+    grid_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # working grid centre minus the brain centre (LPS)
     anisotropic_probability: float = 0.7
     slice_thickness_mm: tuple[float, float] = (1.0, 7.0)
     lesions: lesions.LesionParams = field(default_factory=lesions.LesionParams)
@@ -55,12 +62,14 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class SynthCase:
-    """One generated case: ``image`` (float32), ``label`` (uint8 lesion sub-regions) and ``draws`` (the random
-    choices made, plain types, for reports)."""
+    """One generated case: ``image`` (float32), ``label`` (uint8 lesion sub-regions), ``brain`` (uint8 0/1
+    brain mask, lesions included) on one grid, and ``draws`` (the random choices made, plain types, for
+    reports; ``thick_axis`` is the index axis (0 i, 1 j, 2 k) of a thick-slice acquisition, when drawn)."""
 
     image: Volume
     label: Volume
     draws: dict[str, Any]
+    brain: Volume
 
 
 N_TISSUES = len(anatomy.TISSUES)  # lesion sub-region v is painted as tissue label N_TISSUES - 1 + v
@@ -78,7 +87,8 @@ class LesionGenerator:
         brain = np.argwhere(self.anatomy.labels.array > 0)
         centre_ijk = (brain.min(axis=0) + brain.max(axis=0))[::-1] / 2.0  # (i, j, k)
         self.centre_mm = tuple((self.anatomy.labels.index_to_world_lps() @ np.array([*centre_ijk, 1.0]))[:3])
-        self.grid = deform.centred_grid(self.centre_mm, self.config.field_of_view_mm, self.config.spacing_mm)
+        grid_centre = tuple(c + d for c, d in zip(self.centre_mm, self.config.grid_shift_mm))
+        self.grid = deform.centred_grid(grid_centre, self.config.field_of_view_mm, self.config.spacing_mm)
 
     def parameters(self) -> dict[str, Any]:
         """The configuration and seed as plain JSON-able types."""
@@ -121,7 +131,17 @@ class LesionGenerator:
             field = ndimage.gaussian_filter(rng.standard_normal(tissues.shape).astype(np.float32),
                                             cfg.clutter_blob_mm / cfg.spacing_mm)
             tissues = anatomy.clutter(tissues, distance, sum(layers_mm), float(rng.uniform(*cfg.clutter_extent_mm)), field)
-        lesion = lesions.draw_lesions(seeds, grid_points, self.grid.spacing_mm, np.isin(tissues, anatomy.BRAIN_LABELS))
+        if rng.random() < cfg.neck_probability:
+            from scipy import ndimage
+
+            radii = (float(rng.uniform(*cfg.neck_radii_mm[0])), float(rng.uniform(*cfg.neck_radii_mm[1])))
+            zone = (tissues == 0) & anatomy.neck_zone(deform.deformed_points(self.grid, affine, displacement),
+                                                      self.centre_mm, float(rng.uniform(*cfg.neck_level_mm)), radii)
+            field = ndimage.gaussian_filter(rng.standard_normal(tissues.shape).astype(np.float32),
+                                            cfg.clutter_blob_mm / cfg.spacing_mm)
+            tissues = anatomy.fill_clutter(tissues, zone, field)
+        brain_mask = np.isin(tissues, anatomy.BRAIN_LABELS)
+        lesion = lesions.draw_lesions(seeds, grid_points, self.grid.spacing_mm, brain_mask)
         combined = np.where(lesion > 0, N_TISSUES - 1 + lesion, tissues).astype(np.intp)
         lesion_values = tuple(N_TISSUES - 1 + v for v in lesions.LESION_LABELS)
         means, mode = intensity.label_means(rng, N_TISSUES + len(lesions.LESION_LABELS), (1, 2, 3),
@@ -135,4 +155,5 @@ class LesionGenerator:
             volume = acquisition.simulate_acquisition(volume, axis, thickness)[1]
             draws.update({"thick_axis": axis, "thickness_mm": thickness})
         return SynthCase(image=volume.with_array(volume.array.astype(np.float32)),
-                         label=self.grid.volume(lesion), draws=draws)
+                         label=self.grid.volume(lesion), draws=draws,
+                         brain=self.grid.volume((brain_mask | (lesion > 0)).astype(np.uint8)))

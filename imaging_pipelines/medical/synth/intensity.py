@@ -27,7 +27,10 @@ class IntensityParams:
 
     mr_like_probability: float = 0.8
     std: tuple[float, float] = (0.0, 0.06)  # within-label sd (0..1 scale)
-    lesion_contrast: tuple[float, float] = (0.15, 0.8)  # rim / solid tumour beyond both GM and WM (0..1 scale)
+    # rim / solid tumour beyond both GM and WM (0..1 scale). From 0.05: on a post-contrast T1 the enhancing rim is
+    # often only 10-50 % above white matter (enhancement ratio 1.1-1.5), a small share of a range that bright fat
+    # (scalp, marrow) sets; 0.15 (the former minimum) left the fainter half of real enhancement untrained.
+    lesion_contrast: tuple[float, float] = (0.05, 0.8)
     core_factor: tuple[float, float] = (0.2, 0.9)  # necrotic core relative to the brain mean
     oedema_factor: tuple[float, float] = (0.7, 1.35)
     blur_sigma_vox: tuple[float, float] = (0.0, 1.0)  # partial-volume blur

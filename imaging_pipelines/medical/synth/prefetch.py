@@ -1,8 +1,9 @@
 """Training cases of the lesion generator made ahead of need, in a worker process, while the network trains.
 
 On a small CPU, generating a case (deformation, lesions, intensities, thick-slice resampling: about a second
-at 3 mm) and a training step compete for the same cores. :class:`CaseFeed` makes case ``n`` (normalised image,
-binary target; both arrays indexed (z, y, x) on the generator's grid) in one worker process (``workers=1``)
+at 3 mm) and a training step compete for the same cores. :class:`CaseFeed` makes case ``n`` (a
+:class:`TrainingPair`: normalised image, target, thick-slice axis; arrays indexed (z, y, x) on the generator's
+grid) in one worker process (``workers=1``)
 a few indices ahead, so generation overlaps
 training; ``workers=0`` makes each case in the calling process when asked. The worker is forked (POSIX
 ``fork``: no re-import of the caller's main script, as ``spawn`` would do, and no pickling of the template)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,34 +26,59 @@ from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConf
 _FORKED_GENERATOR: list[LesionGenerator] = []  # the generator the forked worker inherits (set before the fork)
 
 
+class TrainingPair(NamedTuple):
+    """One training case: ``image`` (normalised float32), ``target`` (uint8 classes, see :func:`training_pair`),
+    ``thick_axis`` (index axis 0 i, 1 j, 2 k of the thick-slice acquisition; -1 when none was drawn)."""
+
+    image: np.ndarray
+    target: np.ndarray
+    thick_axis: int
+
+
 def binary_target(label: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
     """uint8 0/1: voxels whose lesion label is one of ``target_labels``."""
     return np.isin(label, target_labels).astype(np.uint8)
 
 
+def brain_lesion_target(label: np.ndarray, brain: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
+    """uint8 classes for a brain-gated model: 0 outside the brain, 1 brain (``brain`` > 0, oedema included),
+    2 lesion (lesion label in ``target_labels``)."""
+    out = (np.asarray(brain) > 0).astype(np.uint8)
+    out[np.isin(label, target_labels)] = 2
+    return out
+
+
 def training_pair(gen: LesionGenerator, index: int, target_labels: tuple[int, ...],
-                  normalization: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
-    """(normalised float32 image, uint8 0/1 target) of case ``index`` of ``gen``."""
+                  normalization: str = "percentile", brain_classes: bool = False) -> TrainingPair:
+    """Case ``index`` of ``gen`` as a :class:`TrainingPair`: the target is 0/1 lesion
+    (:func:`binary_target`), or 0 outside / 1 brain / 2 lesion with ``brain_classes`` (:func:`brain_lesion_target`)."""
     case = gen.case(index)
-    return normalize_intensity(case.image.array, normalization), binary_target(case.label.array, target_labels)
+    if brain_classes:
+        target = brain_lesion_target(case.label.array, case.brain.array, target_labels)
+    else:
+        target = binary_target(case.label.array, target_labels)
+    return TrainingPair(normalize_intensity(case.image.array, normalization), target,
+                        int(case.draws.get("thick_axis", -1)))
 
 
 def _worker_pair(config: SynthConfig, seed: int, index: int, target_labels: tuple[int, ...],
-                 normalization: str) -> tuple[np.ndarray, np.ndarray]:
+                 normalization: str, brain_classes: bool) -> TrainingPair:
     if not _FORKED_GENERATOR or _FORKED_GENERATOR[0].config != config or _FORKED_GENERATOR[0].seed != seed:
         _FORKED_GENERATOR[:] = [LesionGenerator(config, seed=seed)]
-    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization)
+    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization, brain_classes)
 
 
 class CaseFeed:
-    """Training pairs of ``gen`` by index, made ``ahead`` indices in advance by ``workers`` (0 or 1) worker
-    processes. Use as a context manager (the worker stops on exit)."""
+    """Training pairs of ``gen`` by index (:func:`training_pair`, targets with ``brain_classes`` or not), made
+    ``ahead`` indices in advance by ``workers`` (0 or 1) worker processes. Use as a context manager (the
+    worker stops on exit)."""
 
     def __init__(self, gen: LesionGenerator, target_labels: tuple[int, ...], *, workers: int = 1, ahead: int = 2,
-                 normalization: str = "percentile") -> None:
+                 normalization: str = "percentile", brain_classes: bool = False) -> None:
         if workers not in (0, 1):
             raise ValueError(f"workers must be 0 or 1; got {workers}")
         self.gen, self.target_labels, self.ahead, self.normalization = gen, tuple(target_labels), ahead, normalization
+        self.brain_classes = bool(brain_classes)
         self._pool: ProcessPoolExecutor | None = None
         self._pending: dict[int, Future] = {}
         if workers and "fork" in multiprocessing.get_all_start_methods():
@@ -63,15 +90,15 @@ class CaseFeed:
     def _submit(self, index: int) -> None:
         if self._pool is not None and index not in self._pending:
             self._pending[index] = self._pool.submit(_worker_pair, self.gen.config, self.gen.seed, index,
-                                                     self.target_labels, self.normalization)
+                                                     self.target_labels, self.normalization, self.brain_classes)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, index: int) -> TrainingPair:
         """The pair of case ``index``; also starts the next ``ahead`` cases in the worker."""
         for nxt in range(index, index + 1 + self.ahead):
             self._submit(nxt)
         future = self._pending.pop(index, None)
         if future is None:
-            return training_pair(self.gen, index, self.target_labels, self.normalization)
+            return training_pair(self.gen, index, self.target_labels, self.normalization, self.brain_classes)
         return future.result()
 
     def close(self) -> None:

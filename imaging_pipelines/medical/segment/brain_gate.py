@@ -1,0 +1,32 @@
+"""The brain gate of a brain-gated lesion model: lesion voxels only inside the brain.
+
+A brain-gated model predicts 0 outside the brain, 1 brain, 2.. lesion classes (SynthStrip-style brain
+extraction learnt with the lesion, from the same generated cases). :func:`gate_to_brain` keeps the largest
+connected component (6-connectivity, in 3D on the array's (z, y, x) grid) of the voxels of any class >= 1, with
+its holes filled, and sets every voxel outside it to class 0, so bright extra-cerebral tissue (scalp fat,
+orbits, muscle) cannot come out as lesion. No dagster import here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def brain_component(inside: np.ndarray) -> np.ndarray:
+    """bool: the largest 6-connected component of ``inside`` (bool, any dimension), holes filled; all False
+    when ``inside`` is empty."""
+    labels, count = ndimage.label(np.asarray(inside, dtype=bool))
+    if count == 0:
+        return np.zeros(labels.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+
+
+def gate_to_brain(classes: np.ndarray) -> np.ndarray:
+    """``classes`` (integer class map: 0 outside the brain, 1 brain, >= 2 lesion) with every voxel outside
+    :func:`brain_component` of ``classes >= 1`` set to 0 (same dtype and shape)."""
+    out = np.array(classes, copy=True)
+    out[~brain_component(out >= 1)] = 0
+    return out
