@@ -153,7 +153,7 @@ from upath import UPath
 from imaging_pipelines.medical.io.ome_zarr import write_volume_store
 from imaging_pipelines.core.volume import Volume
 big = Volume(np.random.default_rng(1).integers(0, 4000, (96, 512, 512)).astype(np.int16))
-write_volume_store(UPath(sys.argv[1]), {"a": big})  # ~1-2 s of chunk writes: killed part-way
+write_volume_store(UPath(sys.argv[1]), {"a": big})  # a fraction of a second of chunk writes: killed part-way
 """
 
 
@@ -169,7 +169,7 @@ def test_sigkill_during_write_keeps_previous_store(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)])
     try:
         deadline = time.time() + 60
-        while not list(tmp_path.glob("p.zarr.staging-*/a/0/c")):  # the writer is inside a chunk write
+        while not list(tmp_path.glob("p.zarr.staging-*")):  # the writer is inside the store write
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.02)
     finally:
