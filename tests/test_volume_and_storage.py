@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +15,7 @@ from upath import UPath
 from imaging_pipelines.core.errors import ImagingInputError
 from imaging_pipelines.medical.io.image_files import read_image_file, write_nifti
 from imaging_pipelines.medical.io.ome_zarr import pyramid_factors, read_volume_store, write_volume_store
-from imaging_pipelines.core.storage import atomic_store
+from imaging_pipelines.core.storage import atomic_store, wait_for_background_removals
 from imaging_pipelines.core.volume import Volume
 
 
@@ -134,6 +135,21 @@ def test_interrupted_publish_is_recovered(tmp_path):
     (tmp_path / "p.zarr").rename(tmp_path / "p.zarr.replaced-deadbeef")
     back = read_volume_store(path)
     assert np.array_equal(back["a"].array, oblique_volume().array)
+
+
+def test_replaced_store_is_deleted_off_the_critical_path_and_leftovers_are_swept(tmp_path):
+    path = UPath(tmp_path / "p.zarr")
+    v = oblique_volume()
+    write_volume_store(path, {"a": v})
+    write_volume_store(path, {"a": v.with_array(v.array // 2)})  # the old store goes aside, deleted in background
+    wait_for_background_removals()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
+    assert np.array_equal(read_volume_store(path)["a"].array, v.array // 2)
+    # a process killed before its background deletion ran leaves the replaced store beside the published one:
+    # the next read of that store removes it and keeps the published data
+    shutil.copytree(tmp_path / "p.zarr", tmp_path / "p.zarr.replaced-0a1b2c3d")
+    assert np.array_equal(read_volume_store(path)["a"].array, v.array // 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr"]
 
 
 def test_fsspec_storage_root_round_trip_and_replace():

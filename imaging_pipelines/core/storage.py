@@ -27,9 +27,11 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PosixPath, WindowsPath
 from typing import TYPE_CHECKING
@@ -265,7 +267,45 @@ def _publish_local(source: Path, target: Path, token: str) -> None:
     if target.exists():
         os.rename(target, aside)
     os.rename(source, target)
-    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        remove_in_background(aside)
+
+
+_REMOVER: ThreadPoolExecutor | None = None
+_REMOVER_LOCK = threading.Lock()
+
+
+def remove_in_background(folder: Path) -> Future[None]:
+    """Delete ``folder`` (a replaced store, already renamed aside) on one background thread of this process.
+
+    Freeing a store's blocks costs milliseconds per chunk file on disks mounted with ``discard``: about
+    0.15 s for a preprocessed brain, which would otherwise sit between the publish and the end of the
+    step. The new store is already published when this is called, so nothing waits on the deletion.
+    Python joins the thread at interpreter exit (``concurrent.futures`` does), so a process that ends
+    normally leaves nothing behind; a killed one leaves ``<name>.replaced-<id>`` beside the published
+    store, which :func:`recover_interrupted` removes at the next read or write of it."""
+    global _REMOVER
+    with _REMOVER_LOCK:
+        if _REMOVER is None:
+            _REMOVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-remover")
+        return _REMOVER.submit(shutil.rmtree, folder, True)
+
+
+def _forget_remover() -> None:
+    """In a forked child the parent's remover thread does not exist: start a new one on first use."""
+    global _REMOVER, _REMOVER_LOCK
+    _REMOVER, _REMOVER_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_remover)
+
+
+def wait_for_background_removals() -> None:
+    """Block until every deletion queued by :func:`remove_in_background` in this process has finished."""
+    with _REMOVER_LOCK:
+        remover = _REMOVER
+    if remover is not None:
+        remover.submit(lambda: None).result()
 
 
 def published_version(final: UPath) -> str | None:
