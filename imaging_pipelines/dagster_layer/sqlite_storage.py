@@ -66,16 +66,24 @@ class _EnginePerProcess:
             yield conn
 
 
+def engines_of(storage: Any) -> _EnginePerProcess:
+    """The storage's :class:`_EnginePerProcess`, made on first use (Dagster's ``__init__`` already connects,
+    before a subclass could set it up). Both storages wait up to Dagster's SQLite busy timeout for a lock:
+    run workers, the daemon and the webserver write the same database files."""
+    engines = storage.__dict__.get("_local_engines")
+    if engines is None:
+        engines = storage.__dict__["_local_engines"] = _EnginePerProcess(
+            storage._conn_string, {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    return engines
+
+
 class LocalSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     """Dagster's consolidated SQLite event log (every run's events in ``<base_dir>/event_log.db``) with one
     engine per process and ``synchronous=NORMAL`` commits (see the module docstring)."""
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
-        # set on first use: Dagster's __init__ already connects (to create and index the database)
-        engines = self.__dict__.setdefault(
-            "_local_engines", _EnginePerProcess(self._conn_string, {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}))
-        with engines.transaction() as conn:
+        with engines_of(self).transaction() as conn:
             yield conn
 
     def has_table(self, table_name: str) -> bool:
@@ -93,6 +101,5 @@ class LocalSqliteRunStorage(SqliteRunStorage):
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        engines = self.__dict__.setdefault("_local_engines", _EnginePerProcess(self._conn_string))
-        with engines.transaction() as conn:
+        with engines_of(self).transaction() as conn:
             yield conn
