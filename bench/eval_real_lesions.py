@@ -4,7 +4,10 @@ The model (``--model FILE``, or the cached/trained domain-randomised model of th
 ``imaging_pipelines.medical.synth``) never sees a voxel of the evaluation scan: it is trained on MNI152
 anatomy with generated lesions only. The scan is read as is; the model resamples it to its own spacing
 (the 2D brain-gated ``benchmark`` / ``small`` models: 2 mm in-plane, slices across the thickest axis kept;
-``benchmark3d``: 3 mm) and writes labels back on the scan's grid. The classical baselines run on the scan
+``benchmark3d``: 3 mm) and writes labels back on the scan's grid. Brain-gated models keep lesion voxels only
+inside the network's brain, narrowed to the MNI152 brain registered onto the scan when that registration
+agrees with the network (``imaging_pipelines.medical.segment.atlas_brain``; the line "brain gate:" says
+which was used). The classical baselines run on the scan
 resampled to the model's ``spacing_mm`` (their masks resampled back by nearest neighbour). Dice / HD95 (mm) /
 volumes (mL) are on the label file's grid against ``label > 0``. With ``--held-out N`` the model and the
 baselines are also scored on N held-out generated cases (a seed training never uses; the 2 mm cases of the
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     masks = {"model": predict(model, image, device=args.device)}
     seconds = time.perf_counter() - t0
+    if masks["model"].attributes.get("brain_prior"):
+        print(f"brain gate: {masks['model'].attributes['brain_prior']}")
+        figures["brain_prior"] = masks["model"].attributes["brain_prior"]
     work = resample_to_spacing(image, model.spacing_mm, interpolator="linear", antialias=True)
     for name in BASELINES:
         try:

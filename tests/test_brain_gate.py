@@ -77,3 +77,53 @@ def test_2d_models_slice_across_the_thickest_axis_and_resample_only_in_plane(tmp
     scan = Volume(array=image, spacing=(6.0, 2.0, 2.0))
     labels = predict(model, scan, device="cpu")
     assert labels.same_geometry(scan) and np.array_equal(labels.array, np.where(expected == 2, 7, 0))
+
+
+def test_gate_with_a_prior_drops_brain_the_prior_rules_out() -> None:
+    classes, expected = head()
+    neck = np.zeros(classes.shape, dtype=bool)
+    neck[:, 26:, :] = True  # the prior rules out the lower part of every slice ...
+    gated = gate_to_brain(classes, prior=~neck)
+    assert not gated[neck].any()  # ... so nothing is kept there, lesion or brain
+    assert np.array_equal(gated[~neck], gate_to_brain(classes)[~neck])  # and the rest is gated as before
+
+
+def test_atlas_brain_registers_onto_a_generated_head_and_rules_out_the_neck() -> None:
+    """A domain-randomised case (deformed MNI152 anatomy, random contrast, 3 mm): the registered template
+    brain matches the case's own brain mask, and a stand-in network that also calls a neck slab brain (with
+    lesion) below it loses that slab, not the lesion inside the brain."""
+    import dataclasses
+
+    from imaging_pipelines.medical.segment.atlas_brain import agreement, atlas_brain_mask, trusted_atlas_brain
+    from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
+
+    case = LesionGenerator(dataclasses.replace(SynthConfig(spacing_mm=3.0)), seed=11).case(0)
+    brain = case.brain.array > 0
+    atlas = atlas_brain_mask(case.image)
+    assert atlas.mask.shape == brain.shape and agreement(atlas.mask, brain) >= 0.85
+    assert 0.7 * brain.sum() < atlas.mask.sum() < 1.3 * brain.sum()
+
+    classes = brain.astype(np.uint8)
+    classes[case.label.array > 0] = 2
+    lowest = int(np.nonzero(brain.any(axis=(1, 2)))[0].min())  # z = i axis of the LPS grid: S is up (z grows)
+    slab = np.zeros(brain.shape, dtype=bool)
+    slab[max(lowest - 6, 0):lowest + 2, 10:-10, 10:-10] = True  # a neck cross-section joined to the brain
+    classes[slab & ~brain] = 1
+    classes[slab & ~brain & (np.indices(brain.shape)[1] % 4 == 0)] = 2
+    prior, note = trusted_atlas_brain(case.image, classes >= 1)
+    assert prior is not None and "registered MNI152 brain" in note
+    gated = gate_to_brain(classes, prior)
+    lesion_in_slab = (gated == 2) & slab & ~brain
+    assert lesion_in_slab.sum() < 0.1 * ((classes == 2) & slab & ~brain).sum()
+    inside = (case.label.array > 0) & atlas.mask
+    assert (gated[inside] == 2).mean() > 0.95  # the lesion inside the brain is kept
+
+
+def test_untrusted_atlas_registration_falls_back_to_the_network_brain() -> None:
+    from imaging_pipelines.medical.segment.atlas_brain import trusted_atlas_brain
+
+    noise = Volume(array=np.random.default_rng(0).random((20, 40, 40), dtype=np.float32), spacing=(3.0, 3.0, 3.0))
+    network = np.zeros(noise.spatial_shape, dtype=bool)
+    network[2:4, 2:6, 2:6] = True  # a tiny 'brain' nowhere near a head's
+    prior, note = trusted_atlas_brain(noise, network)
+    assert prior is None and note.startswith("network brain only")

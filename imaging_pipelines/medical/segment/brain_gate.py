@@ -4,7 +4,9 @@ A brain-gated model predicts 0 outside the brain, 1 brain, 2.. lesion classes (S
 extraction learnt with the lesion, from the same generated cases). :func:`gate_to_brain` keeps the largest
 connected component (6-connectivity, in 3D on the array's (z, y, x) grid) of the voxels of any class >= 1, with
 its holes filled, and sets every voxel outside it to class 0, so bright extra-cerebral tissue (scalp fat,
-orbits, muscle) cannot come out as lesion. No dagster import here.
+orbits, muscle) cannot come out as lesion. An anatomical prior (the registered MNI152 brain,
+:mod:`~imaging_pipelines.medical.segment.atlas_brain`) can narrow the brain first: slices through the neck
+or face, which a slice-wise network may call brain, then fall outside it. No dagster import here.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ def brain_component(inside: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
-def gate_to_brain(classes: np.ndarray) -> np.ndarray:
+def gate_to_brain(classes: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
     """``classes`` (integer class map: 0 outside the brain, 1 brain, >= 2 lesion) with every voxel outside
-    :func:`brain_component` of ``classes >= 1`` set to 0 (same dtype and shape)."""
+    :func:`brain_component` of ``classes >= 1`` set to 0 (same dtype and shape). ``prior`` (bool, same shape;
+    e.g. :func:`~imaging_pipelines.medical.segment.atlas_brain.trusted_atlas_brain`) limits the brain to
+    where it is True before the component is taken."""
     out = np.array(classes, copy=True)
-    out[~brain_component(out >= 1)] = 0
+    inside = out >= 1
+    if prior is not None:
+        inside &= np.asarray(prior, dtype=bool)
+    out[~brain_component(inside)] = 0
     return out

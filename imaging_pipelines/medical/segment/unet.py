@@ -346,11 +346,14 @@ def predict(
     sw_batch_size: int = 2,
     device: str | torch.device = "auto",
     flip_tta: bool = False,
+    atlas_gate: bool = True,
 ) -> Volume:
     """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, brain-gated for a
-    ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`), mapped to
-    ``label_values``. Without TTA the argmax runs on the device, so only the label map (1 byte per voxel) comes
-    back to the host. A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased,
+    ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`; with
+    ``atlas_gate`` the brain is first limited to the registered MNI152 brain when that registration is
+    trusted, :func:`~imaging_pipelines.medical.segment.atlas_brain.trusted_atlas_brain`, and the label map's
+    ``brain_prior`` attribute says which gate was used), mapped to ``label_values``. Without TTA the argmax
+    runs on the device, so only the label map (1 byte per voxel) comes back to the host. A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased,
     same field of view and direction) to :func:`working_spacing` and returns the labels resampled back
     (nearest neighbour). A 2D model segments the slices across :func:`slice_axis` of ``image``."""
     axis = slice_axis(image.spacing)
@@ -359,15 +362,15 @@ def predict(
         from imaging_pipelines.medical.preprocess.resample import resample_like, resample_to_spacing
 
         work = resample_to_spacing(image, target, interpolator="linear", antialias=True)
-        labels = _predict_on_grid(model, work, overlap, sw_batch_size, device, flip_tta, axis)
+        labels = _predict_on_grid(model, work, overlap, sw_batch_size, device, flip_tta, axis, atlas_gate)
         back = resample_like(labels, image, interpolator="nearest")
         return Volume(array=np.asarray(back.array, dtype=np.uint8), spacing=image.spacing, origin=image.origin,
                       direction=image.direction, attributes=dict(labels.attributes))
-    return _predict_on_grid(model, image, overlap, sw_batch_size, device, flip_tta, axis)
+    return _predict_on_grid(model, image, overlap, sw_batch_size, device, flip_tta, axis, atlas_gate)
 
 
 def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw_batch_size: int,
-                     device: str | torch.device, flip_tta: bool, axis: int) -> Volume:
+                     device: str | torch.device, flip_tta: bool, axis: int, atlas_gate: bool = False) -> Volume:
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if flip_tta:
         classes = torch.argmax(predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,
@@ -375,15 +378,16 @@ def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw
     else:  # argmax of logits = argmax of softmax
         logits = _blended_logits(model, _network_input(model, image, dev), overlap, sw_batch_size, dev, axis)
         classes = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
+    attributes = {"model_version": model.version}
     if model.brain_gate:
         from imaging_pipelines.medical.segment.brain_gate import gate_to_brain
 
-        classes = gate_to_brain(classes)
+        prior = None
+        if atlas_gate and not image.is_timeseries:
+            from imaging_pipelines.medical.segment.atlas_brain import trusted_atlas_brain
+
+            prior, attributes["brain_prior"] = trusted_atlas_brain(image, classes >= 1)
+        classes = gate_to_brain(classes, prior)
     lut = np.asarray(model.label_values, dtype=np.uint8)
-    return Volume(
-        array=lut[classes],
-        spacing=image.spacing,
-        origin=image.origin,
-        direction=image.direction,
-        attributes={"model_version": model.version},
-    )
+    return Volume(array=lut[classes], spacing=image.spacing, origin=image.origin, direction=image.direction,
+                  attributes=attributes)
