@@ -88,3 +88,23 @@ def test_write_nifti_round_trip_through_nibabel(tmp_path):
                          direction=np.eye(3))
     with pytest.raises(ValueError):  # 64-bit integers: nibabel's refusal, as before
         write_nifti(bool_volume, tmp_path / "i64.nii.gz")
+
+
+def test_small_volume_compressed_in_pieces_same_stream(tmp_path):
+    """Volumes compressed in this thread are fed to zlib in pieces and streamed: the same deflate stream as one
+    call per block, and no piece near the size of a compressed block."""
+    from imaging_pipelines.medical.io import nifti_write
+
+    rng = np.random.default_rng(3)
+    data_c = (rng.normal(size=(10, 15, 64, 64)) * 300).astype(np.int16)  # 1.2 MiB: two blocks, no thread pool
+    affine = np.diag([-3.75, -3.75, 5.0, 1.0])
+    pieces = list(nifti_chunks(data_c, affine, 2.0))
+    payload = memoryview(data_c).cast("B")
+    blocks = [nifti_write.header_bytes(data_c.shape[::-1], data_c.dtype, affine, 2.0)]
+    blocks += [payload[s:s + nifti_write.GZIP_BLOCK] for s in range(0, len(payload), nifti_write.GZIP_BLOCK)]
+    whole = b"".join(nifti_write._deflate_block(b, n == len(blocks) - 1) for n, b in enumerate(blocks))
+    assert b"".join(pieces[1:-1]) == whole
+    assert max(len(p) for p in pieces) <= nifti_write.DEFLATE_PIECE
+    path = tmp_path / "x.nii.gz"
+    path.write_bytes(b"".join(pieces))
+    assert gzip.decompress(path.read_bytes())[352:] == data_c.tobytes()

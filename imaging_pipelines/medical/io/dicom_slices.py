@@ -21,17 +21,22 @@ import numpy as np
 
 @dataclass
 class PixelSource:
-    """A file's decoded frames, decoded at most once (``frames()`` -> array (n_frames, rows, cols))."""
+    """A file's decoded frames, decoded at most once until released (``frames()`` -> array (n_frames, rows, cols)).
+
+    ``pixels_at`` (a :class:`~imaging_pipelines.medical.io.dicom_slim.PixelLocation`): the dataset holds no pixel
+    bytes; they are read again from the file when the frames are decoded."""
 
     path: str
     dataset: Any
     _frames: np.ndarray | None = None
+    pixels_at: Any = None
 
     def frames(self) -> np.ndarray:
         if self._frames is None:
             from .dicom_pixels import decode_frames
 
-            self._frames = decode_frames(self.dataset)
+            ds = self.dataset if self.pixels_at is None else self.pixels_at.dataset(self.dataset)
+            self._frames = decode_frames(ds)
         return self._frames
 
     def release(self) -> None:

@@ -1,12 +1,21 @@
-"""Slimmed single-frame DICOM headers: the few values the series builder still reads once slice records exist."""
+"""Slimmed single-frame DICOM headers: the few values the series builder still reads once slice records exist.
+
+Uncompressed files scanned without pydicom (:mod:`~imaging_pipelines.medical.io.dicom_raw`) also leave their pixel
+bytes in the file: only where they are is kept (:class:`PixelLocation`), and they are read again, one file at a time,
+when the stack is assembled. The pixel bytes of a whole series and the stacked volume are then never in memory
+together (the 150-file GE series: 1.2 MiB less at the peak; reading them again costs ~10 us per file).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .dicom_multiframe import has_functional_groups
-from .dicom_pixels import NATIVE_LITTLE_ENDIAN, n_frames, transfer_syntax
+from .dicom_pixels import NATIVE_LITTLE_ENDIAN, PixelDecodeError, n_frames, transfer_syntax
+from .dicom_raw import RawDataset
 from .dicom_slices import SliceRecord
 
 # What the series builder still reads from a single-frame file once its slice records exist.
@@ -25,13 +34,21 @@ class SlimHeader(dict):
     ``file_meta``), at a fraction of the memory of parsed data elements.
     """
 
-    def __init__(self, ds):
+    def __init__(self, ds, pixel_data: bool = True):
         super().__init__()
         for keyword in _KEPT_AFTER_RECORDS:
             value = ds.get(keyword)
-            if value is not None:
+            if value is not None and (pixel_data or keyword != "PixelData"):
                 self[keyword] = _plain(value)
         self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
+
+    def with_pixel_data(self, data: bytes) -> SlimHeader:
+        """A copy of this header holding ``data`` as its PixelData."""
+        copy = SlimHeader({})
+        copy.update(self)
+        copy.file_meta = self.file_meta
+        copy["PixelData"] = data
+        return copy
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -55,15 +72,62 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@dataclass(frozen=True)
+class PixelLocation:
+    """Where a file's native PixelData value lies: byte ``offset`` and ``length`` in ``path``; ``stamp`` = (size in
+    bytes, mtime in ns) of the file when its header was read (a file changed since is refused, not misread)."""
+
+    path: str
+    offset: int
+    length: int
+    stamp: tuple[int, int]
+
+    def check(self, fd: int | None = None) -> None:
+        """Raise PixelDecodeError when the file is gone or changed since its header was read."""
+        try:
+            st = os.fstat(fd) if fd is not None else os.stat(self.path)
+        except OSError as exc:
+            raise PixelDecodeError(f"cannot read the pixel data again: {exc.strerror or exc}") from None
+        if (st.st_size, st.st_mtime_ns) != self.stamp:
+            raise PixelDecodeError("file changed while the series was being read")
+
+    def read(self) -> bytes:
+        """The PixelData bytes, read again from the file; raises PixelDecodeError."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise PixelDecodeError(f"cannot read the pixel data again: {exc.strerror or exc}") from None
+        try:
+            self.check(fd)
+            data = os.pread(fd, self.length, self.offset)
+        except OSError as exc:
+            raise PixelDecodeError(f"cannot read the pixel data again: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        if len(data) != self.length:
+            raise PixelDecodeError("file changed while the series was being read")
+        return data
+
+    def dataset(self, header: SlimHeader) -> SlimHeader:
+        """``header`` with its PixelData read again from the file (what the pixel decoder reads)."""
+        return header.with_pixel_data(self.read())
+
+
 def slim_source(records: list[SliceRecord]) -> None:
     """Replace a parsed uncompressed single-frame dataset by a :class:`SlimHeader`.
 
     A few dozen parsed elements per file outweigh the pixels of small slices (e.g. 64x64 fMRI), so this
     keeps the reader's memory close to the pixel bytes for long series. Compressed and multi-frame
-    files keep their full dataset (their decoders need it).
+    files keep their full dataset (their decoders need it). Files the raw scan read leave their pixel bytes in
+    the file (:class:`PixelLocation`, see the module docstring).
     """
     source = records[0].source
     ds = source.dataset
     if has_functional_groups(ds) or n_frames(ds) != 1 or transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN:
         return
-    source.dataset = SlimHeader(ds)
+    offset = ds.pixel_offset if isinstance(ds, RawDataset) else None
+    if offset is None or ds.file_stamp is None or ds.filename is None:
+        source.dataset = SlimHeader(ds)
+        return
+    source.pixels_at = PixelLocation(ds.filename, offset, len(ds.PixelData), ds.file_stamp)
+    source.dataset = SlimHeader(ds, pixel_data=False)

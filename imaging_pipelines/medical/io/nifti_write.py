@@ -33,6 +33,7 @@ VOX_OFFSET = 352
 GZIP_LEVEL = 1  # nibabel's default compression level for .nii.gz
 GZIP_BLOCK = 1 << 20  # bytes of voxels compressed as one independent deflate block (on its own core)
 MIN_PARALLEL_BLOCKS = 4  # fewer blocks (volumes under ~3 MiB) are compressed in this thread
+DEFLATE_PIECE = 1 << 17  # bytes fed to zlib at a time when compressing in this thread (output streamed)
 
 
 def mat2quat(m: np.ndarray) -> np.ndarray:
@@ -112,11 +113,11 @@ def nifti_chunks(data_c: np.ndarray, affine: np.ndarray, time_step: float | None
     yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
     # the header is a block of its own: no copy of the first MiB of voxels to put the two together
     blocks = [head] + [payload[start:start + GZIP_BLOCK] for start in range(0, len(payload), GZIP_BLOCK)]
-    crc, size = 0, 0
-    for n, piece in enumerate(_deflate_blocks(blocks)):
-        crc, size = zlib.crc32(blocks[n], crc), size + len(blocks[n])
-        yield piece
-    yield struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+    yield from _deflate_blocks(blocks)
+    crc = 0
+    for block in blocks:
+        crc = zlib.crc32(block, crc)
+    yield struct.pack("<II", crc & 0xFFFFFFFF, (len(head) + len(payload)) & 0xFFFFFFFF)
 
 
 def _deflate_block(block: Any, last: bool) -> bytes:
@@ -124,13 +125,25 @@ def _deflate_block(block: Any, last: bool) -> bytes:
     return comp.compress(block) + comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
+def _deflate_block_pieces(block: Any, last: bool) -> Iterator[bytes]:
+    """:func:`_deflate_block`'s bytes in pieces, fed ``DEFLATE_PIECE`` bytes at a time: no whole compressed block
+    (nor the copy that joins it to its flush) is held in memory."""
+    comp = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    for start in range(0, len(block), DEFLATE_PIECE):
+        out = comp.compress(block[start:start + DEFLATE_PIECE])
+        if out:
+            yield out
+    yield comp.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
 def _deflate_blocks(blocks: list[Any]) -> Iterator[bytes]:
     """Raw deflate of each block, in order; together one deflate stream (each block but the last ends with a sync
-    flush, as pigz writes). Blocks are compressed on all cores: zlib releases the GIL while it compresses."""
+    flush, as pigz writes). Blocks are compressed on all cores: zlib releases the GIL while it compresses; volumes
+    of fewer blocks are compressed in this thread, in pieces."""
     workers = min(os.cpu_count() or 1, len(blocks))
     if workers < 2 or len(blocks) < MIN_PARALLEL_BLOCKS:  # a thread pool costs more than it gains on a few MiB
         for n, block in enumerate(blocks):
-            yield _deflate_block(block, n == len(blocks) - 1)
+            yield from _deflate_block_pieces(block, n == len(blocks) - 1)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
