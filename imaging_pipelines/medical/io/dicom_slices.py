@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 
-@dataclass
+@dataclass(slots=True)
 class PixelSource:
     """A file's decoded frames, decoded at most once until released (``frames()`` -> array (n_frames, rows, cols)).
 
@@ -43,7 +43,7 @@ class PixelSource:
         self._frames = None
 
 
-@dataclass
+@dataclass(slots=True)
 class SliceRecord:
     """Geometry, scaling and ordering keys of one 2D image; pixels come from ``source``."""
 

@@ -34,13 +34,18 @@ class SlimHeader(dict):
     ``file_meta``), at a fraction of the memory of parsed data elements.
     """
 
-    def __init__(self, ds, pixel_data: bool = True):
+    def __init__(self, ds, pixel_data: bool = True, shared: dict | None = None):
         super().__init__()
         for keyword in _KEPT_AFTER_RECORDS:
             value = ds.get(keyword)
             if value is not None and (pixel_data or keyword != "PixelData"):
-                self[keyword] = _plain(value)
-        self.file_meta = {"TransferSyntaxUID": transfer_syntax(ds)}
+                value = _plain(value)
+                if shared is not None and keyword != "PixelData":  # one object per distinct value in a read
+                    value = shared.setdefault((keyword, type(value), _hashable(value)), value)
+                self[keyword] = value
+        syntax = transfer_syntax(ds)
+        self.file_meta = {"TransferSyntaxUID": syntax} if shared is None else \
+            shared.setdefault(("file_meta", syntax), {"TransferSyntaxUID": syntax})
 
     def with_pixel_data(self, data: bytes) -> SlimHeader:
         """A copy of this header holding ``data`` as its PixelData."""
@@ -55,6 +60,22 @@ class SlimHeader(dict):
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def share_equal_values(records: list[SliceRecord], shared: dict) -> None:
+    """Make the records of one file use the objects of earlier records (``shared``: kept by the caller for one
+    read) where the values are equal: stack keys and labels, direction cosines, pixel spacing. Hundreds of files
+    of one series then hold one copy of what they have in common. Records treat these values as read-only."""
+    for r in records:
+        r.split_key = shared.setdefault(("key", r.split_key), r.split_key)
+        r.split_labels = shared.setdefault(("labels", tuple(r.split_labels.items())), r.split_labels)
+        r.pixel_spacing = shared.setdefault(("spacing", r.pixel_spacing), r.pixel_spacing)
+        cosines = (r.row_cos, r.col_cos, r.normal)
+        r.row_cos, r.col_cos, r.normal = shared.setdefault(("cosines", *(v.tobytes() for v in cosines)), cosines)
 
 
 def _plain(value: Any) -> Any:
@@ -72,7 +93,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PixelLocation:
     """Where a file's native PixelData value lies: byte ``offset`` and ``length`` in ``path``; ``stamp`` = (size in
     bytes, mtime in ns) of the file when its header was read (a file changed since is refused, not misread)."""
@@ -113,21 +134,24 @@ class PixelLocation:
         return header.with_pixel_data(self.read())
 
 
-def slim_source(records: list[SliceRecord]) -> None:
+def slim_source(records: list[SliceRecord], shared: dict | None = None) -> None:
     """Replace a parsed uncompressed single-frame dataset by a :class:`SlimHeader`.
 
     A few dozen parsed elements per file outweigh the pixels of small slices (e.g. 64x64 fMRI), so this
     keeps the reader's memory close to the pixel bytes for long series. Compressed and multi-frame
     files keep their full dataset (their decoders need it). Files the raw scan read leave their pixel bytes in
-    the file (:class:`PixelLocation`, see the module docstring).
+    the file (:class:`PixelLocation`, see the module docstring). ``shared``: see :func:`share_equal_values`
+    (equal header values are stored once too).
     """
+    if shared is not None:
+        share_equal_values(records, shared)
     source = records[0].source
     ds = source.dataset
     if has_functional_groups(ds) or n_frames(ds) != 1 or transfer_syntax(ds) not in NATIVE_LITTLE_ENDIAN:
         return
     offset = ds.pixel_offset if isinstance(ds, RawDataset) else None
     if offset is None or ds.file_stamp is None or ds.filename is None:
-        source.dataset = SlimHeader(ds)
+        source.dataset = SlimHeader(ds, shared=shared)
         return
     source.pixels_at = PixelLocation(ds.filename, offset, len(ds.PixelData), ds.file_stamp)
-    source.dataset = SlimHeader(ds, pixel_data=False)
+    source.dataset = SlimHeader(ds, pixel_data=False, shared=shared)

@@ -1,5 +1,6 @@
-"""Uncompressed files read by the raw scan leave their pixel bytes in the file until the stack is assembled
-(imaging_pipelines.medical.io.dicom_slim.PixelLocation): same volume, files changed meanwhile refused by name."""
+"""What the DICOM reader keeps per file (imaging_pipelines.medical.io.dicom_slim): uncompressed files read by the raw
+scan leave their pixel bytes in the file until the stack is assembled (PixelLocation: same volume, files changed
+meanwhile refused by name), and values equal across files are stored once."""
 
 from __future__ import annotations
 
@@ -16,10 +17,16 @@ from imaging_pipelines.medical.io.dicom_pixels import PixelDecodeError, decode_a
 from imaging_pipelines.medical.io.dicom_slim import PixelLocation, SlimHeader, slim_source
 
 
-def _source(path):
+def _source(path, shared=None):
     records = records_for(str(path), read_file(str(path)))
-    slim_source(records)
+    slim_source(records, shared)
     return records[0].source
+
+
+def _records(path, shared):
+    records = records_for(str(path), read_file(str(path)))
+    slim_source(records, shared)
+    return records
 
 
 def test_pixels_stay_in_the_file_until_decoded(tmp_path):
@@ -78,3 +85,19 @@ def test_file_changed_during_the_read_is_left_out_by_name(tmp_path, monkeypatch)
     assert vol.array.shape[0] == 5  # the missing slice is interpolated from its neighbours
     np.testing.assert_array_equal(vol.array[[0, 1, 3, 4]], data[[0, 1, 3, 4]])
     assert any(paths[2].name in w for w in vol.warnings)
+
+
+def test_values_equal_across_files_are_stored_once(tmp_path):
+    paths = write_series(tmp_path, data=make_voxels((3, 8, 6), seed=8), iop=(0.6, 0.8, 0, -0.8, 0.6, 0))
+    shared: dict = {}
+    a, b = (_records(p, shared)[0] for p in paths[:2])
+    for name in ("split_key", "split_labels", "pixel_spacing", "row_cos", "col_cos", "normal"):
+        assert getattr(a, name) is getattr(b, name), name
+    assert a.position is not b.position and a.time_key != b.time_key  # what differs stays per file
+    ha, hb = a.source.dataset, b.source.dataset
+    assert ha["SeriesDescription"] is hb["SeriesDescription"] and ha["ImageType"] is hb["ImageType"]
+    assert ha.file_meta is hb.file_meta
+    assert ha["InstanceNumber"] != hb["InstanceNumber"]
+    alone = _records(paths[0], None)[0]  # without a shared table: equal values, own objects
+    assert alone.split_key == a.split_key and alone.split_key is not a.split_key
+    np.testing.assert_array_equal(alone.normal, a.normal)
