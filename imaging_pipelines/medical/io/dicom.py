@@ -139,7 +139,8 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             result.errors.append(FileNote(path, f"unreadable DICOM file: {redact_quoted(exc)}"))
             continue
         header = dicom_header.header_identity(path, ds)
-        key = (header.study_uid, header.series_uid)
+        key = shared.setdefault(("series", header.study_uid, header.series_uid), (header.study_uid, header.series_uid))
+        header.study_uid, header.series_uid = key  # one copy of the UIDs per series
         try:
             dicom_header.classify(ds)
             records = records_for(path, ds)

@@ -34,6 +34,8 @@ class SlimHeader(dict):
     ``file_meta``), at a fraction of the memory of parsed data elements.
     """
 
+    __slots__ = ("file_meta",)
+
     def __init__(self, ds, pixel_data: bool = True, shared: dict | None = None):
         super().__init__()
         for keyword in _KEPT_AFTER_RECORDS:
