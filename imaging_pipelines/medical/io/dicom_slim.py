@@ -117,17 +117,13 @@ class PixelLocation:
     def read(self) -> bytes:
         """The PixelData bytes, read again from the file; raises PixelDecodeError."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            with open(self.path, "rb", buffering=0) as fh:  # unbuffered: one read call, no 8 KiB buffer
+                self.check(fh.fileno())
+                fh.seek(self.offset)
+                data = fh.read(self.length)
         except OSError as exc:
             raise PixelDecodeError(f"cannot read the pixel data again: {exc.strerror or exc}") from None
-        try:
-            self.check(fd)
-            data = os.pread(fd, self.length, self.offset)
-        except OSError as exc:
-            raise PixelDecodeError(f"cannot read the pixel data again: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
-        if len(data) != self.length:
+        if data is None or len(data) != self.length:
             raise PixelDecodeError("file changed while the series was being read")
         return data
 
