@@ -108,3 +108,30 @@ def test_small_volume_compressed_in_pieces_same_stream(tmp_path):
     path = tmp_path / "x.nii.gz"
     path.write_bytes(b"".join(pieces))
     assert gzip.decompress(path.read_bytes())[352:] == data_c.tobytes()
+
+
+CORPUS = ("dcm_qa_nih/In/20180918GE/mr_0004", "dcm_qa_more/dcm_qa_sag", "dcm_qa_more/dcm_qa_xa30i",
+          "dcm_qa_more/dcm_qa_xa60", "dcm_qa_more/dcm_qa_frag", "dcm_qa_more/dcm_qa_canon_61",
+          "dcm_qa_more/dcm_qa_mosaic", "dcm_qa_more/dcm_qa_asl", "dcm_qa_more/dcm_qa_ge", "dcm_qa_more/dcm_qa_12bit")
+
+
+def test_corpus_series_headers_same_bytes_as_nibabel(shared_data, tmp_path):
+    """Real scanners' geometry (axial, sagittal, coronal, oblique, mosaic; qfac +1 and -1): the whole header of
+    each series' affine equals nibabel's, the qform computed without LAPACK where the affine allows it."""
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
+
+    data_c = np.zeros((2, 2, 2), dtype=np.int16)
+    checked = 0
+    for rel in CORPUS:
+        folder = shared_data / "medical" / rel
+        if not folder.is_dir():
+            continue
+        for series in read_dicom_folder(folder).series:
+            affine = series.volume.to_nifti_affine()
+            ours = tmp_path / "ours.nii"
+            write_nifti_file(ours, data_c, affine, None, (2.0, -1024.0))
+            assert ours.read_bytes() == _nibabel_bytes(tmp_path, data_c, affine, None, (2.0, -1024.0)), rel
+            checked += 1
+    if not checked:
+        pytest.skip("DICOM corpus not found")
+    assert checked >= 10

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import norm3
+
 
 @dataclass(slots=True)
 class PixelSource:
@@ -119,12 +121,12 @@ def unit_cosines(iop: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(v)) or np.any(np.abs(v) > 1e6):
         raise ValueError("ImageOrientationPatient holds non-finite or out-of-range values")
     row, col = v[:3], v[3:]
-    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
+    nr, nc = norm3(row), norm3(col)
     if nr < 1e-6 or nc < 1e-6:
         raise ValueError("ImageOrientationPatient has a zero vector")
     row, col = row / nr, col / nc
     normal = np.cross(row, col)
-    nn = np.linalg.norm(normal)
+    nn = norm3(normal)
     if nn < 1e-6:
         raise ValueError("ImageOrientationPatient row and column cosines are parallel")
     return row, col, normal / nn

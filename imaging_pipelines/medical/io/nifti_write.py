@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import det3, nearest_rotation, rotation_quaternion
+
 # NIfTI-1 datatype codes of the dtypes nibabel writes unchanged (little endian); nibabel refuses 64-bit integers
 DATATYPES = {
     np.dtype("uint8"): 2, np.dtype("int16"): 4, np.dtype("int32"): 8, np.dtype("float32"): 16,
@@ -29,6 +31,10 @@ DATATYPES = {
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 _HEADER = struct.Struct("<i10s18sihcc8h3fhhhh8ffffhcc4f2i80s24shh6f4f4f4f16s4s")
 UNITS_MM, UNITS_SEC = 2, 8
+QUAT_NOISE = 1e-5  # a quaternion component at or below this (a rotation by 90 or 180 degrees about a tilted or
+# coordinate axis, or within ~2e-5 rad of one) holds, in nibabel's bytes, LAPACK's rounding noise and arbitrary
+# choices (the sign of a half turn's axis, -0.0 or +0.0): such affines are computed as nibabel does, except the
+# rotations by 0 or 180 degrees about the coordinate axes (a diagonal rotation: axial scans), where both agree
 VOX_OFFSET = 352
 GZIP_LEVEL = 1  # nibabel's default compression level for .nii.gz
 GZIP_BLOCK = 1 << 20  # bytes of voxels compressed as one independent deflate block (on its own core)
@@ -38,7 +44,8 @@ DEFLATE_PIECE = 1 << 15  # bytes fed to zlib at a time when compressing in this 
 
 
 def mat2quat(m: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z), w >= 0, of a 3x3 rotation (Bar-Itzhack's method, as nibabel.quaternions)."""
+    """Unit quaternion (w, x, y, z), w >= 0, of a 3x3 rotation (Bar-Itzhack's method, as nibabel.quaternions;
+    LAPACK ``eigh``: only for matrices that are not near-orthogonal, see :func:`qform_parameters`)."""
     qxx, qyx, qzx, qxy, qyy, qzy, qxz, qyz, qzz = m.flat
     k = np.array([
         [qxx - qyy - qzz, 0, 0, 0],
@@ -52,17 +59,29 @@ def mat2quat(m: np.ndarray) -> np.ndarray:
 
 
 def qform_parameters(affine: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """(qfac, zooms in mm, quaternion (b, c, d), offset in mm) of a 4x4 RAS affine."""
-    rzs = np.asarray(affine, dtype=float)[:3, :3]
+    """(qfac, zooms in mm, quaternion (b, c, d), offset in mm) of a 4x4 RAS affine.
+
+    Near-orthogonal direction cosines (every scanner's) take closed forms without BLAS / LAPACK
+    (:mod:`imaging_pipelines.core.small_matrix`: cofactor determinant, Newton polar decomposition, Shepperd's
+    quaternion), whose float32 header fields equal nibabel's (``tests/test_nifti_qform.py``); other matrices
+    (sheared, nearly singular) take nibabel's own computation (LAPACK ``det``, ``svd``, ``eigh``)."""
+    aff = np.asarray(affine, dtype=float)
+    rzs = aff[:3, :3]
     zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
     r = rzs / zooms
+    qfac = -1.0 if det3(r) <= 0 else 1.0
+    rot = nearest_rotation(r * [1.0, 1.0, qfac])
+    if rot is not None:
+        quat = rotation_quaternion(rot)
+        if np.min(np.abs(quat)) > QUAT_NOISE or not np.any(rot[~np.eye(3, dtype=bool)]):
+            return qfac, zooms, quat[1:], aff[:3, 3]
     qfac = 1.0
     if np.linalg.det(r) <= 0:
         qfac = -1.0
         r[:, -1] *= -1
     p, _, qs = np.linalg.svd(r)
     quat = mat2quat(np.dot(p, qs))
-    return qfac, zooms, quat[1:], np.asarray(affine, dtype=float)[:3, 3]
+    return qfac, zooms, quat[1:], aff[:3, 3]
 
 
 def header_bytes(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, time_step: float | None = None,
