@@ -63,8 +63,10 @@ def qform_parameters(affine: np.ndarray) -> tuple[float, np.ndarray, np.ndarray,
 
     Near-orthogonal direction cosines (every scanner's) take closed forms without BLAS / LAPACK
     (:mod:`imaging_pipelines.core.small_matrix`: cofactor determinant, Newton polar decomposition, Shepperd's
-    quaternion), whose float32 header fields equal nibabel's (``tests/test_nifti_qform.py``); other matrices
-    (sheared, nearly singular) take nibabel's own computation (LAPACK ``det``, ``svd``, ``eigh``)."""
+    quaternion), whose float32 header fields equal nibabel's (``tests/test_nifti_qform.py``). nibabel's own
+    computation (LAPACK ``det``, ``svd``, ``eigh``) remains for sheared or nearly singular matrices and where a
+    quaternion component is within ``QUAT_NOISE`` of 0 (coronal / sagittal axes, half turns about tilted axes,
+    near-axis-aligned tilts; not the axial 0 / 180 degree rotations), whose bytes hold LAPACK's own choices."""
     aff = np.asarray(affine, dtype=float)
     rzs = aff[:3, :3]
     zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
