@@ -3,7 +3,7 @@
 The read's own allocations (tracemalloc peak) stay under 2x the volume since the uncompressed pixel bytes are read
 again from each file while the volume is filled (they were 2.80x, held for the whole series). The whole process
 (RSS increase after imports < 3x the volume, as bench/bench_dicom_convert.py measures it) meets the goal since the
-conversion runs no OpenBLAS / LAPACK code (2.4x; it was 3.3-3.5x, 1.1x of it those libraries' code pages touched
+conversion runs no OpenBLAS / LAPACK code (2.18-2.29x; it was 3.34-3.53x, 1.1x of it those libraries' code pages touched
 for the first time by the NIfTI qform and the geometry's dot products; bench/README.md has the breakdown).
 Data: $IMAGING_SHARED_DATA or <repo>/../shared/data."""
 
@@ -91,7 +91,7 @@ def test_whole_process_rss_increase_under_3x_the_volume(ge_series, tmp_path):
                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     fig = json.loads(out.stdout.strip().splitlines()[-1])
     ratio = fig["increase_kib"] * 1024 / fig["nbytes"]
-    assert ratio < 3.0, f"RSS increase after imports {ratio:.2f}x the volume (measured 2.4x)"
+    assert ratio < 3.0, f"RSS increase after imports {ratio:.2f}x the volume (measured 2.18-2.29x)"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
