@@ -33,6 +33,12 @@ MIB = 1024.0 * 1024.0
 _CHILD_PREAMBLE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
+def rss_kinds():  # (anonymous, file-backed) resident KiB now (Linux /proc/self/status), or None
+    try:
+        f = dict(ln.split(":", 1) for ln in open("/proc/self/status") if ln.startswith(("RssAnon", "RssFile")))
+        return int(f["RssAnon"].split()[0]), int(f["RssFile"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
 """
 _CHILD_PROJECT = _CHILD_PREAMBLE + """
 try:
@@ -43,7 +49,7 @@ except Exception as exc:
 from imaging_pipelines.medical.io.image_files import write_nifti
 import pydicom.pixels  # imported by the reader only for compressed files: loaded here so that read time and dPeak
 # measure the conversion, not the library (the `imaging-pipelines convert` method times everything)
-t1 = time.perf_counter(); rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t1 = time.perf_counter(); rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; kinds_import = rss_kinds()
 res = read_dicom_folder(sys.argv[1])
 t2 = time.perf_counter()
 if not res.series:
@@ -54,7 +60,7 @@ for n, s in enumerate(res.series):
     nbytes += v.array.nbytes; shapes.append(f"{'x'.join(map(str, v.array.shape))} {v.array.dtype}")
     write_nifti(v, f"{sys.argv[2]}/{n:03d}.nii.gz")  # the writer `imaging-pipelines convert` uses
 t3 = time.perf_counter()
-rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; kinds_end = rss_kinds()
 traced_peak = None
 if sys.argv[3:] == ["trace"]:  # separate, untimed run: peak of Python + numpy allocations of a warm read
     import tracemalloc
@@ -65,6 +71,8 @@ if sys.argv[3:] == ["trace"]:  # separate, untimed run: peak of Python + numpy a
     tracemalloc.stop()
 print(json.dumps({"t_import": t1 - t0, "t_read": t2 - t1, "t_write": t3 - t2, "rss_import_kib": rss_import,
                   "rss_peak_kib": rss_peak, "nbytes": nbytes, "traced_peak": traced_peak,
+                  "rss_kinds_increase_kib": [e - i for e, i in zip(kinds_end, kinds_import)]
+                  if kinds_import and kinds_end else None,
                   "shapes": shapes, "n_series": len(shapes)}))
 """
 _CHILD_SITK = _CHILD_PREAMBLE + """
@@ -154,6 +162,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             peak_increase_mib=max(k["rss_peak_kib"] - k["rss_import_kib"] for k in kids) / 1024.0,
             nbytes=kids[-1]["nbytes"], shapes=kids[-1]["shapes"], n_series=kids[-1]["n_series"],
         )
+        kinds = [k["rss_kinds_increase_kib"] for k in kids if k.get("rss_kinds_increase_kib")]
+        if kinds:  # median over runs of the anonymous / file-backed parts of the increase (end of the run)
+            summary["rss_kinds_increase_mib"] = [statistics.median(k[i] for k in kinds) / 1024.0 for i in (0, 1)]
     return summary
 
 
@@ -256,6 +267,12 @@ def print_report(res: dict[str, Any], is_ct: bool) -> None:
               f"{traced / MIB / vol_mib:.2f}x {ok(traced / MIB / vol_mib < 3)}")
     print(f"   peak memory, whole process: increase after imports {mem_ratio:.2f}x {ok(mem_ratio < 3)}; "
           f"raw peak RSS {proj['peak_rss_mib'] / vol_mib:.1f}x (includes {proj['rss_after_import_mib']:.0f} MiB after imports)")
+    kinds = proj.get("rss_kinds_increase_mib")
+    if kinds:  # information, not a goal: what the increase is made of (resident at the end of the run)
+        print(f"   of which (resident at the end, /proc/self/status): anonymous {kinds[0]:.1f} MiB = "
+              f"{kinds[0] / vol_mib:.2f}x (volume, reader and writer allocations), file-backed {kinds[1]:.1f} MiB = "
+              f"{kinds[1] / vol_mib:.2f}x (library code pages first run by the conversion: numpy, OpenBLAS/LAPACK, decoders; "
+              f"shared, clean)")
     startup = proj["wall_median"] - proj["read_median"] - proj["write_median"]
     print(f"   project wall split: interpreter start + imports {startup:.2f}s ({startup / proj['wall_median']:.0%} of wall;"
           f" imports alone {proj['import_median']:.2f}s), read {proj['read_median']:.2f}s,"

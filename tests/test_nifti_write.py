@@ -88,3 +88,50 @@ def test_write_nifti_round_trip_through_nibabel(tmp_path):
                          direction=np.eye(3))
     with pytest.raises(ValueError):  # 64-bit integers: nibabel's refusal, as before
         write_nifti(bool_volume, tmp_path / "i64.nii.gz")
+
+
+def test_small_volume_compressed_in_pieces_same_stream(tmp_path):
+    """Volumes compressed in this thread are fed to zlib in pieces and streamed: the same deflate stream as one
+    call per block, and no piece near the size of a compressed block."""
+    from imaging_pipelines.medical.io import nifti_write
+
+    rng = np.random.default_rng(3)
+    data_c = (rng.normal(size=(10, 15, 64, 64)) * 300).astype(np.int16)  # 1.2 MiB: two blocks, no thread pool
+    affine = np.diag([-3.75, -3.75, 5.0, 1.0])
+    pieces = list(nifti_chunks(data_c, affine, 2.0))
+    payload = memoryview(data_c).cast("B")
+    blocks = [nifti_write.header_bytes(data_c.shape[::-1], data_c.dtype, affine, 2.0)]
+    blocks += [payload[s:s + nifti_write.GZIP_BLOCK] for s in range(0, len(payload), nifti_write.GZIP_BLOCK)]
+    whole = b"".join(nifti_write._deflate_block(b, n == len(blocks) - 1) for n, b in enumerate(blocks))
+    assert b"".join(pieces[1:-1]) == whole
+    assert max(len(p) for p in pieces) <= 2 * nifti_write.DEFLATE_PIECE < nifti_write.GZIP_BLOCK // 8
+    path = tmp_path / "x.nii.gz"
+    path.write_bytes(b"".join(pieces))
+    assert gzip.decompress(path.read_bytes())[352:] == data_c.tobytes()
+
+
+CORPUS = ("dcm_qa_nih/In/20180918GE/mr_0004", "dcm_qa_more/dcm_qa_sag", "dcm_qa_more/dcm_qa_xa30i",
+          "dcm_qa_more/dcm_qa_xa60", "dcm_qa_more/dcm_qa_frag", "dcm_qa_more/dcm_qa_canon_61",
+          "dcm_qa_more/dcm_qa_mosaic", "dcm_qa_more/dcm_qa_asl", "dcm_qa_more/dcm_qa_ge", "dcm_qa_more/dcm_qa_12bit")
+
+
+def test_corpus_series_headers_same_bytes_as_nibabel(shared_data, tmp_path):
+    """Real scanners' geometry (axial, sagittal, coronal, oblique, mosaic; qfac +1 and -1): the whole header of
+    each series' affine equals nibabel's, the qform computed without LAPACK where the affine allows it."""
+    from imaging_pipelines.medical.io.dicom import read_dicom_folder
+
+    data_c = np.zeros((2, 2, 2), dtype=np.int16)
+    checked = 0
+    for rel in CORPUS:
+        folder = shared_data / "medical" / rel
+        if not folder.is_dir():
+            continue
+        for series in read_dicom_folder(folder).series:
+            affine = series.volume.to_nifti_affine()
+            ours = tmp_path / "ours.nii"
+            write_nifti_file(ours, data_c, affine, None, (2.0, -1024.0))
+            assert ours.read_bytes() == _nibabel_bytes(tmp_path, data_c, affine, None, (2.0, -1024.0)), rel
+            checked += 1
+    if not checked:
+        pytest.skip("DICOM corpus not found")
+    assert checked >= 10

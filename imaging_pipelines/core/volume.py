@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import matmul
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -63,7 +65,7 @@ class Volume:
     def index_to_world_lps(self) -> np.ndarray:
         """4x4 matrix mapping homogeneous (i, j, k, 1) to LPS world millimetres."""
         m = np.eye(4)
-        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, :3] = matmul(self.direction, np.diag(self.spacing))  # no BLAS (small_matrix)
         m[:3, 3] = self.origin
         return m
 
@@ -91,7 +93,7 @@ class Volume:
         m = self.index_to_world_lps()
         flip = np.eye(4)
         flip[:3, :3] = LPS_TO_RAS
-        return flip @ m
+        return matmul(flip, m)
 
     def nifti_data(self) -> np.ndarray:
         """The voxels in NIfTI/nibabel order [i, j, k] (or [i, j, k, t])."""

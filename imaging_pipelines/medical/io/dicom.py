@@ -121,6 +121,7 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
     result = DicomFolderResult()
     by_series: dict[tuple[str, str], list[tuple[FileHeader, list[SliceRecord]]]] = {}
     series_problems: dict[tuple[str, str], list[str]] = {}
+    shared: dict = {}  # values equal across files, stored once (dicom_slim.share_equal_values)
     for p in paths:
         path = os.fspath(p)
         try:
@@ -138,7 +139,8 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
             result.errors.append(FileNote(path, f"unreadable DICOM file: {redact_quoted(exc)}"))
             continue
         header = dicom_header.header_identity(path, ds)
-        key = (header.study_uid, header.series_uid)
+        key = shared.setdefault(("series", header.study_uid, header.series_uid), (header.study_uid, header.series_uid))
+        header.study_uid, header.series_uid = key  # one copy of the UIDs per series
         try:
             dicom_header.classify(ds)
             records = records_for(path, ds)
@@ -157,7 +159,7 @@ def read_dicom_files(paths: Iterable[str | PathLike]) -> DicomFolderResult:
                 f"{os.path.basename(path)}: invalid image header: {redact_quoted(exc)}")
             continue
         header.dataset = None  # from here on only the slice records (and their pixel sources) are needed
-        slim_source(records)
+        slim_source(records, shared)
         by_series.setdefault(key, []).append((header, records))
 
     for key in list(by_series):

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import det3, matmul, norm3
+
 PHILIPS_B = 0x20011003
 PHILIPS_DIRECTION = (0x200510B0, 0x200510B1, 0x200510B2)  # RL, AP, FH: LPS axes
 DIFFUSION_TAGS = ["DiffusionBValue", "DiffusionGradientOrientation", 0x00431039, 0x001910BB, 0x001910BC, 0x001910BD,
@@ -48,7 +50,7 @@ def _numbers(value: Any) -> list[float] | None:
 
 
 def _unit(v: np.ndarray) -> np.ndarray | None:
-    n = float(np.linalg.norm(v))
+    n = norm3(v)
     return v / n if n > 1e-6 else None
 
 
@@ -132,17 +134,17 @@ def fsl_gradients(gradients: list[tuple[float, np.ndarray | None] | None],
     ``direction``: the volume's 3x3 LPS direction matrix (columns = voxel axes i, j, k)."""
     if not gradients or any(g is None for g in gradients) or not any(g[0] > 0 for g in gradients):
         return None
-    flip_x = np.linalg.det(direction) > 0
+    flip_x = det3(direction) > 0
     bvals, vecs = [], []
     for b, g in gradients:
         bvals.append(float(b))
         if g is None or b <= 0:
             vecs.append(np.zeros(3))
             continue
-        v = direction.T @ g
+        v = matmul(np.asarray(direction).T, np.asarray(g, dtype=float)[:, None])[:, 0]
         if flip_x:
             v[0] = -v[0]
-        vecs.append(v / np.linalg.norm(v))
+        vecs.append(v / norm3(v))
     out = np.array(vecs).T
     out[np.abs(out) < 1e-7] = 0.0
     return bvals, out

@@ -100,12 +100,14 @@ SMALL_FILE_BYTES = 16 << 20  # files up to this size are read into memory first:
 def read_file(path: str) -> Any:
     """Parse a file's needed elements and pixel bytes in one read; raises NotDicom or other exceptions."""
     with _open_capped(path) as capped:
-        small = os.fstat(capped.fileno()).st_size <= SMALL_FILE_BYTES
+        stat = os.fstat(capped.fileno())
+        small = stat.st_size <= SMALL_FILE_BYTES
         if small:
             buf = capped.read()
             raw = dicom_raw.parse(buf, READ_TAG_SET)
             if raw is not None:
                 raw.filename = path
+                raw.file_stamp = (stat.st_size, stat.st_mtime_ns)  # to see a change before pixels are read again
                 return raw
         fp = io.BytesIO(buf) if small else capped
         head = fp.read(132)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import dot3, norm3, rows_dot
+
 from .dicom_gaps import GapPlan, gap_plan
 from .dicom_slices import SliceRecord
 
@@ -37,7 +39,7 @@ class StackLayout:
 
 def _cluster_positions(records: list[SliceRecord], normal: np.ndarray) -> list[list[SliceRecord]]:
     """Records sorted along the normal, grouped by (nearly) equal position, each group in time order."""
-    dist = [float(np.dot(r.position, normal)) for r in records]
+    dist = [dot3(r.position, normal) for r in records]
     order = sorted(range(len(records)), key=lambda n: (dist[n], records[n].time_key))
     groups: list[list[int]] = []
     for n in order:
@@ -107,7 +109,7 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
 
     # Positions of the slices (first time point), projected on the normal.
     pos = np.array([r.position for r in grid[0]], dtype=float)
-    dist = pos @ normal
+    dist = rows_dot(pos, normal)
     nz = len(grid[0])
     origin = pos[0]
     if nz == 1:
@@ -147,9 +149,9 @@ def layout_stack(records: list[SliceRecord]) -> StackLayout:
                 warnings.append(f"non-uniform slice spacing: {irregular.size - 10} more irregular gap(s)")
         # gantry tilt / shear: the slice-to-slice step is not along the normal
         step = (pos[-1] - pos[0]) / (nz - 1)
-        along = float(np.dot(step, normal))
+        along = dot3(step, normal)
         inplane = step - along * normal
-        shift = float(np.linalg.norm(inplane))
+        shift = norm3(inplane)
         if shift > max(1e-3, 1e-3 * abs(along)):
             angle = float(np.degrees(np.arctan2(shift, abs(along))))
             warnings.append(

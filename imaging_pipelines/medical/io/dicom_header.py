@@ -31,7 +31,7 @@ class SkipFile(Exception):
     """A DICOM file that holds no volume image (skipped, with the reason as message)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class FileHeader:
     """Identity of the series a file belongs to (PatientID is PHI: used only by the caller)."""
 

@@ -163,7 +163,9 @@ def _j2k_without_pydicom(ds: RawDataset) -> np.ndarray | None:
 
 def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Exception]:
     """Decode every source (``PixelSource``); compressed ones on all cores (forked processes where
-    :func:`~imaging_pipelines.medical.io.dicom_parallel.can_fork`, else threads); returns {index: error}."""
+    :func:`~imaging_pipelines.medical.io.dicom_parallel.can_fork`, else threads); returns {index: error}.
+    Sources whose pixel bytes stay in the file (``pixels_at``) are only checked (file unchanged): they are decoded
+    when their planes are stacked."""
     errors: dict[int, Exception] = {}
 
     def one(i: int) -> None:
@@ -175,7 +177,13 @@ def decode_all(sources: Sequence, workers: int | None = None) -> dict[int, Excep
     compressed = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) not in NATIVE_LITTLE_ENDIAN]
     native = [i for i, s in enumerate(sources) if transfer_syntax(s.dataset) in NATIVE_LITTLE_ENDIAN]
     for i in native:
-        one(i)
+        if sources[i].pixels_at is None:
+            one(i)
+        else:  # pixels left in the file: decoded one file at a time as the stack is filled; checked here
+            try:
+                sources[i].pixels_at.check()
+            except Exception as exc:
+                errors[i] = exc
     workers = workers or (os.cpu_count() or 1)
     if len(compressed) > 2 and workers > 1:
         from .dicom_parallel import can_fork, decode_in_processes

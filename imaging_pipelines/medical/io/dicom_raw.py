@@ -77,6 +77,8 @@ class RawDataset:
         self._elements = elements
         self.file_meta = file_meta
         self.filename: str | None = None  # set by the caller: where pydicom can read the file again
+        self.pixel_offset: int | None = None  # byte offset of a native (defined-length) PixelData value in the file
+        self.file_stamp: tuple[int, int] | None = None  # (size in bytes, mtime ns) of the file when it was read
 
     @staticmethod
     def _tag(key: Any) -> int | None:
@@ -139,7 +141,8 @@ def _parse(buf: bytes, wanted: frozenset[int]) -> RawDataset:
     if syntax not in (EXPLICIT_LE, IMPLICIT_LE) and not encapsulated:
         raise Unsupported("transfer syntax")
     explicit = syntax != IMPLICIT_LE
-    raw, _ = _scan(buf, pos, explicit, wanted | {_CHARSET}, encapsulated=encapsulated)
+    offsets: dict[int, int] = {}
+    raw, _ = _scan(buf, pos, explicit, wanted | {_CHARSET}, encapsulated=encapsulated, offsets=offsets)
     charset = raw.pop(_CHARSET, None)
     encoding = "latin_1"
     if charset is not None:
@@ -151,6 +154,8 @@ def _parse(buf: bytes, wanted: frozenset[int]) -> RawDataset:
     if charset is not None:
         elements[_CHARSET] = RawElement(_CHARSET, "CS", _value(_CHARSET, "CS", charset[1], "latin_1"))
     ds = RawDataset(elements, meta)
+    if not encapsulated:
+        ds.pixel_offset = offsets.get(PIXEL_DATA)
     if encapsulated and PIXEL_DATA in elements and not single_frame_greyscale_16(ds):
         raise Unsupported("JPEG 2000 image other than single-frame 16-bit greyscale")
     return ds
@@ -164,8 +169,10 @@ def single_frame_greyscale_16(ds: RawDataset) -> bool:
 
 
 def _scan(buf: bytes, pos: int, explicit: bool, wanted: frozenset[int] | None,
-          group_limit: int | None = None, encapsulated: bool = False) -> tuple[dict[int, tuple[str, bytes]], int]:
+          group_limit: int | None = None, encapsulated: bool = False,
+          offsets: dict[int, int] | None = None) -> tuple[dict[int, tuple[str, bytes]], int]:
     """Walk top-level elements from ``pos``; returns ({tag: (VR, value bytes)} of the wanted ones, end position).
+    ``offsets``, when given, receives the position in ``buf`` of a defined-length PixelData value.
     ``wanted`` None keeps every element (file meta group); ``group_limit`` stops at the first tag of a later group;
     ``encapsulated``: PixelData of undefined length is kept as pydicom keeps it (items, without the delimiter).
     (The element header is decoded inline: this loop runs for every element of every file.)"""
@@ -210,6 +217,8 @@ def _scan(buf: bytes, pos: int, explicit: bool, wanted: frozenset[int] | None,
             raise Unsupported("element runs past the end of the file")
         if keep:
             out[tag] = (_implicit_vr(tag) if vr_bytes is None else vr_bytes.decode(), buf[value_pos:pos])
+            if tag == PIXEL_DATA and offsets is not None:
+                offsets[tag] = value_pos
     return out, pos
 
 

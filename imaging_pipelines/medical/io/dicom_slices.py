@@ -18,27 +18,34 @@ from typing import Any
 
 import numpy as np
 
+from imaging_pipelines.core.small_matrix import norm3
 
-@dataclass
+
+@dataclass(slots=True)
 class PixelSource:
-    """A file's decoded frames, decoded at most once (``frames()`` -> array (n_frames, rows, cols))."""
+    """A file's decoded frames, decoded at most once until released (``frames()`` -> array (n_frames, rows, cols)).
+
+    ``pixels_at`` (a :class:`~imaging_pipelines.medical.io.dicom_slim.PixelLocation`): the dataset holds no pixel
+    bytes; they are read again from the file when the frames are decoded."""
 
     path: str
     dataset: Any
     _frames: np.ndarray | None = None
+    pixels_at: Any = None
 
     def frames(self) -> np.ndarray:
         if self._frames is None:
             from .dicom_pixels import decode_frames
 
-            self._frames = decode_frames(self.dataset)
+            ds = self.dataset if self.pixels_at is None else self.pixels_at.dataset(self.dataset)
+            self._frames = decode_frames(ds)
         return self._frames
 
     def release(self) -> None:
         self._frames = None
 
 
-@dataclass
+@dataclass(slots=True)
 class SliceRecord:
     """Geometry, scaling and ordering keys of one 2D image; pixels come from ``source``."""
 
@@ -114,12 +121,12 @@ def unit_cosines(iop: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(v)) or np.any(np.abs(v) > 1e6):
         raise ValueError("ImageOrientationPatient holds non-finite or out-of-range values")
     row, col = v[:3], v[3:]
-    nr, nc = np.linalg.norm(row), np.linalg.norm(col)
+    nr, nc = norm3(row), norm3(col)
     if nr < 1e-6 or nc < 1e-6:
         raise ValueError("ImageOrientationPatient has a zero vector")
     row, col = row / nr, col / nc
     normal = np.cross(row, col)
-    nn = np.linalg.norm(normal)
+    nn = norm3(normal)
     if nn < 1e-6:
         raise ValueError("ImageOrientationPatient row and column cosines are parallel")
     return row, col, normal / nn
