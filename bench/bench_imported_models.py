@@ -8,7 +8,11 @@ Same process, same volume, same model files, CPU unless ``--device cuda``:
   ``initialize_from_trained_model_folder`` + ``predict_from_files_sequential`` on the NIfTI file (reads it,
   preprocesses, predicts, resamples, writes the mask). Per-patient path: ``segment_partition`` of a catalog
   dataset with ``method: imported`` (reads the ingested OME-Zarr, loads the model, the same prediction,
-  per-label volumes and components, OME-Zarr labels + NIfTI mask written).
+  per-label volumes and components, OME-Zarr labels + NIfTI mask written). The model is loaded once per
+  process and reused by later calls while its files are unchanged (``open_model``'s cache), as when one
+  process segments partition after partition; ``--cold`` clears that cache before every per-patient call,
+  so each call loads the model like the bare side does (one partition per process, Dagster's default
+  multiprocess executor).
 * MONAI bundle: a small UNet bundle (a few Adam steps on a phantom so that its masks are regions; a
   spleen-bundle-style inference.json: LoadImaged, Orientationd, Spacingd, ScaleIntensityd,
   SlidingWindowInferer, Invertd, SaveImaged). Bare: ``monai.bundle.run`` (what
@@ -20,7 +24,7 @@ and the load average before and after (the machine may be shared). It also print
 process (user + system, all threads) for both and their ratio: on a machine other jobs load, wall time
 follows the load while CPU time follows the work done. Usage:
 
-    python bench/bench_imported_models.py [--repeats 3] [--device cpu] [--mirroring] [--models nnunet,bundle] [--json OUT]
+    python bench/bench_imported_models.py [--repeats 3] [--device cpu] [--mirroring] [--cold] [--models nnunet,bundle] [--json OUT]
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--mirroring", action="store_true", help="nnU-Net test-time mirroring (8x the work)")
     parser.add_argument("--models", default="nnunet,bundle", help="comma-separated: nnunet, bundle")
+    parser.add_argument("--cold", action="store_true", help="load the model in every per-patient call (no cache)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     import torch
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from imaging_pipelines.core.storage import partition_store_path, storage_root
     from imaging_pipelines.medical.io.image_files import write_nifti
     from imaging_pipelines.medical.io.ome_zarr import write_volume_store
+    from imaging_pipelines.medical.segment.imported_model import clear_model_cache
     from imaging_pipelines.medical.stages.segmentation import segment_partition
     from imaging_pipelines.tools.demo.imported_models import (
         phantom_case, write_tiny_monai_bundle, write_tiny_nnunet_model,
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, device {args.device}, "
+          f"model cache {'cleared before every per-patient call' if args.cold else 'kept'}, "
           f"load average {load_before[0]:.2f} / {load_before[1]:.2f} (1 / 5 min)", flush=True)
     image, _ = phantom_case(21, SHAPE, SPACING)
     rows = []
@@ -142,14 +149,19 @@ def main(argv: list[str] | None = None) -> int:
             stored = image.with_array(image.array.astype(np.float32))
             stored = type(stored)(**{**stored.__dict__, "attributes": {"modality": "MR"}})
             write_volume_store(partition_store_path(storage_root(), ds, "ingested_scans", PARTITION), {"t1w": stored})
-            ours = lambda: segment_partition(dataset, PARTITION, storage_root(), device=args.device)  # noqa: E731
+
+            def ours(dataset=dataset):
+                if args.cold:
+                    clear_model_cache()
+                return segment_partition(dataset, PARTITION, storage_root(), device=args.device)
+
             rows.append(measure(ds.removeprefix("bench_"), bare, ours, args.repeats))
             (tmp / "catalog" / f"{ds}.yaml").unlink()
     load_after = os.getloadavg()
     print(f"load average after {load_after[0]:.2f} / {load_after[1]:.2f} (1 / 5 min)")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "load_before": load_before, "load_after": load_after,
-                                         "device": args.device, "mirroring": args.mirroring}, indent=2))
+                                         "device": args.device, "mirroring": args.mirroring, "cold": args.cold}, indent=2))
     return 0
 
 

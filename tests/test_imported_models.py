@@ -222,3 +222,21 @@ def test_catalog_model_by_name_and_configuration_check(nnunet_model, scan, tmp_p
     assert np.array_equal(read_nifti(tmp_path / "out" / "scan.nii.gz").array, direct)
     with pytest.raises(ImagingInputError, match="configuration '3d_fullres', not '2d'"):
         open_model(ImportedModelConfig(kind="nnunet", path=str(nnunet_model), configuration="2d"), "cpu")
+
+
+def test_open_model_keeps_a_loaded_model_until_its_files_change(bundle, tmp_path):
+    """A second open of the same files and settings hands back the loaded model (no new load); a changed
+    file is a new version, loaded afresh; clear_model_cache forgets them all."""
+    from imaging_pipelines.config.segmentation import ImportedModelConfig
+    from imaging_pipelines.medical.segment.imported_model import clear_model_cache, open_model
+
+    folder = shutil.copytree(bundle, tmp_path / "bundle")
+    spec = ImportedModelConfig(kind="monai_bundle", path=str(folder))
+    first = open_model(spec, "cpu")
+    again = open_model(spec, "cpu")
+    assert again.predict is first.predict and again.version == first.version
+    (folder / "configs" / "note.txt").write_text("a new file under configs/ is hashed into the version")
+    changed = open_model(spec, "cpu")
+    assert changed.version != first.version and changed.predict is not first.predict
+    clear_model_cache()
+    assert open_model(spec, "cpu").predict is not changed.predict

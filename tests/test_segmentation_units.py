@@ -108,6 +108,38 @@ def test_postprocess_removes_small_components_and_fills_holes():
     assert report.removed_components == 2 and report.filled_ml == pytest.approx(0.008)
     kept, _ = postprocess_labels(Volume(a, spacing=(2.0, 2.0, 2.0)), keep_largest=1, fill_holes=False)
     assert kept.array[5, 5, 5] == 0 and not kept.array[15:17, 15:17, 15:17].any() and kept.array[0, 19, 19] == 3
+    untouched, report = postprocess_labels(Volume(a, spacing=(2.0, 2.0, 2.0)), fill_holes=False)  # nothing asked
+    assert np.array_equal(untouched.array, a) and report.removed_components == 0 and report.removed_ml == 0
+    filled, _ = postprocess_labels(Volume(a, spacing=(2.0, 2.0, 2.0)))  # holes only: every component stays
+    assert filled.array[5, 5, 5] == 5 and np.array_equal(np.where(filled.array != a)[0], [5])
+
+
+def test_class_figures_rows_equal_connected_components_statistics():
+    """The per-object rows (one labelling and one pass of sums per class) carry the figures
+    connected_components computes with SimpleITK for each class's binary mask: same numbering (largest
+    first), volumes, LPS centroids (rotated, flipped grid, anisotropic spacing) and mean intensities."""
+    from scipy import ndimage
+
+    from imaging_pipelines.medical.segment.classical import connected_components
+    from imaging_pipelines.medical.stages.segmentation import class_figures
+
+    rng = np.random.default_rng(1)
+    array = (ndimage.gaussian_filter(rng.random((30, 40, 50)), 2) > 0.52).astype(np.uint8)
+    array[rng.random(array.shape) < 0.01] = 2
+    array[5:9, 5:9, 5:9] = 2
+    direction = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    image = Volume(rng.normal(size=array.shape).astype(np.float32) * 100, spacing=(0.7, 1.1, 2.5),
+                   origin=(3.0, -5.0, 7.0), direction=direction)
+    figures, objects = class_figures(image.with_array(array), {"a": 1, "b": 2}, image)
+    for name, value in (("a", 1), ("b", 2)):
+        _, stats = connected_components(image.with_array((array == value).astype(np.uint8)), image=image)
+        rows = [o for o in objects if o["class"] == name]
+        assert (name, len(stats), pytest.approx(np.count_nonzero(array == value) * 0.7 * 1.1 * 2.5 / 1000)) in figures
+        assert len(rows) == min(len(stats), 200) > 10
+        for row, s in zip(rows, stats):
+            assert row["object"] == s.label and row["volume_ml"] == round(s.volume_ml, 3)
+            assert [float(c) for c in row["centroid_lps_mm"].split(", ")] == pytest.approx(s.centroid_lps_mm, abs=0.051)
+            assert row["mean_intensity"] == pytest.approx(s.mean_intensity, abs=1e-3)
 
 
 def test_baselines_find_a_phantom_lesion():

@@ -5,11 +5,18 @@ that both the per-patient ``segmentation`` asset and ``imaging-pipelines segment
 A :class:`LoadedModel` holds the loaded network (load once, predict many) with its version (hash of its
 files, :mod:`imaging_pipelines.medical.segment.model_files`), its labels (value -> name, from its own files)
 and the device it runs on. Masks lie on the input image's own grid (array ``[z, y, x]``, LPS mm).
+
+:func:`open_model` keeps the last :data:`CACHED_MODELS` loaded models of the process, keyed by the model's
+version (its files' hash, recomputed on every call) with the settings and device, so a process that
+segments many partitions (in-process executor, a backfill, ``imaging-pipelines segment`` over a folder)
+loads an nnU-Net predictor once; a changed checkpoint has a new version and is loaded afresh.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,16 +50,47 @@ class LoadedModel:
         return f"imported {self.files.kind} {self.version}"
 
 
+CACHED_MODELS = 2  # loaded models kept per process (each holds its network's weights in memory)
+_cache: OrderedDict[tuple, LoadedModel] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model kept by :func:`open_model` (the next call loads from the files)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def open_model(spec: ImportedModelConfig, device: str = "auto", inference: InferenceConfig | None = None,
                labels: dict[int, str] | None = None) -> LoadedModel:
     """Check ``spec``'s files (ImagingInputError naming a missing file) and load the model on ``device``
-    (``auto``: CUDA when present). ``inference``: sliding-window settings of ``project`` models (catalog
-    defaults otherwise); ``labels``: names for a ``project`` model's label values (its file has none)."""
+    (``auto``: CUDA when present), or hand back the one this process loaded from the same files (same
+    version) with the same settings. ``inference``: sliding-window settings of ``project`` models (catalog
+    defaults otherwise); ``labels``: names for a ``project`` model's label values (its file has none).
+    ``load_s``: seconds this call spent (hashing the files; loading when not cached)."""
     from imaging_pipelines.models.device import pick_device
 
     start = time.perf_counter()
     files = inspect_model(spec)
     resolved = str(pick_device(device))
+    key = (files.kind, str(files.root), files.version, resolved, spec.model_dump_json(),
+           (inference or InferenceConfig()).model_dump_json() if spec.kind == "project" else "",
+           tuple(sorted((labels or {}).items())) if spec.kind == "project" else ())
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            _cache.move_to_end(key)
+            return LoadedModel(cached.files, cached.device, cached.predict, time.perf_counter() - start)
+    loaded = _load(spec, files, resolved, inference, labels, start)
+    with _cache_lock:
+        _cache[key] = loaded
+        while len(_cache) > CACHED_MODELS:
+            _cache.popitem(last=False)
+    return loaded
+
+
+def _load(spec: ImportedModelConfig, files: ModelFiles, resolved: str, inference: InferenceConfig | None,
+          labels: dict[int, str] | None, start: float) -> LoadedModel:
     if spec.kind == "nnunet":
         from imaging_pipelines.medical.segment.nnunet_predict import NnunetFolderModel
 
@@ -69,7 +107,13 @@ def open_model(spec: ImportedModelConfig, device: str = "auto", inference: Infer
         if labels:
             files = ModelFiles(files.kind, files.root, files.files, {v: labels.get(v, n) for v, n in files.labels.items()},
                                files.version)
-    return LoadedModel(files, resolved, predict, time.perf_counter() - start)
+    lock = threading.Lock()  # one prediction at a time per loaded network (nnUNetPredictor keeps state)
+
+    def serial(image: Volume) -> Volume:
+        with lock:
+            return predict(image)
+
+    return LoadedModel(files, resolved, serial, time.perf_counter() - start)
 
 
 def _project_predictor(files: ModelFiles, device: str, inference: InferenceConfig) -> Callable[[Volume], Volume]:

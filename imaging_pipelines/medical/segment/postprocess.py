@@ -28,21 +28,26 @@ def postprocess_labels(labels: Volume, min_component_ml: float = 0.0, keep_large
     voxel_ml = float(np.prod(labels.spacing)) / 1000.0
     out = array.copy()
     report = PostprocessReport()
-    for value in [int(v) for v in np.unique(array) if v != 0]:
-        mask = labels.with_array((array == value).astype(np.uint8)).to_sitk()
-        components = sitk.ConnectedComponent(mask, False)
-        min_vox = int(np.ceil(min_component_ml / voxel_ml)) if min_component_ml > 0 else 0
-        relabelled = sitk.RelabelComponent(components, minimumObjectSize=min_vox, sortByObjectSize=True)
-        kept = sitk.GetArrayFromImage(relabelled)
-        if keep_largest:
-            kept[kept > keep_largest] = 0
-        kept = kept > 0
-        removed = (array == value) & ~kept
-        if removed.any():
-            n_before = int(sitk.GetArrayViewFromImage(components).max())
-            n_after = int(np.unique(sitk.GetArrayViewFromImage(relabelled)[kept]).size)
-            report.removed_components += n_before - n_after
-            report.removed_ml += float(removed.sum()) * voxel_ml
+    removing = min_component_ml > 0 or keep_largest > 0
+    present = np.flatnonzero(np.bincount(array.ravel())) if array.dtype in (np.uint8, np.uint16) else np.unique(array)
+    for value in [int(v) for v in present if v != 0]:
+        if not removing:  # nothing to drop: every component is kept, no labelling needed
+            kept = array == value
+        else:
+            mask = labels.with_array((array == value).astype(np.uint8)).to_sitk()
+            components = sitk.ConnectedComponent(mask, False)
+            min_vox = int(np.ceil(min_component_ml / voxel_ml)) if min_component_ml > 0 else 0
+            relabelled = sitk.RelabelComponent(components, minimumObjectSize=min_vox, sortByObjectSize=True)
+            kept = sitk.GetArrayFromImage(relabelled)
+            if keep_largest:
+                kept[kept > keep_largest] = 0
+            kept = kept > 0
+            removed = (array == value) & ~kept
+            if removed.any():
+                n_before = int(sitk.GetArrayViewFromImage(components).max())
+                n_after = int(np.unique(sitk.GetArrayViewFromImage(relabelled)[kept]).size)
+                report.removed_components += n_before - n_after
+                report.removed_ml += float(removed.sum()) * voxel_ml
         if fill_holes and kept.any():
             filled_image = sitk.BinaryFillhole(labels.with_array(kept.astype(np.uint8)).to_sitk(), fullyConnected=False)
             filled = sitk.GetArrayFromImage(filled_image) > 0
