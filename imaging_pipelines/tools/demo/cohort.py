@@ -10,7 +10,8 @@ Layout written by :func:`generate_demo_cohort` (no PHI in any path)::
     <inbox>/../ground_truth/sub-101/sub-101_T1w_label.nii.gz
     <inbox>/../ground_truth/manifest.json             the manifest (includes the fake PHI)
 
-Every MR phantom has at least one lesion. The inbox label files (T1 series only: the labelled training
+Every MR image is a deformed MNI152 head with 1-3 generated lesions (:mod:`~.mni_head`); CT series are
+the abdomen phantom (:func:`~.phantom.ct_like_phantom`). The inbox label files (T1 series only: the labelled training
 data a user would provide) are the full label maps (tissue classes 1-4, lesion 5). The ground-truth
 folder keeps every series' labels for tests, outside the inbox.  The DICOM headers
 carry PHI-looking values (names, IDs, birth dates, accession numbers, institution, address)
@@ -19,6 +20,7 @@ that the pipeline must pseudonymise; :meth:`CohortManifest.planted_phi` lists th
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from imaging_pipelines.tools.demo.dicom_writer import PatientIdentity, write_dicom_series
-from imaging_pipelines.tools.demo.phantom import brain_like_phantom, centered_origin, ct_like_phantom
+from imaging_pipelines.tools.demo.mni_head import make_patient, render_series
+from imaging_pipelines.tools.demo.phantom import centered_origin, ct_like_phantom
 from imaging_pipelines.core.volume import Volume
 
 _NAMES = [
@@ -83,7 +86,7 @@ class SeriesRecord:
     label_path: Path
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
-    volume: Volume | None = field(default=None, repr=False, compare=False)  # the phantom, before int16 rounding
+    volume: Volume | None = field(default=None, repr=False, compare=False)  # the rendered image, before int16 rounding
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able summary; names the planted PHI fields but never their values."""
@@ -183,19 +186,20 @@ def _identity(rng: np.random.Generator, index: int) -> tuple[PatientIdentity, di
     return identity, extra
 
 
-def _phantom_volume(modality: str, contrast: str, orientation: str, seed: int) -> tuple[Volume, Volume]:
-    """(image, labels) Volumes sharing one grid centred on world (0, 0, 0)."""
+_mr_patient = functools.lru_cache(maxsize=1)(make_patient)  # one patient's series are written one after another
+
+
+def _series_volume(modality: str, contrast: str, orientation: str, seed: int) -> tuple[Volume, Volume]:
+    """(image, labels) Volumes sharing one grid centred on world (0, 0, 0): for MR the patient ``seed``'s
+    deformed MNI152 head (:mod:`~.mni_head`, the same anatomy in every series of that seed), for CT the
+    abdomen phantom."""
     d = _direction(orientation)
     if modality == "CT":
         shape, spacing = (40, 64, 64), (5.5, 5.5, 5.0)
         image, labels = ct_like_phantom(shape, spacing, seed, direction=d)
     else:
         shape, spacing = (48, 64, 64), (3.0, 3.0, 3.5)
-        anatomy = np.random.default_rng([seed, 7])  # per patient: head size +-6 %, pose +-8 degrees / +-8 mm
-        head_scale = 1.0 + 0.06 * anatomy.uniform(-1.0, 1.0, 3)
-        head_pose = (anatomy.uniform(-8.0, 8.0, 3), anatomy.uniform(-8.0, 8.0, 3))
-        image, labels = brain_like_phantom(shape, spacing, seed, direction=d, contrast=contrast,
-                                           head_scale=head_scale, head_pose=head_pose, min_lesions=1)
+        image, labels = render_series(_mr_patient(seed), shape, spacing, contrast, direction=d)
     origin = centered_origin(shape, spacing, d)
     geometry = dict(spacing=spacing, origin=origin, direction=d)
     return Volume(array=image, **geometry), Volume(array=labels, **geometry)
@@ -210,7 +214,7 @@ def _write_dicom_patient(
     patient_seed = seed * 1000 + index
     records = []
     for number, (folder_name, modality, description, contrast, orientation) in enumerate(_PLANS[index % len(_PLANS)], 1):
-        image, labels = _phantom_volume(modality, contrast, orientation, patient_seed)
+        image, labels = _series_volume(modality, contrast, orientation, patient_seed)
         slope, intercept = _CT_RESCALE if modality == "CT" else (1.0, 0.0)
         series_uid = generate_uid(entropy_srcs=["imaging_pipelines-demo", str(seed), subject, folder_name])
         folder = inbox / "dicom" / subject / folder_name
@@ -234,7 +238,7 @@ def _write_dicom_patient(
 def _write_nifti_patient(number: int, inbox: Path, gt: Path, seed: int) -> PatientRecord:
     subject = f"sub-{101 + number}"
     orientation = "axial" if number % 2 == 0 else "oblique"
-    image, labels = _phantom_volume("MR", "T1", orientation, seed * 1000 + 500 + number)
+    image, labels = _series_volume("MR", "T1", orientation, seed * 1000 + 500 + number)
     path = inbox / "nifti" / subject / f"{subject}_T1w.nii.gz"
     _save_nifti(image, path)
     label_path = gt / subject / f"{subject}_T1w_label.nii.gz"
