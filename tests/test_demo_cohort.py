@@ -112,6 +112,25 @@ def test_nifti_round_trip(cohort: CohortManifest) -> None:
         assert labels.same_geometry(s.volume) and labels.array.max() >= 3
 
 
+def test_mr_series_are_deformed_mni_heads_with_lesions(cohort: CohortManifest) -> None:
+    """Every MR series (DICOM T1 axial / oblique, T2 sagittal, NIfTI) is a real-anatomy head with a lesion; the
+    axial T1 and sagittal T2 of one patient show the same brain (volume within 2 %)."""
+    brain_ml: dict[str, dict[str, float]] = {}
+    for p in cohort.patients:
+        for s in p.series:
+            labels = np.asarray(nib.load(s.label_path).dataobj)
+            voxel_ml = float(np.prod(s.volume.spacing)) / 1000.0
+            if s.modality == "CT":
+                assert set(np.unique(labels)) <= {0, 1, 2, 3, 4}  # the abdomen phantom's labels
+                continue
+            assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}, s.path
+            brain = np.isin(labels, (2, 3, 4, 5)).sum() * voxel_ml
+            assert 1000 <= brain <= 1800 and (labels == 5).sum() * voxel_ml >= 0.5, (s.path, brain)
+            brain_ml.setdefault(p.subject, {})[s.series_description] = brain
+    two = [v for v in brain_ml.values() if len(v) == 2]
+    assert two and all(max(v.values()) / min(v.values()) < 1.02 for v in two), brain_ml
+
+
 def test_deterministic_and_idempotent(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     a = generate_demo_cohort(inbox, n_patients=2, seed=3)

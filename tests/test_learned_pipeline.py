@@ -9,7 +9,8 @@ from imaging_pipelines.tools.demo.atlas import write_demo_atlas
 from imaging_pipelines.medical.io.ome_zarr import read_volume_store
 from imaging_pipelines.core.storage import partition_store_path, storage_root
 from imaging_pipelines.tools.demo.dicom_writer import write_dicom_series
-from imaging_pipelines.tools.demo.phantom import brain_like_phantom, centered_origin
+from imaging_pipelines.tools.demo.mni_head import make_patient, render_series
+from imaging_pipelines.tools.demo.phantom import centered_origin
 from imaging_pipelines.core.volume import Volume
 from tests.pipeline_helpers import identity, run_pipeline
 
@@ -23,7 +24,7 @@ def test_model_asset_then_learned_registration(workspace, tmp_path, monkeypatch)
     catalog = workspace / "catalog" / "test_ds.yaml"
     catalog.write_text(catalog.read_text() + "registration: {target: atlas, atlas: phantom, method: learned, "
                                             "learned_epochs: 1, brain_mask: false}\n")
-    head, _ = brain_like_phantom((40, 48, 48), (3.5, 3.5, 4.0), seed=3, head_pose=((4.0, -3.0, 5.0), (5.0, -4.0, 3.0)))
+    head, _ = render_series(make_patient(3), (40, 48, 48), (3.5, 3.5, 4.0))  # a demo patient: deformed MNI152 head
     subject = Volume(head, spacing=(3.5, 3.5, 4.0), origin=centered_origin((40, 48, 48), (3.5, 3.5, 4.0)))
     write_dicom_series(subject, workspace / "inbox" / "case_a", patient=identity("PID-A"), series_number=1,
                        series_description="T1 AX")

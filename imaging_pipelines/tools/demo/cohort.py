@@ -60,8 +60,8 @@ _CONTRAST_TAGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _direction(orientation: str) -> np.ndarray:
-    """Right-handed LPS direction matrices (columns = i, j, k axes)."""
+def orientation_direction(orientation: str) -> np.ndarray:
+    """Right-handed LPS direction matrix (columns = i, j, k axes) of the cohort's "axial", "sagittal" or "oblique" grids."""
     if orientation == "axial":
         return np.eye(3)
     if orientation == "sagittal":  # i: A->P, j: S->I, k: L->R (IOP 0,1,0,0,0,-1)
@@ -193,7 +193,7 @@ def _series_volume(modality: str, contrast: str, orientation: str, seed: int) ->
     """(image, labels) Volumes sharing one grid centred on world (0, 0, 0): for MR the patient ``seed``'s
     deformed MNI152 head (:mod:`~.mni_head`, the same anatomy in every series of that seed), for CT the
     abdomen phantom."""
-    d = _direction(orientation)
+    d = orientation_direction(orientation)
     if modality == "CT":
         shape, spacing = (40, 64, 64), (5.5, 5.5, 5.0)
         image, labels = ct_like_phantom(shape, spacing, seed, direction=d)
