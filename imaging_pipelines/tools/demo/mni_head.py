@@ -3,8 +3,9 @@ contrast per tissue and resampled onto any series grid.
 
 A patient (:func:`make_patient`) is built once per seed on a 2 mm axis-aligned *patient grid* with the
 domain-randomised generator's parts (:mod:`imaging_pipelines.medical.synth`): the MNI152 tissue labels pulled
-back through a random affine (rotation +-8 degrees, pull-back scale 1.0-1.16 per axis (a head 0.86-1.0 x the template, whose brain is larger than most), shear 0.03, translation +-8 mm) and an
-elastic displacement (up to 3 mm), the head layers (meninges, skull, scalp fat, skin) at random
+back through a random affine (rotation +-8 degrees; pull-back scale 1.0-1.16 per axis, a head 0.86-1.0 x the
+template, whose brain is larger than most; shear 0.03; translation +-8 mm) and an elastic displacement (up to
+3 mm), the head layers (meninges, skull, scalp fat, skin) at random
 thicknesses, solid tissue in the head below the brain (skull base, face and neck stand-in), and 1-3
 irregular lesions centred in white matter, with mass effect. A series (:func:`render_series`) samples that
 one patient at the world position of each voxel of its grid, so an axial, a sagittal and an oblique series of
@@ -40,7 +41,8 @@ from scipy import ndimage
 
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.synth import anatomy, deform, intensity, lesions
-from imaging_pipelines.tools.demo.phantom import BRAIN_CSF, BRAIN_GM, BRAIN_LESION, BRAIN_SHELL, BRAIN_WM, world_coordinates
+from imaging_pipelines.tools.demo.phantom import (BRAIN_CSF, BRAIN_GM, BRAIN_LESION, BRAIN_SHELL, BRAIN_WM,
+                                                  centered_origin, world_coordinates)
 
 SPACING_MM = 2.0  # patient grid (isotropic)
 COARSE_MM = 8.0  # grid of the smooth fields (elastic displacement, bias), interpolated linearly onto the patient grid
@@ -109,7 +111,8 @@ def _tissues(points: np.ndarray, layers_mm: tuple[float, ...]) -> np.ndarray:
 
 
 def _smooth_on(grid: deform.Grid, coarse: deform.Grid, values: np.ndarray, outside: float) -> np.ndarray:
-    """``values`` (on ``coarse``, (z, y, x)) interpolated linearly at the voxels of ``grid``; ``outside`` beyond it."""
+    """``values`` (on ``coarse``, (z, y, x)) interpolated linearly at the voxels of ``grid``; ``outside``
+    beyond it."""
     return deform.sample_on_grid(coarse.volume(values), grid.world_points(), order=1, cval=outside).astype(np.float32)
 
 
@@ -120,7 +123,8 @@ def make_patient(seed: int) -> MniPatient:
     coarse = deform.centred_grid(centre, FIELD_OF_VIEW_MM, COARSE_MM)
     rng = np.random.default_rng([int(seed), 15])
     affine = deform.random_affine(rng, centre, 8.0, SCALE_RANGE, 0.03, 8.0)
-    displacement = np.stack([_smooth_on(grid, coarse, c, 0.0) for c in deform.elastic_displacement(rng, coarse, 3.0, 40.0)])
+    elastic = deform.elastic_displacement(rng, coarse, 3.0, 40.0)
+    displacement = np.stack([_smooth_on(grid, coarse, component, 0.0) for component in elastic])
     layers_mm = tuple(float(rng.uniform(lo, hi)) for lo, hi in ((0.5, 1.5), (4.0, 7.0), (2.0, 5.0), (1.0, 2.5)))
     points = grid.world_points()
     tissues = _tissues(deform.deformed_points(grid, affine, displacement), layers_mm)
@@ -170,8 +174,6 @@ def render_series(patient: MniPatient, shape: Sequence[int], spacing: Sequence[f
 def mni_template_on_grid(shape: Sequence[int], spacing: Sequence[float]) -> tuple[Volume, Volume]:
     """The undeformed MNI152 T1 template (its own units, linear) and its brain mask (uint8 0/1: tissue labels
     1-3, nearest) on the identity-direction grid ``shape`` (z, y, x) / ``spacing`` (mm) centred on world 0."""
-    from imaging_pipelines.tools.demo.phantom import centered_origin
-
     mni = anatomy.load_anatomy()
     origin = centered_origin(shape, spacing)
     points = template_points(shape, spacing, origin)
