@@ -267,3 +267,19 @@ def test_the_head_below_the_brain_is_filled_with_random_tissue() -> None:
                            seed=4).case(0)
     assert np.unique(no_neck.image.array[0]).size == 1  # the lowest slab: air only
     assert np.unique(neck.image.array[0]).size > 1 and not (neck.brain.array[0] > 0).any()
+
+
+@pytest.mark.parametrize("coarse_shape, shape", [((7, 8, 7), (88, 104, 88)), ((3, 5, 2), (20, 33, 17))])
+def test_separable_cubic_upsampling_equals_scipy_zoom(coarse_shape, shape) -> None:
+    """The generator's smooth fields (elastic displacement, bias) use the separable form of the cubic zoom."""
+    from scipy import ndimage
+
+    from imaging_pipelines.medical.synth.deform import upsample_cubic
+
+    field = np.random.default_rng(3).normal(size=coarse_shape)
+    zoom = [s / c for s, c in zip(shape, coarse_shape)]
+    expected = ndimage.zoom(field, zoom, order=3, mode="nearest", grid_mode=True)[: shape[0], : shape[1], : shape[2]]
+    got = upsample_cubic(field, shape)
+    assert got.shape == tuple(shape)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    assert np.ptp(got) > 0.5  # a real field, not a constant
