@@ -78,6 +78,10 @@ class SynthTrainingConfig:
     max_minutes: float | None = None  # wall-clock budget (generation + training); None: run every iteration
     generation_workers: int = 1  # 1: cases are made ahead in a worker process (prefetch.CaseFeed); 0: inline
     cpu_threads: int | None = 1  # torch threads while training on CPU (the worker takes another core); None: torch's
+    # thick-slice cases: the tumour target is its footprint on the slabs, every voxel whose slab holds at least this
+    # share of tumour (acquisition.slab_footprint; partial-volume margins show on a thick slice and readers outline
+    # them); None: the tumour as drawn. 0.25: a quarter of the slab, an assumption, not fitted to any real label
+    slab_share: float | None = 0.25
     cpu_bfloat16: bool = True  # bfloat16 autocast on CPUs that compute it natively (models.device); weights stay float32
 
 
@@ -123,7 +127,7 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
     every 25 iterations, seconds spent generating and training, cases seen)."""
     say = log or (lambda _m: None)
     with CaseFeed(gen, config.target_labels, workers=config.generation_workers,
-                  brain_classes=config.brain_gate) as feed:  # forks before torch computes
+                  brain_classes=config.brain_gate, slab_share=config.slab_share) as feed:  # forks before torch computes
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
         dev = pick_device(device)
