@@ -48,7 +48,7 @@ def test_labels_lie_exactly_on_the_image_grid() -> None:
     """With every blur / noise / bias / gamma / thick-slice draw switched off the image is constant on each label
     region, so lesion voxels have the lesion's own values only: label and image are aligned voxel for voxel."""
     flat = IntensityParams(std=(0.0, 0.0), blur_sigma_vox=(0.0, 0.0), bias_sd=(0.0, 0.0), gamma_log_sd=0.0,
-                           noise_sd=(0.0, 0.0), lesion_texture=(0.0, 0.0))
+                           noise_sd=(0.0, 0.0))
     cfg = dataclasses.replace(COARSE, intensity=flat, anisotropic_probability=0.0,
                               lesions=LesionParams(count=(1, 1), radius_mm=(15.0, 20.0), core_probability=0.0,
                                                    oedema_probability=0.0, mass_effect_probability=0.0))
@@ -301,20 +301,3 @@ def test_slab_footprint_grows_the_lesion_along_the_thick_axis_only() -> None:
     assert np.array_equal(slab_footprint(mask, axis=2, thickness_mm=7.0, share=1.0), sphere > 0)
     with pytest.raises(ValueError, match="share"):
         slab_footprint(mask, axis=2, thickness_mm=7.0, share=0.0)
-
-
-def test_tumour_texture_varies_inside_the_tumour_only() -> None:
-    """Heterogeneous tumours (smoothed-noise texture, scaled by the rim's contrast): with every other draw off,
-    the tumour's voxels take many values, the tissue around it stays constant per label."""
-    flat = IntensityParams(std=(0.0, 0.0), blur_sigma_vox=(0.0, 0.0), bias_sd=(0.0, 0.0), gamma_log_sd=0.0,
-                           noise_sd=(0.0, 0.0), lesion_texture=(0.5, 0.5))
-    cfg = dataclasses.replace(COARSE, intensity=flat, anisotropic_probability=0.0,
-                              lesions=LesionParams(count=(1, 1), radius_mm=(15.0, 20.0), core_probability=0.0,
-                                                   oedema_probability=0.0, mass_effect_probability=0.0))
-    case = LesionGenerator(cfg, seed=2).case(0)
-    lesion = case.label.array == 1
-    values = case.image.array[lesion]
-    assert np.unique(values).size > 0.5 * lesion.sum() and values.std() > 0.01
-    brain = case.brain.array > 0
-    assert np.unique(case.image.array[brain & ~lesion]).size == 3
-    assert case.draws["lesion_texture_sd"] > 0

@@ -146,10 +146,7 @@ class LesionGenerator:
         lesion_values = tuple(N_TISSUES - 1 + v for v in lesions.LESION_LABELS)
         means, mode = intensity.label_means(rng, N_TISSUES + len(lesions.LESION_LABELS), (1, 2, 3),
                                             lesion_values, cfg.intensity)  # type: ignore[arg-type]
-        rim = float(means[lesion_values[0]])
-        contrast = min(abs(rim - float(means[2])), abs(rim - float(means[3])))  # the rim against GM and WM
-        image, draws = intensity.synthesize_intensities(rng, combined, means, cfg.intensity,
-                                                        textured=lesion_values[:2], texture_contrast=contrast)
+        image, draws = intensity.synthesize_intensities(rng, combined, means, cfg.intensity)
         volume = self.grid.volume(image)
         draws.update({"contrast": mode, "n_lesions": len(seeds), "mass_effect": len(pushed),
                       "lesion_hyperintense": bool(means[lesion_values[0]] > 0.5 * (means[2] + means[3]))})

@@ -40,10 +40,6 @@ class IntensityParams:
     bias_control_points: int = 4  # per axis
     gamma_log_sd: float = 0.25  # gamma = exp(N(0, sd))
     noise_sd: tuple[float, float] = (0.0, 0.05)  # Gaussian noise (0..1 scale, after gamma)
-    # heterogeneous tumour (Hu et al., CVPR 2023: tumour texture from smoothed Gaussian noise): inside the textured
-    # labels a smooth random texture of sd = this share of the rim's contrast, smoothed by texture_sigma_vox
-    lesion_texture: tuple[float, float] = (0.0, 0.6)
-    texture_sigma_vox: tuple[float, float] = (0.5, 2.0)
 
 
 def label_means(rng: np.random.Generator, n_labels: int, brain_labels: tuple[int, int, int],
@@ -86,20 +82,11 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], control_
 
 
 def synthesize_intensities(rng: np.random.Generator, labels: np.ndarray, means: np.ndarray,
-                           params: IntensityParams, textured: tuple[int, ...] = (),
-                           texture_contrast: float = 0.0) -> tuple[np.ndarray, dict[str, float]]:
+                           params: IntensityParams) -> tuple[np.ndarray, dict[str, float]]:
     """float32 image from the label map ``labels`` (values index ``means``) and the draws made (for reports):
-    Gaussian per label, a smooth texture inside the ``textured`` labels (sd ``lesion_texture`` x
-    ``texture_contrast``, 0..1 scale; e.g. the tumour, with its rim's contrast), blur, bias field ``exp(b)``,
-    rescale to 0..1, gamma, noise."""
+    Gaussian per label, blur, bias field ``exp(b)``, rescale to 0..1, gamma, noise."""
     stds = rng.uniform(*params.std, len(means))
     image = (means[labels] + stds[labels] * rng.standard_normal(labels.shape)).astype(np.float32)
-    texture_sd = float(rng.uniform(*params.lesion_texture)) * float(texture_contrast)
-    inside = np.isin(labels, textured) if textured else None
-    if inside is not None and texture_sd > 0 and inside.any():
-        field = ndimage.gaussian_filter(rng.standard_normal(labels.shape).astype(np.float32),
-                                        float(rng.uniform(*params.texture_sigma_vox)))
-        image[inside] += texture_sd * field[inside] / max(float(field.std()), 1e-6)
     blur = float(rng.uniform(*params.blur_sigma_vox))
     if blur > 0.05:
         image = ndimage.gaussian_filter(image, blur)
@@ -111,5 +98,4 @@ def synthesize_intensities(rng: np.random.Generator, labels: np.ndarray, means: 
     image = np.clip(image, 0, None) ** gamma
     noise = float(rng.uniform(*params.noise_sd))
     image = image + noise * rng.standard_normal(labels.shape).astype(np.float32)
-    return image.astype(np.float32), {"blur_sigma_vox": blur, "bias_sd": bias_sd, "gamma": gamma, "noise_sd": noise,
-                                      "lesion_texture_sd": texture_sd}
+    return image.astype(np.float32), {"blur_sigma_vox": blur, "bias_sd": bias_sd, "gamma": gamma, "noise_sd": noise}
