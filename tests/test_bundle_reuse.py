@@ -101,3 +101,20 @@ def test_bundle_whose_initialize_uses_the_network_runs_bare_every_time(bundle, t
     ours = model.predict(second).array
     assert np.array_equal(ours, bare_run(folder, second, tmp_path / "bare").astype(ours.dtype))
     assert not model.reuse and model.workflow is None and "initialize" in model.reuse_note
+
+
+def test_scratch_nifti_is_written_whole_without_fsync(tmp_path, monkeypatch):
+    """The bundle's input is a scratch file: written through the atomic writer (renamed whole into place) but
+    not fsynced; a durable write (the default) fsyncs."""
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    image = images()[1]
+    scratch = write_nifti(image, tmp_path / "scratch" / "image.nii", durable=False)
+    assert synced == [] and read_nifti(scratch).same_geometry(image)
+    assert np.array_equal(read_nifti(scratch).array, image.array.astype(read_nifti(scratch).array.dtype))
+    assert [p.name for p in scratch.parent.iterdir()] == ["image.nii"]  # no temporary file left
+    write_nifti(image, tmp_path / "durable.nii")
+    assert len(synced) >= 2  # the file and its folder

@@ -111,7 +111,8 @@ class BundleModel:
         if image.is_timeseries:
             raise ValueError("bundle prediction expects a 3D image Volume")
         with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            source = write_nifti(image, Path(tmp) / "input" / "image.nii")  # uncompressed: no gzip time
+            # uncompressed (no gzip time), not fsynced (a scratch file, deleted with its folder)
+            source = write_nifti(image, Path(tmp) / "input" / "image.nii", durable=False)
             labels = read_nifti(self.run_file(source, Path(tmp) / "output"))
         array = np.rint(np.asarray(labels.array)).astype(np.int64)
         if array.ndim == 4:
