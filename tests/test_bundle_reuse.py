@@ -60,17 +60,25 @@ def test_cached_bundle_equals_fresh_runs_for_first_and_later_images(bundle, tmp_
 
 
 def test_later_images_reuse_the_network_of_the_first(bundle):
-    """The network (network_def and network) is built for the first image only; the evaluator, made anew
-    for the later image by MONAI's re-parse, runs that same network."""
+    """The network (network_def and network) is built and its checkpoint loaded for the first image only; the
+    evaluator, made anew for the later image by MONAI's re-parse, runs that same network, and the bundle's
+    CheckpointLoader handler is replaced by AlreadyLoaded."""
+    from monai.handlers import CheckpointLoader
+
+    from imaging_pipelines.medical.segment.bundle_workflow import AlreadyLoaded
+
     model = BundleModel(bundle, "cpu")
     first, second = images()
     model.predict(first)
     kept = dict(model.workflow.kept)
-    assert model.reuse and set(kept) == {"network_def", "network"}, model.reuse_note
-    evaluator = model.workflow.workflow.parser.get_parsed_content("evaluator")
+    assert model.reuse and set(kept) == {"network_def", "network", "handlers::0"}, model.reuse_note
+    parser = model.workflow.workflow.parser
+    evaluator = parser.get_parsed_content("evaluator")
+    assert isinstance(parser.get_parsed_content("handlers::0"), CheckpointLoader)
     model.predict(second)
-    later = model.workflow.workflow.parser.get_parsed_content("evaluator")
+    later = parser.get_parsed_content("evaluator")
     assert later is not evaluator and later.network is kept["network"] and model.workflow.cases == 2
+    assert isinstance(parser.get_parsed_content("handlers::0"), AlreadyLoaded)
 
 
 def test_replaced_model_file_is_a_new_version_with_new_weights(bundle, tmp_path):

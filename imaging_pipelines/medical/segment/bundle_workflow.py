@@ -8,8 +8,9 @@ re-parse: every config item is instantiated afresh from the config, so the datas
 pre/post-processing, inferer, handlers and evaluator are the bundle's own, new for this case), puts back the
 :mod:`torch` modules kept from the first case into the resolver's resolved content, and calls ``run()`` and
 ``finalize()``. What is skipped is the network's construction (``network_def``, ``$@network_def.to(@device)``,
-a ``$torch.jit.load(...)``); the bundle's handlers still run, so a ``CheckpointLoader`` loads ``model.pt``
-into the kept network again, as in every bare run.
+a ``$torch.jit.load(...)``) and the reloading of weights already in it: a ``CheckpointLoader`` handler that
+loads only into kept modules (and whose settings do not depend on the per-case overrides) loaded them in the
+first case and is replaced by :class:`AlreadyLoaded` in later ones; every other handler is made anew and runs.
 
 A top-level config item is kept only when all of the following hold (checked on the parsed config after the
 first case; ``kept`` is empty otherwise and the caller falls back to ``monai.bundle.run`` per case):
@@ -45,7 +46,7 @@ class KeptWorkflow:
         self.workflow = ConfigWorkflow(config_file=str(config_file), meta_file=str(meta_file), init_id=init_id,
                                        run_id=run_id, final_id=final_id, workflow_type=None, **fixed)
         self.bundle_root = str(Path(config_file).parent.parent)
-        self.kept: dict[str, Any] = {}  # config id -> torch module reused by later cases
+        self.kept: dict[str, Any] = {}  # config id -> torch module (or AlreadyLoaded) reused by later cases
         self.cases = 0
         self.not_reused = ""  # why nothing is kept, once the first case has run
 
@@ -67,6 +68,17 @@ class KeptWorkflow:
         self.cases += 1
 
 
+class AlreadyLoaded:
+    """Stands in for a bundle's ``CheckpointLoader`` after the first case: its weights are in the kept network.
+    ``load_path``: the checkpoint it loaded (for the log)."""
+
+    def __init__(self, load_path: str) -> None:
+        self.load_path = load_path
+
+    def attach(self, engine: Any) -> None:
+        """Nothing to register: the kept network already holds the checkpoint's weights."""
+
+
 def reusable_modules(parser: Any, per_case: dict[str, Any], init_id: str) -> tuple[dict[str, Any], str]:
     """The top-level items of ``parser`` (resolved by a run) that later cases can keep, and if none, why."""
     import torch
@@ -78,12 +90,30 @@ def reusable_modules(parser: Any, per_case: dict[str, Any], init_id: str) -> tup
     changing = {normal_id(i) for i in per_case}
     if init_id in parser:  # what the initialize expressions use is made again for every case
         changing |= references(parser, init_id) | {normal_id(init_id)}
-    kept = {k: v for k, v in modules.items()
-            if not any(overlaps(r, c) for r in references(parser, k) | {k} for c in changing)}
+    kept = {k: v for k, v in modules.items() if independent(parser, k, changing)}
     if not kept:
         return {}, (f"the torch modules {sorted(modules)} depend on the per-case overrides or on what the "
                     "initialize expressions use")
-    return kept, ""
+    return {**kept, **loaded_checkpoints(parser, kept, changing)}, ""
+
+
+def loaded_checkpoints(parser: Any, kept: dict[str, Any], changing: set[str]) -> dict[str, AlreadyLoaded]:
+    """The resolved ``CheckpointLoader`` handlers (any config id) that loaded only into ``kept`` modules and do
+    not depend on ``changing`` ids, each with its :class:`AlreadyLoaded` stand-in."""
+    from monai.handlers import CheckpointLoader
+
+    found = {}
+    for config_id, value in parser.ref_resolver.resolved_content.items():
+        if (isinstance(value, CheckpointLoader) and value.load_dict
+                and all(any(target is module for module in kept.values()) for target in value.load_dict.values())
+                and independent(parser, config_id, changing)):
+            found[config_id] = AlreadyLoaded(str(value.load_path))
+    return found
+
+
+def independent(parser: Any, config_id: str, changing: set[str]) -> bool:
+    """Whether neither ``config_id`` nor anything it refers to is (inside) one of the ``changing`` ids."""
+    return not any(overlaps(r, c) for r in references(parser, config_id) | {normal_id(config_id)} for c in changing)
 
 
 def references(parser: Any, config_id: str) -> set[str]:

@@ -15,7 +15,7 @@ Reuse (``reuse=True``, the default): a :class:`BundleModel` runs its first image
 (:class:`imaging_pipelines.medical.segment.bundle_workflow.KeptWorkflow`): MONAI's ``initialize()`` re-parses
 the config with the new data list and output folder, so the bundle's own pre/post-processing, inferer,
 handlers and evaluator run for each image, while the network built for the first image (its torch modules)
-is kept. Bundles where that is not safe run through ``monai.bundle.run`` for every image
+is kept with the weights its ``CheckpointLoader`` loaded then (that handler is not run again). Bundles where that is not safe run through ``monai.bundle.run`` for every image
 (``reuse_note`` says why): a network built from the data list or the output folder, a network the
 ``initialize`` expressions act on, or no network among the config's top-level items (one built inside
 another component cannot be put back). ``reuse=False`` always uses ``monai.bundle.run``.
