@@ -59,26 +59,31 @@ def test_cached_bundle_equals_fresh_runs_for_first_and_later_images(bundle, tmp_
         assert len(np.unique(ours)) >= 2
 
 
-def test_later_images_reuse_the_network_of_the_first(bundle):
-    """The network (network_def and network) is built and its checkpoint loaded for the first image only; the
-    evaluator, made anew for the later image by MONAI's re-parse, runs that same network, and the bundle's
-    CheckpointLoader handler is replaced by AlreadyLoaded."""
+def test_later_images_reuse_the_network_of_the_first(bundle, monkeypatch):
+    """The network is built and its checkpoint loaded for the first image only: the later image runs the same
+    network object, with the bundle's CheckpointLoader replaced by AlreadyLoaded; what a case made (its
+    dataset, evaluator) is released after it."""
     from monai.handlers import CheckpointLoader
+    from monai.networks.nets import UNet
 
     from imaging_pipelines.medical.segment.bundle_workflow import AlreadyLoaded
 
+    built, loads, ran = [], [], []
+    real_init, real_load = UNet.__init__, CheckpointLoader.__call__
+    monkeypatch.setattr(UNet, "__init__", lambda self, *a, **k: (built.append(1), real_init(self, *a, **k))[1])
+    monkeypatch.setattr(CheckpointLoader, "__call__", lambda self, engine: (loads.append(1), real_load(self, engine))[1])
     model = BundleModel(bundle, "cpu")
     first, second = images()
     model.predict(first)
     kept = dict(model.workflow.kept)
     assert model.reuse and set(kept) == {"network_def", "network", "handlers::0"}, model.reuse_note
-    parser = model.workflow.workflow.parser
-    evaluator = parser.get_parsed_content("evaluator")
-    assert isinstance(parser.get_parsed_content("handlers::0"), CheckpointLoader)
-    model.predict(second)
-    later = parser.get_parsed_content("evaluator")
-    assert later is not evaluator and later.network is kept["network"] and model.workflow.cases == 2
-    assert isinstance(parser.get_parsed_content("handlers::0"), AlreadyLoaded)
+    assert isinstance(kept["handlers::0"], AlreadyLoaded) and kept["network"] is kept["network_def"]
+    assert (len(built), len(loads)) == (1, 1)
+    kept["network"].register_forward_hook(lambda module, args, out: ran.append(module))
+    second_mask = model.predict(second)
+    assert (len(built), len(loads)) == (1, 1) and ran and all(m is kept["network"] for m in ran)
+    assert model.workflow.cases == 2 and second_mask.array.shape == second.array.shape
+    assert not model.workflow.workflow.parser.ref_resolver.resolved_content  # the case's objects are released
 
 
 def test_replaced_model_file_is_a_new_version_with_new_weights(bundle, tmp_path):

@@ -60,12 +60,13 @@ class KeptWorkflow:
         try:
             self.workflow.run()
             self.workflow.finalize()
+            if not self.cases:
+                self.kept, self.not_reused = reusable_modules(parser, per_case, self.workflow.init_id)
+            self.cases += 1
         finally:
             if sys.path.count(self.bundle_root) > path_before.count(self.bundle_root):
                 sys.path.remove(self.bundle_root)  # ConfigWorkflow.run inserts the bundle root on every call
-        if not self.cases:
-            self.kept, self.not_reused = reusable_modules(parser, per_case, self.workflow.init_id)
-        self.cases += 1
+            parser.ref_resolver.reset()  # free this case's dataset, evaluator and tensors; kept holds the rest
 
 
 class AlreadyLoaded:
