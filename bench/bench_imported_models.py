@@ -17,7 +17,9 @@ Same process, same volume, same model files, CPU unless ``--device cuda``:
   spleen-bundle-style inference.json: LoadImaged, Orientationd, Spacingd, ScaleIntensityd,
   SlidingWindowInferer, Invertd, SaveImaged). Bare: ``monai.bundle.run`` (what
   ``python -m monai.bundle run`` calls) on the NIfTI file. Per-patient path: ``segment_partition`` with the
-  bundle imported.
+  bundle imported; with the cache kept, later calls reuse the bundle's parsed workflow and network
+  (``bundle_workflow.KeptWorkflow``), with ``--cold`` every call is a first call: the config parsed, the
+  network built and ``model.pt`` loaded, as in ``monai.bundle.run``.
 
 Prints seconds (median of ``--repeats``), the throughput ratio per-patient / bare (goal >= 0.95 for both)
 and the load average before and after (the machine may be shared). It also prints the CPU seconds of the

@@ -191,8 +191,11 @@ def dask_cluster(workspace):
     (the workers inherit them)."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=40)
+    from imaging_pipelines.core.child_signals import workers_terminable
+
+    with workers_terminable():  # an earlier in-process run may have left SIGTERM ignored (core.child_signals)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=40)
     client = Client(cluster)
     try:
         yield SimpleNamespace(client=client, address=cluster.scheduler_address)

@@ -267,3 +267,37 @@ def test_the_head_below_the_brain_is_filled_with_random_tissue() -> None:
                            seed=4).case(0)
     assert np.unique(no_neck.image.array[0]).size == 1  # the lowest slab: air only
     assert np.unique(neck.image.array[0]).size > 1 and not (neck.brain.array[0] > 0).any()
+
+
+@pytest.mark.parametrize("coarse_shape, shape", [((7, 8, 7), (88, 104, 88)), ((3, 5, 2), (20, 33, 17))])
+def test_separable_cubic_upsampling_equals_scipy_zoom(coarse_shape, shape) -> None:
+    """The generator's smooth fields (elastic displacement, bias) use the separable form of the cubic zoom."""
+    from scipy import ndimage
+
+    from imaging_pipelines.medical.synth.deform import upsample_cubic
+
+    field = np.random.default_rng(3).normal(size=coarse_shape)
+    zoom = [s / c for s, c in zip(shape, coarse_shape)]
+    expected = ndimage.zoom(field, zoom, order=3, mode="nearest", grid_mode=True)[: shape[0], : shape[1], : shape[2]]
+    got = upsample_cubic(field, shape)
+    assert got.shape == tuple(shape)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    assert np.ptp(got) > 0.5  # a real field, not a constant
+
+
+def test_slab_footprint_grows_the_lesion_along_the_thick_axis_only() -> None:
+    """The thick-slice training target: what shows on a slab is outlined, so the lesion grows along the
+    slab axis (k) by the partial-volume margin, not in-plane; share 1 adds nothing beyond the lesion."""
+    from imaging_pipelines.medical.synth.acquisition import slab_footprint
+
+    z, y, x = np.mgrid[0:40, 0:40, 0:40]
+    sphere = ((((x - 20) ** 2 + (y - 20) ** 2 + (z - 20) ** 2) * 4.0) <= 10.0**2).astype(np.uint8)  # r 10 mm
+    mask = Volume(array=sphere, spacing=(2.0, 2.0, 2.0))
+    grown = slab_footprint(mask, axis=2, thickness_mm=7.0, share=0.25)
+    assert grown[sphere > 0].all() and grown.sum() > 1.1 * sphere.sum()
+    extent = lambda m, a: int(np.ptp(np.nonzero(m.any(axis=tuple(d for d in range(3) if d != a)))[0]))  # noqa: E731
+    assert extent(grown, 0) > extent(sphere > 0, 0)  # array axis 0 = index k: the slab axis
+    assert extent(grown, 2) == extent(sphere > 0, 2)  # in-plane (i) unchanged
+    assert np.array_equal(slab_footprint(mask, axis=2, thickness_mm=7.0, share=1.0), sphere > 0)
+    with pytest.raises(ValueError, match="share"):
+        slab_footprint(mask, axis=2, thickness_mm=7.0, share=0.0)

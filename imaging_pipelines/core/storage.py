@@ -125,7 +125,7 @@ def remove_stale_partials(target: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_file(path: UPath | str | os.PathLike) -> Iterator[Path]:
+def atomic_file(path: UPath | str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """The one atomic file writer: yield a local temporary path to write ``path``'s content into (with any
     library: ``nib.save``, rasterio, ``torch.save``, pydicom); publish it only if the block succeeds.
 
@@ -135,13 +135,14 @@ def atomic_file(path: UPath | str | os.PathLike) -> Iterator[Path]:
     old file or the whole new one, never a part, even after a power cut. On failure it is removed. A writer
     killed before the rename leaves its temporary file, which the next write of ``path`` removes
     (:func:`remove_stale_partials`). On object stores the file is written locally and uploaded with one PUT,
-    which replaces an object whole."""
-    with atomic_files([path]) as (tmp,):
+    which replaces an object whole. ``durable=False`` skips the fsyncs (still renamed whole into place): for
+    scratch files that a crash may lose, such as a tool's input in a temporary folder."""
+    with atomic_files([path], durable) as (tmp,):
         yield tmp
 
 
 @contextmanager
-def atomic_files(paths: list[UPath | str | os.PathLike]) -> Iterator[list[Path]]:
+def atomic_files(paths: list[UPath | str | os.PathLike], durable: bool = True) -> Iterator[list[Path]]:
     """:func:`atomic_file` for files published together (a mask, its DICOM SEG and the SR that references
     the SEG): yield one temporary path per target; after the block every temporary file is fsynced first
     and only then are they all renamed into place, in order. A failure or a kill at any point of writing or
@@ -152,7 +153,7 @@ def atomic_files(paths: list[UPath | str | os.PathLike]) -> Iterator[list[Path]]
     if not all(t is None or is_local(t) for t in targets):
         with ExitStack() as stack:
             yield [stack.enter_context(_uploaded_file(t)) if t is not None and not is_local(t) else
-                   stack.enter_context(atomic_file(p)) for p, t in zip(paths, targets)]
+                   stack.enter_context(atomic_file(p, durable)) for p, t in zip(paths, targets)]
         return
     finals = [plain if plain is not None else local_path(t) for plain, t in zip(plains, targets)]
     token = f"{_writer_id()}-{uuid.uuid4().hex[:8]}"
@@ -163,12 +164,12 @@ def atomic_files(paths: list[UPath | str | os.PathLike]) -> Iterator[list[Path]]
         tmps.append(final.with_name(f"{PARTIAL_PREFIX}{token}.{final.name}"))
     try:
         yield tmps
-        for tmp in tmps:  # the contents must be on disk before any name points at them
+        for tmp in tmps if durable else ():  # the contents must be on disk before any name points at them
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         for tmp, final in zip(tmps, finals):
             os.replace(tmp, final)
-        for folder in dict.fromkeys(final.parent for final in finals):
+        for folder in dict.fromkeys(final.parent for final in finals) if durable else ():
             _fsync_dir(folder)
     finally:
         for tmp in tmps:
@@ -200,10 +201,10 @@ def _written_name(path: UPath | str | os.PathLike) -> str:
     return str(local_path(as_upath(path)) if is_local(as_upath(path)) else path)
 
 
-def write_chunks_atomic(path: UPath | str | os.PathLike, chunks: Iterable[bytes]) -> str:
+def write_chunks_atomic(path: UPath | str | os.PathLike, chunks: Iterable[bytes], durable: bool = True) -> str:
     """Write the concatenation of ``chunks`` to ``path`` through :func:`atomic_file` (streamed: one chunk in
-    memory at a time); returns the path written."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+    memory at a time; ``durable``: as there); returns the path written."""
+    with atomic_file(path, durable) as tmp, open(tmp, "wb") as handle:
         for chunk in chunks:
             handle.write(chunk)
     return _written_name(path)

@@ -194,6 +194,8 @@ def imaging_dask_executor() -> ExecutorDefinition:
 
     import dask.distributed
     from dagster import _check as check, executor, multiple_process_executor_requirements
+
+    from imaging_pipelines.core.child_signals import workers_terminable
     from dagster._core.errors import raise_execution_interrupts
     from dagster._core.events import DagsterEvent
     from dagster._serdes import deserialize_value, serialize_value
@@ -208,7 +210,8 @@ def imaging_dask_executor() -> ExecutorDefinition:
             if self.cluster_type == "existing":
                 cluster = self.cluster_configuration["address"]
             elif self.cluster_type == "local":
-                cluster = local = dask.distributed.LocalCluster(**self.build_dict(plan_context.job_name))
+                with workers_terminable():  # workers must not inherit an ignored SIGTERM (core.child_signals)
+                    cluster = local = dask.distributed.LocalCluster(**self.build_dict(plan_context.job_name))
             else:  # the deployment file only offers existing and local
                 raise ValueError(f"unsupported Dask cluster type {self.cluster_type!r} (existing or local)")
             payload = serialize_value([plan_context.reconstructable_job, run, plan_context.run_config,

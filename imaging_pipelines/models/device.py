@@ -6,6 +6,7 @@ The same training and inference code runs on both; only these helpers look at th
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -34,12 +35,31 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast_context(device: torch.device):
-    """A context manager for the forward pass: CUDA autocast on a GPU, a no-op (full float32) on CPU."""
+def autocast_context(device: torch.device, *, cpu_bfloat16: bool = False):
+    """A context manager for the forward pass: CUDA autocast on a GPU; on CPU a no-op (full float32), or
+    bfloat16 autocast when ``cpu_bfloat16`` is asked for and the CPU computes bfloat16 natively
+    (:func:`cpu_has_native_bfloat16`; opt-in: training only, where it doubles throughput on such CPUs)."""
     dtype = amp_dtype(device)
     if dtype is None:
+        if cpu_bfloat16 and device.type == "cpu" and cpu_has_native_bfloat16():
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@functools.cache
+def cpu_has_native_bfloat16() -> bool:
+    """True when the CPU advertises bfloat16 arithmetic (x86 ``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo``); elsewhere (or unreadable) False, since emulated bfloat16 is slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:

@@ -149,9 +149,9 @@ def read_image_file(path: str | PathLike) -> Volume:
 
 
 def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None = None,
-                scl: tuple[float, float] | None = None) -> Path:
+                scl: tuple[float, float] | None = None, durable: bool = True) -> Path:
     """Write a Volume as NIfTI-1 (sform and qform = the volume's RAS affine), atomically (temporary sibling, then
-    rename).
+    rename; ``durable=False``: without fsync, for scratch files, see :func:`imaging_pipelines.core.storage.atomic_file`).
 
     ``stored`` (same shape and order as ``volume.array``) and ``scl`` = (scl_slope, scl_inter) write the voxels
     as stored values plus NIfTI scale factors, as dcm2niix does, instead of the physical values.
@@ -170,7 +170,8 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
     affine = volume.to_nifti_affine()
     if (data_c.dtype in DATATYPES or data_c.dtype == RGB24) and data_c.dtype.byteorder != ">" and data_c.ndim <= 7:
         # the bytes nibabel would write (tests/test_nifti_write.py), without importing it
-        write_chunks_atomic(path, nifti_chunks(data_c, affine, time_step, scl, compress=path.name.endswith(".gz")))
+        write_chunks_atomic(path, nifti_chunks(data_c, affine, time_step, scl, compress=path.name.endswith(".gz")),
+                            durable)
         return path
     import nibabel as nib  # other dtypes (bool, 64-bit integers, big endian): nibabel converts or refuses them
 
@@ -184,6 +185,6 @@ def write_nifti(volume: Volume, path: str | PathLike, stored: np.ndarray | None 
         img.header["pixdim"][4] = time_step
     else:
         img.header.set_xyzt_units("mm")
-    with atomic_file(path) as tmp:  # the temporary name ends like ``path``: nibabel picks the same format
+    with atomic_file(path, durable) as tmp:  # the temporary name ends like ``path``: nibabel picks the same format
         nib.save(img, str(tmp))
     return path

@@ -10,6 +10,16 @@ A bundle whose postprocessing does not return to the input grid (no ``Invertd``)
 onto it (nearest neighbour, in world LPS mm). Device: the bundle's ``device`` entry is overridden with
 :func:`imaging_pipelines.models.device.pick_device`'s choice when the config has one.
 
+Reuse (``reuse=True``, the default): a :class:`BundleModel` runs its first image exactly as
+``monai.bundle.run`` does, and later images through the same parsed ``ConfigWorkflow``
+(:class:`imaging_pipelines.medical.segment.bundle_workflow.KeptWorkflow`): MONAI's ``initialize()`` re-parses
+the config with the new data list and output folder, so the bundle's own pre/post-processing, inferer,
+handlers and evaluator run for each image, while the network built for the first image (its torch modules)
+is kept with the weights its ``CheckpointLoader`` loaded then (that handler is not run again). Bundles where that is not safe run through ``monai.bundle.run`` for every image
+(``reuse_note`` says why): a network built from the data list or the output folder, a network the
+``initialize`` expressions act on, or no network among the config's top-level items (one built inside
+another component cannot be put back). ``reuse=False`` always uses ``monai.bundle.run``.
+
 Parsing a bundle config runs the code it names (``_target_``, ``$`` expressions): only import bundles you trust.
 """
 
@@ -31,7 +41,7 @@ class BundleModel:
     """A MONAI bundle folder run through its ``configs/inference.json`` on ``device``."""
 
     def __init__(self, folder: str | Path, device: str = "auto", data_id: str = "dataset#data",
-                 image_key: str = "image", output_dir_id: str = "output_dir") -> None:
+                 image_key: str = "image", output_dir_id: str = "output_dir", reuse: bool = True) -> None:
         from imaging_pipelines.models.device import pick_device
 
         self.folder = Path(folder)
@@ -48,22 +58,44 @@ class BundleModel:
                 raise ImagingInputError(self.config_file, f"no config id {needed!r} to override (set the catalog's "
                                                           "bundle_data_id / bundle_output_dir_id)")
         self.has_device = "device" in config
+        self.reuse = reuse
+        self.workflow: Any = None  # KeptWorkflow once the first image has run (reuse=True)
+        self.reuse_note = "" if reuse else "reuse=False"
 
     def overrides(self, image_file: Path, output_dir: Path) -> dict[str, Any]:
         """The config overrides that feed ``image_file`` and collect the output in ``output_dir``."""
-        found = {self.data_id: [{self.image_key: str(image_file)}], self.output_dir_id: str(output_dir),
-                 "bundle_root": str(self.folder)}
+        return {**self.fixed_overrides(), **self.case_overrides(image_file, output_dir)}
+
+    def fixed_overrides(self) -> dict[str, Any]:
+        """The overrides that are the same for every image: ``bundle_root`` and (when configured) ``device``."""
+        found: dict[str, Any] = {"bundle_root": str(self.folder)}
         if self.has_device:
             found["device"] = f"$torch.device('{self.device}')"
         return found
+
+    def case_overrides(self, image_file: Path, output_dir: Path) -> dict[str, Any]:
+        """The overrides of one image: the data list (``image_file``) and the output folder."""
+        return {self.data_id: [{self.image_key: str(image_file)}], self.output_dir_id: str(output_dir)}
 
     def run_file(self, image_file: Path, output_dir: Path) -> Path:
         """Run the bundle on ``image_file``; the label file it wrote into ``output_dir``."""
         from monai.bundle import run
 
         output_dir.mkdir(parents=True, exist_ok=True)
-        run(config_file=str(self.config_file), meta_file=str(self.meta_file),
-            **self.overrides(image_file, output_dir))
+        if self.reuse and self.workflow is None:
+            from imaging_pipelines.medical.segment.bundle_workflow import KeptWorkflow
+
+            first = KeptWorkflow(self.config_file, self.meta_file, self.fixed_overrides())
+            first.run_case(self.case_overrides(image_file, output_dir))  # as monai.bundle.run
+            if first.kept:
+                self.workflow = first
+            else:
+                self.reuse, self.reuse_note = False, first.not_reused
+        elif self.reuse:
+            self.workflow.run_case(self.case_overrides(image_file, output_dir))
+        else:
+            run(config_file=str(self.config_file), meta_file=str(self.meta_file),
+                **self.overrides(image_file, output_dir))
         written = sorted(p for p in output_dir.rglob("*") if p.is_file() and p.name.endswith((".nii.gz", ".nii")))
         if len(written) != 1:
             raise ImagingInputError(self.config_file, f"the bundle wrote {len(written)} NIfTI file(s) into its "
@@ -79,7 +111,8 @@ class BundleModel:
         if image.is_timeseries:
             raise ValueError("bundle prediction expects a 3D image Volume")
         with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            source = write_nifti(image, Path(tmp) / "input" / "image.nii")  # uncompressed: no gzip time
+            # uncompressed (no gzip time), not fsynced (a scratch file, deleted with its folder)
+            source = write_nifti(image, Path(tmp) / "input" / "image.nii", durable=False)
             labels = read_nifti(self.run_file(source, Path(tmp) / "output"))
         array = np.rint(np.asarray(labels.array)).astype(np.int64)
         if array.ndim == 4:

@@ -40,6 +40,7 @@ import numpy as np
 from imaging_pipelines.medical.io.image_files import write_nifti
 from imaging_pipelines.medical.segment.nnunet_export import export_nnunet_dataset
 from imaging_pipelines.medical.segment.nnunet_trainers import nnunet_trainer_class
+from imaging_pipelines.core.child_signals import workers_terminable
 from imaging_pipelines.core.volume import Volume
 
 __all__ = ["RUN_LEVELS", "NnunetOutcome", "TrainedNnunet", "nnunet_paths", "run_nnunet_stage", "train_nnunet_model"]
@@ -111,27 +112,6 @@ _VERIFY_CODE = ("import signal, sys\nsignal.signal(signal.SIGTERM, signal.SIG_DF
                 "verify_dataset_integrity(sys.argv[1], num_processes=int(sys.argv[2]))\n")
 
 
-@contextlib.contextmanager
-def _workers_terminable():
-    """SIGTERM at its default action while nnU-Net runs its worker pools (restored afterwards).
-
-    ``Pool.__exit__`` ends workers with SIGTERM; a worker that inherited SIGTERM as *ignored* (some job
-    runners start processes that way, and an ignored signal survives exec) never ends, and the pool waits for
-    it forever. Only the main thread may change signal handlers; elsewhere this does nothing."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-workers_terminable = _workers_terminable  # the public name, for nnU-Net worker pools started elsewhere
 
 
 def _verify(folder: Path, n_proc: int, log: Callable[[str], None]) -> tuple[bool, str, list[str]]:
@@ -322,7 +302,7 @@ def run_nnunet_stage(cases, work_root, *, dataset_number: int, name: str, labels
     elif not have_nnunet:
         outcome.notes.append("nnunetv2 not installed: exported only, not verified")
     else:
-        with nnunet_paths(work_root), _workers_terminable():
+        with nnunet_paths(work_root), workers_terminable():
             outcome.verified, outcome.verification_error, warnings = _verify(folder, n_proc, log)
             outcome.notes += warnings
             plans_file = None
@@ -369,7 +349,7 @@ def train_nnunet_model(cases, work_root, *, dataset_number: int, name: str, labe
     folder = Path(outcome.dataset_folder)
     n_proc = max(1, min(2, os.cpu_count() or 1))
     results, per_fold = None, {}
-    with nnunet_paths(work_root), _workers_terminable():
+    with nnunet_paths(work_root), workers_terminable():
         plans_file = _plan(folder, dataset_number, configuration, max(1, n_proc), outcome, planner)
         if plans_file is None:
             raise ValueError("; ".join(outcome.notes) or f"nnU-Net could not plan {configuration!r}")

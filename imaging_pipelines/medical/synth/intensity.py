@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from imaging_pipelines.medical.synth.deform import upsample_cubic
+
 
 @dataclass(frozen=True)
 class IntensityParams:
@@ -76,8 +78,7 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], control_
     """A smooth random field on ``shape``: Gaussian values (sd ``sd``) on a ``control_points``^3 lattice,
     interpolated cubically."""
     coarse = rng.normal(0.0, sd, (control_points,) * 3)
-    up = ndimage.zoom(coarse, [s / control_points for s in shape], order=3, mode="nearest", grid_mode=True)
-    return up[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    return upsample_cubic(coarse, shape).astype(np.float32)
 
 
 def synthesize_intensities(rng: np.random.Generator, labels: np.ndarray, means: np.ndarray,

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from imaging_pipelines.medical.segment.unet import normalize_intensity
+from imaging_pipelines.medical.synth.acquisition import slab_footprint
 from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
 
 _FORKED_GENERATOR: list[LesionGenerator] = []  # the generator the forked worker inherits (set before the fork)
@@ -49,36 +50,46 @@ def brain_lesion_target(label: np.ndarray, brain: np.ndarray, target_labels: tup
 
 
 def training_pair(gen: LesionGenerator, index: int, target_labels: tuple[int, ...],
-                  normalization: str = "percentile", brain_classes: bool = False) -> TrainingPair:
+                  normalization: str = "percentile", brain_classes: bool = False,
+                  slab_share: float | None = None) -> TrainingPair:
     """Case ``index`` of ``gen`` as a :class:`TrainingPair`: the target is 0/1 lesion
-    (:func:`binary_target`), or 0 outside / 1 brain / 2 lesion with ``brain_classes`` (:func:`brain_lesion_target`)."""
+    (:func:`binary_target`), or 0 outside / 1 brain / 2 lesion with ``brain_classes`` (:func:`brain_lesion_target`).
+    ``slab_share``: on a thick-slice case the lesion target is its footprint on the slabs
+    (:func:`~imaging_pipelines.medical.synth.acquisition.slab_footprint` at that share), as a reader outlines it
+    on the thick-slice scan; None: the lesion as drawn."""
     case = gen.case(index)
+    lesion = binary_target(case.label.array, target_labels)
+    if slab_share is not None and "thick_axis" in case.draws:
+        lesion = slab_footprint(case.label.with_array(lesion), int(case.draws["thick_axis"]),
+                                float(case.draws["thickness_mm"]), slab_share).astype(np.uint8)
     if brain_classes:
-        target = brain_lesion_target(case.label.array, case.brain.array, target_labels)
+        target = brain_lesion_target(lesion, case.brain.array, (1,))
     else:
-        target = binary_target(case.label.array, target_labels)
+        target = lesion
     return TrainingPair(normalize_intensity(case.image.array, normalization), target,
                         int(case.draws.get("thick_axis", -1)))
 
 
 def _worker_pair(config: SynthConfig, seed: int, index: int, target_labels: tuple[int, ...],
-                 normalization: str, brain_classes: bool) -> TrainingPair:
+                 normalization: str, brain_classes: bool, slab_share: float | None) -> TrainingPair:
     if not _FORKED_GENERATOR or _FORKED_GENERATOR[0].config != config or _FORKED_GENERATOR[0].seed != seed:
         _FORKED_GENERATOR[:] = [LesionGenerator(config, seed=seed)]
-    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization, brain_classes)
+    return training_pair(_FORKED_GENERATOR[0], index, target_labels, normalization, brain_classes, slab_share)
 
 
 class CaseFeed:
-    """Training pairs of ``gen`` by index (:func:`training_pair`, targets with ``brain_classes`` or not), made
+    """Training pairs of ``gen`` by index (:func:`training_pair`, targets with ``brain_classes`` or not, and
+    ``slab_share``), made
     ``ahead`` indices in advance by ``workers`` (0 or 1) worker processes. Use as a context manager (the
     worker stops on exit)."""
 
     def __init__(self, gen: LesionGenerator, target_labels: tuple[int, ...], *, workers: int = 1, ahead: int = 2,
-                 normalization: str = "percentile", brain_classes: bool = False) -> None:
+                 normalization: str = "percentile", brain_classes: bool = False,
+                 slab_share: float | None = None) -> None:
         if workers not in (0, 1):
             raise ValueError(f"workers must be 0 or 1; got {workers}")
         self.gen, self.target_labels, self.ahead, self.normalization = gen, tuple(target_labels), ahead, normalization
-        self.brain_classes = bool(brain_classes)
+        self.brain_classes, self.slab_share = bool(brain_classes), slab_share
         self._pool: ProcessPoolExecutor | None = None
         self._pending: dict[int, Future] = {}
         if workers and "fork" in multiprocessing.get_all_start_methods():
@@ -90,7 +101,8 @@ class CaseFeed:
     def _submit(self, index: int) -> None:
         if self._pool is not None and index not in self._pending:
             self._pending[index] = self._pool.submit(_worker_pair, self.gen.config, self.gen.seed, index,
-                                                     self.target_labels, self.normalization, self.brain_classes)
+                                                     self.target_labels, self.normalization, self.brain_classes,
+                                                     self.slab_share)
 
     def get(self, index: int) -> TrainingPair:
         """The pair of case ``index``; also starts the next ``ahead`` cases in the worker."""
@@ -98,7 +110,8 @@ class CaseFeed:
             self._submit(nxt)
         future = self._pending.pop(index, None)
         if future is None:
-            return training_pair(self.gen, index, self.target_labels, self.normalization, self.brain_classes)
+            return training_pair(self.gen, index, self.target_labels, self.normalization, self.brain_classes,
+                                 self.slab_share)
         return future.result()
 
     def close(self) -> None:

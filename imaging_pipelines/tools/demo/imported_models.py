@@ -47,7 +47,8 @@ def write_tiny_nnunet_model(out: str | Path, n_cases: int = 2, folds: Sequence[i
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
 
     from imaging_pipelines.medical.segment.nnunet_export import export_nnunet_dataset
-    from imaging_pipelines.medical.stages.nnunet import nnunet_paths, workers_terminable
+    from imaging_pipelines.core.child_signals import workers_terminable
+    from imaging_pipelines.medical.stages.nnunet import nnunet_paths
 
     out = Path(out)
     cases = [(f"case{s:03d}", *phantom_case(seed + s, shape, spacing)) for s in range(n_cases)]
