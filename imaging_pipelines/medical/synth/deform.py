@@ -98,6 +98,34 @@ def _axis_matrix(n_coarse: int, n_fine: int) -> np.ndarray:
                      for k in range(n_coarse)], axis=1)
 
 
+def resample_linear(values: np.ndarray, source: Grid, target: Grid, outside: float) -> np.ndarray:
+    """``values`` (on the axis-aligned ``source`` grid, (z, y, x)) linearly interpolated at the voxel centres of
+    the axis-aligned ``target`` grid (both LPS mm, identity direction); ``outside`` where a target voxel lies
+    beyond the source's first or last voxel centre on any axis. The same values as :func:`sample_on_grid` with
+    ``order=1`` (to float32 rounding), computed as three 1D interpolation matrices (trilinear interpolation is
+    separable), about 10 times faster on a generator grid. Returns float32."""
+    out = np.asarray(values, dtype=np.float64)
+    inside = np.ones(target.shape, dtype=bool)
+    for axis in range(3):  # array axis: z, y, x
+        xyz = 2 - axis
+        fine = target.origin_mm[xyz] + target.spacing_mm[xyz] * np.arange(target.shape[axis])
+        position = (fine - source.origin_mm[xyz]) / source.spacing_mm[xyz]  # source index along this axis
+        n = source.shape[axis]
+        ok = (position >= 0) & (position <= n - 1)
+        low = np.clip(np.floor(position), 0, max(n - 2, 0)).astype(int)
+        frac = position - low
+        matrix = np.zeros((target.shape[axis], n))
+        rows = np.flatnonzero(ok)
+        matrix[rows, low[rows]] = 1.0 - frac[rows]
+        if n > 1:
+            matrix[rows, low[rows] + 1] += frac[rows]
+        out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [axis])), 0, axis)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        inside &= ok.reshape(shape)
+    return np.where(inside, out, outside).astype(np.float32)
+
+
 def mass_effect_displacement(points: np.ndarray, centre_mm: Sequence[float], radius_mm: float,
                              strength: float) -> np.ndarray:
     """Pull-back displacement (mm, like ``points``: ``(3, z, y, x)``) that pushes tissue away from

@@ -113,7 +113,7 @@ def _tissues(points: np.ndarray, layers_mm: tuple[float, ...]) -> np.ndarray:
 def _smooth_on(grid: deform.Grid, coarse: deform.Grid, values: np.ndarray, outside: float) -> np.ndarray:
     """``values`` (on ``coarse``, (z, y, x)) interpolated linearly at the voxels of ``grid``; ``outside``
     beyond it."""
-    return deform.sample_on_grid(coarse.volume(values), grid.world_points(), order=1, cval=outside).astype(np.float32)
+    return deform.resample_linear(values, coarse, grid, outside)
 
 
 def make_patient(seed: int) -> MniPatient:
