@@ -105,6 +105,35 @@ def test_segment_command_equals_monai_bundle_run(bundle, scan, tmp_path):
     assert ours.same_geometry(theirs) and len(np.unique(ours.array)) >= 2
 
 
+def test_a_bundle_with_a_yaml_inference_config_equals_monai_bundle_run(bundle, scan, tmp_path):
+    """Several model-zoo bundles ship ``configs/inference.yaml``: found, hashed, and run like the JSON one."""
+    import yaml
+    from monai.bundle import run
+
+    from imaging_pipelines.config.segmentation import ImportedModelConfig
+    from imaging_pipelines.medical.segment.model_files import inspect_model
+
+    folder = shutil.copytree(bundle, tmp_path / "yaml_bundle")
+    config = json.loads((folder / "configs" / "inference.json").read_text())
+    (folder / "configs" / "inference.yaml").write_text(yaml.safe_dump(config))
+    (folder / "configs" / "inference.json").unlink()
+    files = inspect_model(ImportedModelConfig(kind="monai_bundle", path=str(folder)))
+    assert folder / "configs" / "inference.yaml" in files.files and files.labels
+    data, out = tmp_path / "data", tmp_path / "bare_out"
+    data.mkdir()
+    shutil.copyfile(scan, data / "scan.nii.gz")
+    run(config_file=str(folder / "configs" / "inference.yaml"), meta_file=str(folder / "configs" / "metadata.json"),
+        bundle_root=str(folder), dataset_dir=str(data), output_dir=str(out), device="$torch.device('cpu')")
+    (written,) = list(out.rglob("*.nii.gz"))
+    result = run_cli(str(scan), str(tmp_path / "mask.nii.gz"), "--model", str(folder), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    ours, theirs = read_nifti(tmp_path / "mask.nii.gz"), read_nifti(written)
+    assert np.array_equal(ours.array, theirs.array.astype(ours.array.dtype)) and len(np.unique(ours.array)) >= 2
+    (folder / "configs" / "inference.yaml").write_text("network: [unclosed\n")
+    broken = run_cli(str(scan), str(tmp_path / "m2.nii.gz"), "--model", str(folder), "--device", "cpu")
+    assert broken.exit_code == 1 and "inference.yaml" in broken.output and "YAML" in broken.output
+
+
 def test_segment_command_with_a_project_model_file(scan, tmp_path):
     from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, predict
 

@@ -128,7 +128,7 @@ class ImportedModelConfig(BaseModel):
     MONAI bundle: ``configs/metadata.json`` network_data_format outputs channel_def; project: the file).
 
     ``kind``: ``nnunet`` (an nnU-Net v2 trained-model folder: ``dataset.json``, ``plans.json``,
-    ``fold_<f>/<checkpoint>``), ``monai_bundle`` (a bundle folder: ``configs/inference.json``,
+    ``fold_<f>/<checkpoint>``), ``monai_bundle`` (a bundle folder: ``configs/inference.json`` or ``.yaml``,
     ``configs/metadata.json``, ``models/model.pt`` or ``models/model.ts``) or ``project`` (a ``.pt`` file
     written by this project's segmentation model asset). ``path``: absolute, or relative to the catalog
     file's folder. The nnU-Net settings mean what they mean to ``nnUNetPredictor``; the bundle settings name

@@ -4,7 +4,8 @@ Dagster observation).
 
 - nnU-Net v2 trained-model folder: ``dataset.json`` (its ``labels``), ``plans.json`` and
   ``fold_<f>/<checkpoint>`` for every configured fold;
-- MONAI bundle folder: ``configs/inference.json``, ``configs/metadata.json`` (labels from
+- MONAI bundle folder: ``configs/inference.json`` (or ``inference.yaml`` / ``.yml``, as several model-zoo
+  bundles ship it), ``configs/metadata.json`` (labels from
   ``network_data_format.outputs.<first>.channel_def``) and ``models/model.pt`` or ``models/model.ts``;
   every file under ``configs/`` and ``models/`` is hashed;
 - project model: the ``.pt`` file written by the segmentation model asset (labels from its config).
@@ -114,8 +115,37 @@ def _nnunet(spec: ImportedModelConfig, root: Path) -> tuple[tuple[Path, ...], di
     return tuple(sorted([dataset_json, plans, *checkpoints])), nnunet_labels(_read_json(dataset_json), dataset_json)
 
 
+BUNDLE_INFERENCE_CONFIGS = ("inference.json", "inference.yaml", "inference.yml")  # looked for in this order
+
+
+def bundle_inference_config(root: Path) -> Path:
+    """The inference config of the MONAI bundle folder ``root``: the first of ``configs/inference.json``,
+    ``configs/inference.yaml``, ``configs/inference.yml`` that exists (``python -m monai.bundle run`` reads
+    either format); ImagingInputError naming ``configs/inference.json`` when none does."""
+    for name in BUNDLE_INFERENCE_CONFIGS:
+        if (root / "configs" / name).is_file():
+            return root / "configs" / name
+    return _need(root / "configs" / "inference.json", "MONAI bundle inference config (inference.json or .yaml)")
+
+
+def read_bundle_config(path: Path) -> dict:
+    """A bundle config file (JSON, or YAML for ``.yaml`` / ``.yml``) as a dict; ImagingInputError naming
+    ``path`` when it cannot be read or does not hold a mapping."""
+    if path.suffix not in (".yaml", ".yml"):
+        return _read_json(path)
+    import yaml
+
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ImagingInputError(path, f"not a readable YAML file: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImagingInputError(path, "must hold a YAML mapping")
+    return value
+
+
 def _bundle(root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
-    _need(root / "configs" / "inference.json", "MONAI bundle inference config")
+    read_bundle_config(bundle_inference_config(root))
     metadata = _need(root / "configs" / "metadata.json", "MONAI bundle metadata")
     if not any((root / "models" / name).is_file() for name in ("model.pt", "model.ts")):
         raise ImagingInputError(root / "models" / "model.pt", "missing MONAI bundle weights (models/model.pt or models/model.ts)")

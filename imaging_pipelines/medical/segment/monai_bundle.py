@@ -25,7 +25,6 @@ Parsing a bundle config runs the code it names (``_target_``, ``$`` expressions)
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -38,21 +37,19 @@ from imaging_pipelines.core.volume import Volume
 
 
 class BundleModel:
-    """A MONAI bundle folder run through its ``configs/inference.json`` on ``device``."""
+    """A MONAI bundle folder run through its ``configs/inference.json`` (or ``inference.yaml``) on ``device``."""
 
     def __init__(self, folder: str | Path, device: str = "auto", data_id: str = "dataset#data",
                  image_key: str = "image", output_dir_id: str = "output_dir", reuse: bool = True) -> None:
+        from imaging_pipelines.medical.segment.model_files import bundle_inference_config, read_bundle_config
         from imaging_pipelines.models.device import pick_device
 
         self.folder = Path(folder)
-        self.config_file = self.folder / "configs" / "inference.json"
+        self.config_file = bundle_inference_config(self.folder)
         self.meta_file = self.folder / "configs" / "metadata.json"
         self.device = pick_device(device)
         self.data_id, self.image_key, self.output_dir_id = data_id, image_key, output_dir_id
-        try:
-            config = json.loads(self.config_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ImagingInputError(self.config_file, f"not a readable bundle config: {exc}") from None
+        config = read_bundle_config(self.config_file)
         for needed in (data_id, output_dir_id):
             if not _has_id(config, needed):
                 raise ImagingInputError(self.config_file, f"no config id {needed!r} to override (set the catalog's "
