@@ -48,12 +48,23 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    return _read_mapping(path, "JSON")
+
+
+def _read_mapping(path: Path, kind: str) -> dict:
+    """The mapping in the ``kind`` (``"JSON"`` or ``"YAML"``) file ``path``; ImagingInputError naming it otherwise."""
+    if kind == "YAML":
+        import yaml
+
+        load, errors = yaml.safe_load, (yaml.YAMLError,)
+    else:
+        load, errors = json.loads, (json.JSONDecodeError,)
     try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ImagingInputError(path, f"not a readable JSON file: {exc}") from None
+        value = load(path.read_text())
+    except (OSError, UnicodeDecodeError, *errors) as exc:
+        raise ImagingInputError(path, f"not a readable {kind} file: {exc}") from None
     if not isinstance(value, dict):
-        raise ImagingInputError(path, "must hold a JSON object")
+        raise ImagingInputError(path, f"must hold a {kind} mapping")
     return value
 
 
@@ -131,17 +142,7 @@ def bundle_inference_config(root: Path) -> Path:
 def read_bundle_config(path: Path) -> dict:
     """A bundle config file (JSON, or YAML for ``.yaml`` / ``.yml``) as a dict; ImagingInputError naming
     ``path`` when it cannot be read or does not hold a mapping."""
-    if path.suffix not in (".yaml", ".yml"):
-        return _read_json(path)
-    import yaml
-
-    try:
-        value = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ImagingInputError(path, f"not a readable YAML file: {exc}") from None
-    if not isinstance(value, dict):
-        raise ImagingInputError(path, "must hold a YAML mapping")
-    return value
+    return _read_mapping(path, "YAML" if path.suffix in (".yaml", ".yml") else "JSON")
 
 
 def _bundle(root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
