@@ -95,3 +95,32 @@ def test_lesion_dice_on_held_out_phantoms():
     assert report.curve[-1].train_loss < report.curve[0].train_loss
     assert report.best_val_dice >= 0.7
     assert np.mean(dices) >= 0.75 and min(dices) >= 0.6
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_flip_tta_averages_the_softmax_over_every_distinct_mirroring(dims):
+    """nnU-Net's mirroring: the mean softmax over the input flipped along each subset of the axes, flipped
+    back; for a 2D model the flips across the slices are left out, as they change nothing."""
+    import torch
+
+    from imaging_pipelines.core.volume import Volume
+    from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, predict_probabilities
+
+    torch.manual_seed(0)
+    k = [3] * dims
+    plan = Plan([k] * 3, [[1] * dims, [2] * dims, [2] * dims], [4, 8, 16], [8] * dims)
+    model = SegmentationModel(plan=plan, n_classes=3, version="t")
+    image = Volume(array=np.random.default_rng(1).normal(size=(6, 10, 12)).astype(np.float32),
+                   spacing=(1.0, 1.0, 3.0))  # slices across k (z) for the 2D model
+    plain = predict_probabilities(model, image, device="cpu")
+    mirrored = predict_probabilities(model, image, device="cpu", flip_tta=True)
+    x = Volume(array=np.ascontiguousarray(image.array), spacing=image.spacing)
+    expected = torch.zeros_like(plain)
+    for mask in range(8):  # all 8 mirrorings of the three axes, each predicted as a plain image
+        axes = [a for a in range(3) if mask >> a & 1]
+        flipped = x.with_array(np.ascontiguousarray(np.flip(x.array, axes)) if axes else x.array)
+        expected += predict_probabilities(model, flipped, device="cpu").flip([a + 1 for a in axes]) if axes \
+            else predict_probabilities(model, flipped, device="cpu")
+    expected /= 8
+    torch.testing.assert_close(mirrored, expected, rtol=0, atol=1e-5)
+    assert (mirrored - plain).abs().max() > 1e-4  # the mirrored passes differ from the plain one

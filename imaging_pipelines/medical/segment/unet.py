@@ -311,7 +311,8 @@ def predict_probabilities(
     (the blended logits instead with ``softmax=False``), on ``image``'s own grid (no resampling, no gate).
 
     ``flip_tta``: also predict the input flipped along every non-empty subset of the three axes (8 passes,
-    nnU-Net's mirroring) and average the softmax outputs after flipping them back. ``axis``: the slice axis
+    nnU-Net's mirroring; a 2D model: of its two in-plane axes, 4 passes, as a flip across the slices changes
+    nothing) and average the softmax outputs after flipping them back. ``axis``: the slice axis
     of a 2D model (default :func:`slice_axis` of the image spacing)."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     x = _network_input(model, image, dev)
@@ -323,7 +324,9 @@ def predict_probabilities(
 
     if not flip_tta:
         return scores(x)
-    flips = [[a for a in (2, 3, 4) if mask >> (a - 2) & 1] for mask in range(8)]
+    # a 2D model segments each slice alone, so a flip across the slices gives the same scores: in-plane only
+    dims = [d for d in (2, 3, 4) if model.plan.spatial_dims == 3 or d != 2 + (2 - axis)]
+    flips = [[d for k, d in enumerate(dims) if mask >> k & 1] for mask in range(2 ** len(dims))]
     total = sum(scores(torch.flip(x, f)).flip([a - 1 for a in f]) if f else scores(x) for f in flips)
     return total / len(flips)
 
