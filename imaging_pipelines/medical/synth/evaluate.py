@@ -19,15 +19,17 @@ from imaging_pipelines.medical.synth.prefetch import binary_target
 
 
 def score_generated(model: SegmentationModel, gen: LesionGenerator, n_cases: int, target_labels: tuple[int, ...],
-                    baselines: tuple[str, ...] = BASELINES, device: str = "auto") -> dict[str, Any]:
+                    baselines: tuple[str, ...] = BASELINES, device: str = "auto",
+                    flip_tta: bool = False) -> dict[str, Any]:
     """Per method (``"model"`` and each baseline): per-case Dice list and mean, on cases ``0 .. n_cases-1`` of
-    ``gen``; a failing baseline scores 0 on that case and is noted under ``"errors"``."""
+    ``gen``; a failing baseline scores 0 on that case and is noted under ``"errors"``. ``flip_tta``: the model
+    averages its softmax over the input's mirrorings (:func:`~imaging_pipelines.medical.segment.unet.predict`)."""
     scores: dict[str, list[float]] = {"model": [], **{b: [] for b in baselines}}
     errors: list[str] = []
     for index in range(n_cases):
         case = gen.case(index)
         ref = case.label.with_array(binary_target(case.label.array, target_labels))
-        masks = {"model": predict(model, case.image, device=device)}
+        masks = {"model": predict(model, case.image, device=device, flip_tta=flip_tta)}
         for name in baselines:
             try:
                 masks[name] = run_baseline(name, case.image)[0]
