@@ -85,11 +85,13 @@ def segment(
                                                    "model file, or a catalog dataset id"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda"),
     folds: str = typer.Option(None, "--folds", help="nnU-Net: comma-separated folds to ensemble (default: every "
-                                                    "fold_N with checkpoint_final.pth)"),
+                                                    "fold_N with the checkpoint)"),
     mirroring: bool = typer.Option(None, "--mirroring/--no-mirroring", help="nnU-Net: test-time mirroring "
                                                                             "(default: on)"),
     tile_step: float = typer.Option(None, "--tile-step", min=0.01, max=1.0, help="nnU-Net: sliding-window step "
                                                                                  "(fraction of the patch; 0.5)"),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="nnU-Net: checkpoint file in each fold folder, as "
+                                                              "nnUNetv2_predict -chk (default: checkpoint_final.pth)"),
 ) -> None:
     """Segment one scan with a pretrained or project model, through the same step as the per-patient
     `segmentation` asset; the label map lies on SRC's grid. Nothing is downloaded. Exit code 0: done;
@@ -104,7 +106,7 @@ def segment(
         if fold_list and any(f != "all" and not isinstance(f, int) for f in fold_list):
             raise SegmentArgumentError(f"--folds {folds!r}: give fold numbers (0,1,...) or 'all'")
         run = segment_scan(src, out, model, device.lower(), fold_list, mirroring, tile_step,
-                           log=lambda m: typer.echo(m, err=True))
+                           log=lambda m: typer.echo(m, err=True), checkpoint=checkpoint)
     except (SegmentArgumentError, CatalogError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

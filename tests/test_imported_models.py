@@ -45,14 +45,15 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, ["segment", *args])
 
 
-def nnunet_direct(model: Path, files: list[Path], out: Path, folds=(0,), mirroring=False) -> list[np.ndarray]:
+def nnunet_direct(model: Path, files: list[Path], out: Path, folds=(0,), mirroring=False,
+                  checkpoint: str = "checkpoint_final.pth") -> list[np.ndarray]:
     """nnUNetPredictor run directly on the files (its own reader and writer), as a user would."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                 perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model), use_folds=folds, checkpoint_name="checkpoint_final.pth")
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=folds, checkpoint_name=checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     truncated = [str(out / f"case{i}") for i in range(len(files))]
     predictor.predict_from_files_sequential([[str(f)] for f in files], truncated, save_probabilities=False)
@@ -76,6 +77,23 @@ def test_segment_command_equals_nnunet_predictor(nnunet_model, scan, tmp_path):
     voxel_ml = float(np.prod(source.spacing)) / 1000
     assert manifest["segments"]["tissue"]["volume_ml"] == pytest.approx(np.sum(direct == 2) * voxel_ml, rel=1e-6)
     assert set(manifest["timings_s"]) == {"read", "load_model", "predict", "total"}
+
+
+def test_segment_command_with_another_checkpoint_equals_nnunet_predictor(nnunet_model, scan, tmp_path):
+    """A folder shipped with checkpoint_best.pth only: the error names the missing file and what the fold
+    holds; ``--checkpoint`` (nnUNetv2_predict's -chk) picks it, and every fold holding it is ensembled."""
+    folder = shutil.copytree(nnunet_model, tmp_path / "best_only")
+    for fold in folder.glob("fold_*"):
+        (fold / "checkpoint_final.pth").rename(fold / "checkpoint_best.pth")
+    missing = run_cli(str(scan), str(tmp_path / "m.nii.gz"), "--model", str(folder), "--device", "cpu")
+    assert missing.exit_code == 1 and "fold_0/checkpoint_final.pth" in missing.output
+    assert "checkpoint_best.pth" in missing.output and "--checkpoint" in missing.output
+    result = run_cli(str(scan), str(tmp_path / "mask.nii.gz"), "--model", str(folder), "--no-mirroring",
+                     "--checkpoint", "checkpoint_best.pth", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    folds = tuple(sorted(int(f.name[5:]) for f in folder.glob("fold_*")))
+    (direct,) = nnunet_direct(folder, [scan], tmp_path / "direct", folds=folds, checkpoint="checkpoint_best.pth")
+    assert len(folds) == 2 and np.array_equal(read_nifti(tmp_path / "mask.nii.gz").array, direct)
 
 
 @pytest.mark.slow

@@ -122,7 +122,8 @@ def files_version(kind: str, root: Path, files: tuple[Path, ...]) -> str:
 def _nnunet(spec: ImportedModelConfig, root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
     dataset_json = _need(root / "dataset.json", "nnU-Net dataset.json (labels, channel names, file ending)")
     plans = _need(root / "plans.json", "nnU-Net plans.json")
-    checkpoints = [_need(root / f"fold_{f}" / spec.checkpoint, f"checkpoint of fold {f}") for f in spec.folds]
+    checkpoints = [_need(root / f"fold_{f}" / spec.checkpoint, f"checkpoint of fold {f}{_other_checkpoints(root, f)}")
+                   for f in spec.folds]
     return tuple(sorted([dataset_json, plans, *checkpoints])), nnunet_labels(_read_json(dataset_json), dataset_json)
 
 
@@ -143,6 +144,12 @@ def read_bundle_config(path: Path) -> dict:
     """A bundle config file (JSON, or YAML for ``.yaml`` / ``.yml``) as a dict; ImagingInputError naming
     ``path`` when it cannot be read or does not hold a mapping."""
     return _read_mapping(path, "YAML" if path.suffix in (".yaml", ".yml") else "JSON")
+
+
+def _other_checkpoints(root: Path, fold: int | str) -> str:
+    """A hint naming the checkpoint files fold ``fold`` does hold (e.g. only ``checkpoint_best.pth``), if any."""
+    held = sorted(p.name for p in (root / f"fold_{fold}").glob("checkpoint*.pth"))
+    return f" (the fold holds {', '.join(held)}: choose one with the model's checkpoint / --checkpoint)" if held else ""
 
 
 def _bundle(root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:

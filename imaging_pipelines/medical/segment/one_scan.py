@@ -92,8 +92,11 @@ def _nnunet_folds(folder: Path, checkpoint: str) -> list[int | str]:
 
 
 def resolve_model(model: str, folds: list[int | str] | None = None, use_mirroring: bool | None = None,
-                  tile_step_size: float | None = None) -> tuple[ImportedModelConfig, InferenceConfig | None, dict[int, str]]:
-    """(model spec, sliding-window settings of a project model, label names from a catalog) for MODEL."""
+                  tile_step_size: float | None = None, checkpoint: str | None = None,
+                  ) -> tuple[ImportedModelConfig, InferenceConfig | None, dict[int, str]]:
+    """(model spec, sliding-window settings of a project model, label names from a catalog) for MODEL.
+    ``checkpoint``: the nnU-Net checkpoint file name in each fold folder (``nnUNetv2_predict -chk``; default
+    ``checkpoint_final.pth``); without ``folds`` every ``fold_<f>`` holding it is ensembled."""
     path = Path(model).expanduser()
     inference, names = None, {}
     if path.is_file():
@@ -101,7 +104,7 @@ def resolve_model(model: str, folds: list[int | str] | None = None, use_mirrorin
     elif path.is_dir():
         if (path / "plans.json").exists() or (path / "dataset.json").exists():
             spec = ImportedModelConfig(kind="nnunet", path=str(path.absolute()),
-                                       folds=_nnunet_folds(path, "checkpoint_final.pth"))
+                                       folds=_nnunet_folds(path, checkpoint or "checkpoint_final.pth"))
         elif (path / "configs").is_dir():
             spec = ImportedModelConfig(kind="monai_bundle", path=str(path.absolute()))
         else:
@@ -110,9 +113,10 @@ def resolve_model(model: str, folds: list[int | str] | None = None, use_mirrorin
     else:
         spec, inference, names = _catalog_model(model)
     updates = {k: v for k, v in (("folds", folds), ("use_mirroring", use_mirroring),
-                                 ("tile_step_size", tile_step_size)) if v is not None}
+                                 ("tile_step_size", tile_step_size), ("checkpoint", checkpoint)) if v is not None}
     if updates and spec.kind != "nnunet":
-        raise SegmentArgumentError(f"--folds / --mirroring / --tile-step apply to nnU-Net models, not {spec.kind}")
+        raise SegmentArgumentError(f"--folds / --mirroring / --tile-step / --checkpoint apply to nnU-Net models, "
+                                   f"not {spec.kind}")
     return ImportedModelConfig(**{**spec.model_dump(), **updates}), inference, names
 
 
@@ -167,7 +171,8 @@ def label_figures(mask: Volume, labels: dict[int, str]) -> dict[str, dict[str, f
 
 def segment_scan(src: str | Path, out: str | Path, model: str, device: str = "auto",
                  folds: list[int | str] | None = None, use_mirroring: bool | None = None,
-                 tile_step_size: float | None = None, log: Callable[[str], None] = lambda _: None) -> SegmentRun:
+                 tile_step_size: float | None = None, log: Callable[[str], None] = lambda _: None,
+                 checkpoint: str | None = None) -> SegmentRun:
     """Segment the one scan of ``src`` with ``model`` and write the outputs (see the module docstring)."""
     from imaging_pipelines.medical.segment.imported_model import open_model, segment_image
 
@@ -175,7 +180,7 @@ def segment_scan(src: str | Path, out: str | Path, model: str, device: str = "au
     single_file = out.name.lower().endswith(".nii.gz")
     if not single_file and out.exists() and not out.is_dir():
         raise SegmentArgumentError(f"{out}: OUT must end in .nii.gz or be a folder")
-    spec, inference, names = resolve_model(model, folds, use_mirroring, tile_step_size)
+    spec, inference, names = resolve_model(model, folds, use_mirroring, tile_step_size, checkpoint)
     scan = read_scan(src)
     if scan.volume.is_timeseries:
         raise ImagingInputError(src, "is a time series; segmentation needs one 3D image")
