@@ -131,3 +131,21 @@ def test_scratch_nifti_is_written_whole_without_fsync(tmp_path, monkeypatch):
     assert [p.name for p in scratch.parent.iterdir()] == ["image.nii"]  # no temporary file left
     write_nifti(image, tmp_path / "durable.nii")
     assert len(synced) >= 2  # the file and its folder
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+def test_label_file_of_any_type_gives_the_same_label_map(tmp_path, monkeypatch, dtype):
+    """Whatever type the bundle's label file has, the mask holds its values as uint8 on the input grid: a
+    float file rounded (values a writer left off by a rounding error), an integer file taken as it is."""
+    (tmp_path / "b" / "configs").mkdir(parents=True)
+    (tmp_path / "b" / "configs" / "inference.json").write_text(json.dumps({"dataset": {"data": []}, "output_dir": "."}))
+    image, labels = phantom_case(9, shape=(24, 40, 32), spacing=(4.0, 4.0, 5.0))
+    written = labels.array.astype(dtype) - (np.float32(1e-3) if dtype == np.float32 else 0)  # 1.999: rounded, not cut
+
+    def fake_run(self, image_file: Path, output_dir: Path) -> Path:
+        return write_nifti(labels.with_array(written), output_dir / "seg.nii.gz")
+
+    monkeypatch.setattr(BundleModel, "run_file", fake_run)
+    mask = BundleModel(tmp_path / "b", "cpu").predict(image)
+    assert mask.array.dtype == np.uint8 and np.array_equal(mask.array, labels.array) and mask.same_geometry(image)
+    assert len(np.unique(mask.array)) >= 2

@@ -7,9 +7,10 @@ files, :mod:`imaging_pipelines.medical.segment.model_files`), its labels (value 
 and the device it runs on. Masks lie on the input image's own grid (array ``[z, y, x]``, LPS mm).
 
 :func:`open_model` keeps the last :data:`CACHED_MODELS` loaded models of the process, keyed by the model's
-version (its files' hash, recomputed on every call) with the settings and device, so a process that
-segments many partitions (in-process executor, a backfill, ``imaging-pipelines segment`` over a folder)
-loads an nnU-Net predictor once; a changed checkpoint has a new version and is loaded afresh.
+version (its files' hash, kept while the files' sizes, inodes and times are unchanged:
+:func:`~imaging_pipelines.medical.segment.model_files.files_version_cached`) with the settings and device, so
+a process that segments many partitions (in-process executor, a backfill, ``imaging-pipelines segment`` over
+a folder) loads an nnU-Net predictor once; a changed checkpoint has a new version and is loaded afresh.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from imaging_pipelines.config.segmentation import ImportedModelConfig, InferenceConfig
 from imaging_pipelines.core.volume import Volume
-from imaging_pipelines.medical.segment.model_files import ModelFiles, inspect_model
+from imaging_pipelines.medical.segment.model_files import ModelFiles, clear_version_cache, inspect_model
 
 
 @dataclass
@@ -56,9 +57,11 @@ _cache_lock = threading.Lock()
 
 
 def clear_model_cache() -> None:
-    """Forget every loaded model kept by :func:`open_model` (the next call loads from the files)."""
+    """Forget every loaded model kept by :func:`open_model` and every kept file hash (the next call hashes
+    and loads the files, as a new process does)."""
     with _cache_lock:
         _cache.clear()
+    clear_version_cache()
 
 
 def open_model(spec: ImportedModelConfig, device: str = "auto", inference: InferenceConfig | None = None,
@@ -67,7 +70,8 @@ def open_model(spec: ImportedModelConfig, device: str = "auto", inference: Infer
     (``auto``: CUDA when present), or hand back the one this process loaded from the same files (same
     version) with the same settings. ``inference``: sliding-window settings of ``project`` models (catalog
     defaults otherwise); ``labels``: names for a ``project`` model's label values (its file has none).
-    ``load_s``: seconds this call spent (hashing the files; loading when not cached)."""
+    ``load_s``: seconds this call spent (checking the files, hashing them when changed; loading when not
+    cached)."""
     from imaging_pipelines.models.device import pick_device
 
     start = time.perf_counter()

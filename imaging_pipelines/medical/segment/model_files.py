@@ -14,11 +14,23 @@ Version (see :mod:`imaging_pipelines.models.versioning`): the first 16 hex digit
 hashed file's path relative to the model folder and its bytes, in sorted order, plus the model kind; so
 replacing a checkpoint (or editing ``dataset.json``) gives a new version, and copying the folder elsewhere
 does not.
+
+The version is kept per process (:func:`files_version_cached`) while every hashed file keeps its size, inode,
+modification and status-change times (ns): a checkpoint of hundreds of MB is not read again for every image.
+Any write, replacement, rename onto the path or ``touch`` changes the status-change time, which user space
+cannot set back (``cp -p`` / ``rsync -t`` restore the modification time only), so a changed file is hashed
+again. A file changed less than :data:`SETTLE_NS` before it was hashed is not kept (as git treats "racy"
+index entries): a second write within the file system's timestamp granularity could otherwise leave the
+same times. What stays uncaught: a file rewritten behind the kernel's back (a block device edited
+directly, a network file system whose server does not update the times), or a clock set backwards.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -119,6 +131,45 @@ def files_version(kind: str, root: Path, files: tuple[Path, ...]) -> str:
     return model_version([], _file_chunks(root, files), {"kind": kind})
 
 
+SETTLE_NS = 2_000_000_000  # a file changed less than 2 s before it was hashed is hashed again next time
+_versions: dict[tuple, str] = {}  # (kind, root, file states) -> version
+_versions_lock = threading.Lock()
+
+
+def file_states(files: tuple[Path, ...]) -> tuple[tuple[str, int, int, int, int, int], ...]:
+    """(path, size bytes, device, inode, modification ns, status-change ns) of each file, in order."""
+    states = []
+    for f in files:
+        st = os.stat(f)
+        states.append((str(f), st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(states)
+
+
+def files_version_cached(kind: str, root: Path, files: tuple[Path, ...]) -> str:
+    """:func:`files_version`, hashed once per process while no file's state (:func:`file_states`) changes;
+    files changed within :data:`SETTLE_NS` of the hash are hashed again on the next call."""
+    states = file_states(files)
+    key = (kind, str(root), states)
+    with _versions_lock:
+        found = _versions.get(key)
+    if found is not None:
+        return found
+    version = files_version(kind, root, files)
+    settled = time.time_ns() - SETTLE_NS
+    if all(max(mtime, ctime) < settled for *_, mtime, ctime in states) and file_states(files) == states:
+        with _versions_lock:
+            if len(_versions) >= 64:  # a long-lived process seeing many model versions: start again
+                _versions.clear()
+            _versions[key] = version
+    return version
+
+
+def clear_version_cache() -> None:
+    """Forget every version kept by :func:`files_version_cached` (the next call hashes the files)."""
+    with _versions_lock:
+        _versions.clear()
+
+
 def _nnunet(spec: ImportedModelConfig, root: Path) -> tuple[tuple[Path, ...], dict[int, str]]:
     dataset_json = _need(root / "dataset.json", "nnU-Net dataset.json (labels, channel names, file ending)")
     plans = _need(root / "plans.json", "nnU-Net plans.json")
@@ -184,4 +235,4 @@ def inspect_model(spec: ImportedModelConfig) -> ModelFiles:
         if not root.is_dir():
             raise ImagingInputError(root, f"not a folder ({spec.kind} models are folders)")
         files, labels = _nnunet(spec, root) if spec.kind == "nnunet" else _bundle(root)
-    return ModelFiles(spec.kind, root, files, labels, files_version(spec.kind, root, files))
+    return ModelFiles(spec.kind, root, files, labels, files_version_cached(spec.kind, root, files))

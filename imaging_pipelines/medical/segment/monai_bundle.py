@@ -111,10 +111,12 @@ class BundleModel:
             # uncompressed (no gzip time), not fsynced (a scratch file, deleted with its folder)
             source = write_nifti(image, Path(tmp) / "input" / "image.nii", durable=False)
             labels = read_nifti(self.run_file(source, Path(tmp) / "output"))
-        array = np.rint(np.asarray(labels.array)).astype(np.int64)
+        array = np.asarray(labels.array)
         if array.ndim == 4:
             raise ImagingInputError(self.config_file, "the bundle wrote a multi-channel output, not a label map")
-        labels = labels.with_array(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16))
+        if not np.issubdtype(array.dtype, np.integer):  # a float label file: values rounded to integers
+            array = np.rint(array).astype(np.int64)
+        labels = labels.with_array(array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16, copy=False))
         if not labels.same_geometry(image):
             labels = resample_like(labels, image, interpolator="nearest")
         return Volume(array=labels.array, spacing=image.spacing, origin=image.origin, direction=image.direction,

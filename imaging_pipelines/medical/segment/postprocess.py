@@ -23,8 +23,12 @@ class PostprocessReport:
 
 def postprocess_labels(labels: Volume, min_component_ml: float = 0.0, keep_largest: int = 0,
                        fill_holes: bool = True) -> tuple[Volume, PostprocessReport]:
-    """Clean every non-zero label of ``labels`` (uint8); returns the cleaned Volume and what changed."""
+    """Clean every non-zero label of ``labels`` (uint8); returns the cleaned Volume and what changed. With
+    nothing asked (no minimum size, no N largest, no hole filling) the labels come back as they are (as uint8,
+    the array itself when it already is), without a pass over them."""
     array = np.asarray(labels.array)
+    if min_component_ml <= 0 and keep_largest <= 0 and not fill_holes:
+        return labels.with_array(array.astype(np.uint8, copy=False)), PostprocessReport()
     voxel_ml = float(np.prod(labels.spacing)) / 1000.0
     out = array.copy()
     report = PostprocessReport()
