@@ -15,12 +15,14 @@ CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
-        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0]
+        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 1]
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
 flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
 probability >= p, holes filled or not, components under m px dropped), the Otsu baseline and the majority-class
-predictor (the class most frequent on the training side: background) on the test region.
+predictor (the class most frequent on the training side: background) on the test region. ``--ensemble K``
+trains K U-Nets (seeds seed..seed+K-1, ``RasterTrainingConfig.ensemble``) and scores their averaged softmax;
+it also prints each member's own validation and held-out IoU.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> int:
     ap.add_argument("--foreground", type=float, default=0.5, help="share of patches centred near a building")
     ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
     ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
+    ap.add_argument("--ensemble", type=int, default=1, help="K U-Nets (seeds seed..seed+K-1), softmax averaged")
     args = ap.parse_args()
 
     import torch
@@ -102,7 +105,7 @@ def main() -> int:
                                class_weights=args.class_weights, schedule=args.schedule,
                                foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
                                intensity_augmentation=args.intensity_aug,
-                               average_last_epochs=args.average_last)
+                               average_last_epochs=args.average_last, ensemble=args.ensemble)
     t0 = time.perf_counter()
     outcome = train_unet2d(train_images, train_labels, classes, cfg, validation=validation,
                            log=lambda m: print("  " + m, flush=True))
@@ -142,11 +145,16 @@ def main() -> int:
             (("truth", test_truth), ("unet", pred), ("otsu", base))}
     n_poly = {k: len(class_polygons(m, t, scene.crs, classes)["features"]) for k, m in
               (("truth", test_truth), ("unet", pred), ("otsu", base))}
-    print(f"training {train_s:.1f} s ({cfg.epochs} epochs x {cfg.iterations_per_epoch} it x batch {cfg.batch_size},"
-          f" patch {cfg.patch_size}, {args.threads} threads); best validation IoU "
+    print(f"training {train_s:.1f} s ({cfg.ensemble} x {cfg.epochs} epochs x {cfg.iterations_per_epoch} it x batch "
+          f"{cfg.batch_size}, patch {cfg.patch_size}, {args.threads} threads); best validation IoU "
           f"{outcome.validation_iou['building']:.3f}; test prediction {predict_s:.2f} s")
     print(f"building IoU on the held-out right 30%:  U-Net {iou_unet:.3f}   Otsu brightness (brighter) "
           f"{iou_base:.3f}   (inverted, darker: {iou_dark:.3f})")
+    for k, member in enumerate(outcome.members):  # an ensemble: each member alone, plain prediction
+        alone = predict_unet2d(member.model, member.normalisation, member.class_values, test_x, args.patch, 0.25)
+        print(f"ensemble member {k + 1} (seed {cfg.seed + k}) alone: best validation IoU "
+              f"{member.validation_iou['building']:.3f}, held-out building IoU "
+              f"{class_iou(alone, test_truth, classes, valid)['building']:.3f}")
     scores = PooledScores(classes)
     train_ref = np.concatenate([lab.ravel() for lab in train_labels])
     scores.add("train", "reference", train_ref, train_ref)  # the majority class comes from the training side
