@@ -182,38 +182,7 @@ def train_unet2d(
     validation: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
-    """Train a U-Net (:func:`train_member`) or, with ``training.ensemble`` = K > 1, K U-Nets seeded
-    ``training.seed + k`` (k = 0..K-1; member k is the model ``train_member`` gives for that seed) combined
-    in a :class:`SoftmaxEnsemble`. The ensemble's ``validation_iou`` is that of the averaged softmax; each
-    member's outcome is in ``members``."""
-    if training.ensemble == 1:
-        return train_member(images, labels, classes, training, device, validation, log)
-    members = []
-    for k in range(training.ensemble):
-        member_log = (lambda m, k=k: log(f"member {k + 1}/{training.ensemble}: {m}")) if log else None
-        cfg = training.model_copy(update={"seed": training.seed + k, "ensemble": 1})
-        members.append(train_member(images, labels, classes, cfg, device, validation, member_log))
-    model = SoftmaxEnsemble([m.model for m in members]).eval()
-    first = members[0]
-    ious = (_validate(model, first.normalisation, first.class_values, classes, validation, training.patch_size,
-                      device) if validation is not None else None)
-    if log and ious is not None:
-        log(f"ensemble of {training.ensemble}: val IoU " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
-    curve = [float(v) for v in np.mean([m.curve for m in members], axis=0)]
-    return TrainOutcome(model, first.normalisation, first.class_values, curve, ious, members)
-
-
-def train_member(
-    images: list[np.ndarray],
-    labels: list[np.ndarray],
-    classes: dict[str, int],
-    training: RasterTrainingConfig,
-    device: str = "cpu",
-    validation: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> TrainOutcome:
-    """Train one U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``
-    (``training.ensemble`` is ignored).
+    """Train a U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``.
 
     ``training.epochs`` x ``iterations_per_epoch`` Adam steps (constant learning rate, or cosine-annealed to 0
     over all steps with ``schedule == 'cosine'``) on batches of random augmented patches (a share
@@ -226,7 +195,30 @@ def train_member(
     weights = inverse frequency normalised to mean 1 and clipped to [0.1, 10] when ``class_weights ==
     'inverse_frequency'``). With ``validation`` (images, labels) the
     weights of the epoch with the best mean foreground IoU are kept (sliding-window prediction, overlap 0.25).
+    With ``training.ensemble`` = K > 1, K U-Nets are trained so, seeded ``training.seed + k`` (k = 0..K-1:
+    member k is the single model of that seed), and combined in a :class:`SoftmaxEnsemble`; its
+    ``validation_iou`` is that of the averaged softmax, ``curve`` the members' mean, and each member's own
+    outcome is in ``members``.
     """
+    if training.ensemble == 1:
+        return _train_member(images, labels, classes, training, device, validation, log)
+    members = []
+    for k in range(training.ensemble):
+        member_log = (lambda m, k=k: log(f"member {k + 1}/{training.ensemble}: {m}")) if log else None
+        cfg = training.model_copy(update={"seed": training.seed + k, "ensemble": 1})
+        members.append(_train_member(images, labels, classes, cfg, device, validation, member_log))
+    model = SoftmaxEnsemble([m.model for m in members]).eval()
+    first = members[0]
+    ious = (_validate(model, first.normalisation, first.class_values, classes, validation, training.patch_size,
+                      device) if validation is not None else None)
+    if log and ious is not None:
+        log(f"ensemble of {training.ensemble}: val IoU " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
+    curve = [float(v) for v in np.mean([m.curve for m in members], axis=0)]
+    return TrainOutcome(model, first.normalisation, first.class_values, curve, ious, members)
+
+
+def _train_member(images, labels, classes, training, device, validation, log) -> TrainOutcome:
+    """One U-Net of :func:`train_unet2d`, seeded by ``training.seed`` (``training.ensemble`` is ignored)."""
     if not images or len(images) != len(labels):
         raise ValueError(f"need as many label maps as images (got {len(images)} images, {len(labels)} labels)")
     for img, lab in zip(images, labels):
