@@ -15,14 +15,15 @@ CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
-        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 1]
+        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 1] [--edges]
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
 flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
 probability >= p, holes filled or not, components under m px dropped), the Otsu baseline and the majority-class
 predictor (the class most frequent on the training side: background) on the test region. ``--ensemble K``
 trains K U-Nets (seeds seed..seed+K-1, ``RasterTrainingConfig.ensemble``) and scores their averaged softmax;
-it also prints each member's own validation and held-out IoU.
+it also prints each member's own validation and held-out IoU. ``--edges`` adds the Sobel gradient magnitude of
+the clipped band as a second input channel.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> int:
     ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
     ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
     ap.add_argument("--ensemble", type=int, default=1, help="K U-Nets (seeds seed..seed+K-1), softmax averaged")
+    ap.add_argument("--edges", action="store_true", help="second input channel: Sobel gradient magnitude")
     args = ap.parse_args()
 
     import torch
@@ -89,6 +91,12 @@ def main() -> int:
     split, val_start = int(round(0.7 * w)), int(round(0.6 * w))
     lo, hi = np.nanpercentile(band[:, :split], [0.5, 99.5])
     x = np.clip(band, lo, hi)[None]
+    if args.edges:  # Sobel gradient magnitude of the clipped band (image only, local: no label information)
+        from scipy import ndimage
+
+        filled = np.nan_to_num(x[0], nan=float(lo))
+        edges = np.hypot(ndimage.sobel(filled, 0), ndimage.sobel(filled, 1)).astype(np.float32)
+        x = np.stack([x[0], np.where(np.isfinite(x[0]), edges, np.nan)])
 
     rows = np.linspace(0, h, 4).astype(int)
     train_images = [x[:, r0:r1, :val_start] for r0, r1 in zip(rows[:-1], rows[1:])]
