@@ -8,7 +8,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from imaging_pipelines.config.catalog import DatasetConfig
 from imaging_pipelines.config.remote_sensing import RasterSegmentationConfig, RasterTrainingConfig
+from imaging_pipelines.remote_sensing.stages.tile_model import LabelledTile, TileModelTask
 from imaging_pipelines.remote_sensing.unet2d import (
     Normalisation, SoftmaxEnsemble, build_unet2d, load_unet2d, predict_unet2d, save_unet2d, train_unet2d,
 )
@@ -86,9 +88,25 @@ def test_ensemble_members_are_the_seeded_single_models_and_the_file_round_trips(
     np.testing.assert_allclose(a[1], b[1], atol=1e-6)
 
 
-def test_ensemble_catalog_key():
+def test_ensemble_catalog_key_reaches_the_tile_model(tmp_path):
     seg = RasterSegmentationConfig(method="unet", classes={"building": 1}, labels={"source": "geojson"},
                                    training={"ensemble": 3})
     assert seg.training.ensemble == 3 and RasterTrainingConfig().ensemble == 1
     with pytest.raises(ValidationError):
         RasterTrainingConfig(ensemble=0)
+    training = {"patch_size": 32, "epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "base_filters": 4,
+                "ensemble": 2}
+    dataset = DatasetConfig.model_validate({
+        "id": "ens", "domain": "remote_sensing", "inbox": "/nonexistent", "formats": ["geotiff"],
+        "partitioning": "tile", "remote_sensing": {
+            "bands": [{"name": "red", "index": 1}, {"name": "nir", "index": 2}], "indices": [],
+            "cloud_mask": {"source": "none"}, "segmentation": {
+                "method": "unet", "classes": CLASSES, "labels": {"source": "raster"}, "training": training}}})
+    task = TileModelTask(dataset)
+    assert task.params()["training"]["ensemble"] == 2  # part of the model version
+    tiles = [LabelledTile(f"t{s}", *squares(s)) for s in range(3)]
+    trained = task.train((tiles[:2], tiles[2:]), "v1", "cpu", lambda m: None)
+    trained.save(tmp_path / "unet2d-v1.pt")
+    model, _, values, meta = task.load(tmp_path / "unet2d-v1.pt", "cpu")
+    assert isinstance(model, SoftmaxEnsemble) and len(model.members) == 2 and values == [0, 1, 2]
+    assert meta["version"] == "v1" and set(trained.report["validation_iou"]) == set(CLASSES)
