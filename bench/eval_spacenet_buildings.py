@@ -13,9 +13,9 @@ own z-score. Baseline: :func:`imaging_pipelines.remote_sensing.baseline.otsu_bas
 building) is printed too for reference. Prints building IoU, areas (ha) and polygon counts on the test region.
 CPU only, about 30 s on 2 quiet cores (seeded: the same figures on every run):
 
-    .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 96] [--lr 1e-3]
+    .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 160] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
-        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 1] [--edges]
+        [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 5] [--edges]
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
 flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
@@ -47,7 +47,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--iterations", type=int, default=25)
-    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--patch", type=int, default=160)
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--foreground", type=float, default=0.5, help="share of patches centred near a building")
     ap.add_argument("--scale-aug", type=float, default=0.0, help="random zoom exp(U(-s, s)); 0 = off")
     ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
-    ap.add_argument("--ensemble", type=int, default=1, help="K U-Nets (seeds seed..seed+K-1), softmax averaged")
+    ap.add_argument("--ensemble", type=int, default=5, help="K U-Nets (seeds seed..seed+K-1), softmax averaged")
     ap.add_argument("--edges", action="store_true", help="second input channel: Sobel gradient magnitude")
     args = ap.parse_args()
 
