@@ -196,6 +196,8 @@ class RasterTrainingConfig(BaseModel):
                                                                    "(0 = off; 0.2 = x0.82..1.22)")
     intensity_augmentation: float = Field(0.0, ge=0, le=1, description="random per-channel gamma, contrast "
                                           "exp(U(-s, s)), brightness U(-s, s) (z-score units) and noise (0 = off)")
+    ensemble: int = Field(1, ge=1, le=16, description="train this many U-Nets (seeds seed .. seed + K - 1) and "
+                          "average their softmax at prediction (K x training and inference time); 1 = one model")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of labelled tiles never trained on")
     validation_fraction: float = Field(0.15, ge=0, lt=1)
     seed: int = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -37,6 +37,25 @@ def build_unet2d(in_channels: int, n_classes: int, base_filters: int = 16) -> UN
     return UNet(spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
                 channels=tuple(base_filters * 2 ** i for i in range(DEPTH + 1)), strides=(2,) * DEPTH,
                 num_res_units=2, norm="batch")
+
+
+class SoftmaxEnsemble(torch.nn.Module):
+    """K U-Nets of one architecture whose softmax is averaged: ``forward`` returns ``log(mean_k softmax_k)``
+    per pixel, so a softmax of the output is the members' mean probability (exactly, for one window).
+    Sliding-window blending of these log-probabilities equals blending logits up to a per-pixel constant,
+    as for a single U-Net. ``in_channels``, ``out_channels`` and ``channels`` are the members'."""
+
+    def __init__(self, members: list[UNet]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = torch.nn.ModuleList(members)
+        self.in_channels, self.out_channels = members[0].in_channels, members[0].out_channels
+        self.channels = members[0].channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([torch.softmax(m(x), 1) for m in self.members]).mean(0)
+        return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
 @dataclass
@@ -70,11 +89,12 @@ class Normalisation:
 
 @dataclass
 class TrainOutcome:
-    model: UNet
+    model: UNet | SoftmaxEnsemble
     normalisation: Normalisation
     class_values: list[int]  # index -> class value; index 0 = 0 (background)
-    curve: list[float]  # mean training loss per epoch
+    curve: list[float]  # mean training loss per epoch (ensemble: mean over the members)
     validation_iou: dict[str, float] | None  # class name -> IoU of the kept (best-validation) weights
+    members: list[TrainOutcome] = field(default_factory=list)  # ensemble: each member's own outcome
 
 
 def build_loss(training: RasterTrainingConfig, weight: torch.Tensor | None) -> torch.nn.Module:
@@ -175,7 +195,30 @@ def train_unet2d(
     weights = inverse frequency normalised to mean 1 and clipped to [0.1, 10] when ``class_weights ==
     'inverse_frequency'``). With ``validation`` (images, labels) the
     weights of the epoch with the best mean foreground IoU are kept (sliding-window prediction, overlap 0.25).
+    With ``training.ensemble`` = K > 1, K U-Nets are trained so, seeded ``training.seed + k`` (k = 0..K-1:
+    member k is the single model of that seed), and combined in a :class:`SoftmaxEnsemble`; its
+    ``validation_iou`` is that of the averaged softmax, ``curve`` the members' mean, and each member's own
+    outcome is in ``members``.
     """
+    if training.ensemble == 1:
+        return _train_member(images, labels, classes, training, device, validation, log)
+    members = []
+    for k in range(training.ensemble):
+        member_log = (lambda m, k=k: log(f"member {k + 1}/{training.ensemble}: {m}")) if log else None
+        cfg = training.model_copy(update={"seed": training.seed + k, "ensemble": 1})
+        members.append(_train_member(images, labels, classes, cfg, device, validation, member_log))
+    model = SoftmaxEnsemble([m.model for m in members]).eval()
+    first = members[0]
+    ious = (_validate(model, first.normalisation, first.class_values, classes, validation, training.patch_size,
+                      device) if validation is not None else None)
+    if log and ious is not None:
+        log(f"ensemble of {training.ensemble}: val IoU " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items()))
+    curve = [float(v) for v in np.mean([m.curve for m in members], axis=0)]
+    return TrainOutcome(model, first.normalisation, first.class_values, curve, ious, members)
+
+
+def _train_member(images, labels, classes, training, device, validation, log) -> TrainOutcome:
+    """One U-Net of :func:`train_unet2d`, seeded by ``training.seed`` (``training.ensemble`` is ignored)."""
     if not images or len(images) != len(labels):
         raise ValueError(f"need as many label maps as images (got {len(images)} images, {len(labels)} labels)")
     for img, lab in zip(images, labels):
@@ -261,13 +304,14 @@ def _validate(model, norm, class_values, classes, validation, patch, device) -> 
 
 
 @torch.no_grad()
-def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
+def predict_unet2d(model: UNet | SoftmaxEnsemble, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
                    patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False,
                    tta: bool = False):
     """``(y, x)`` uint8 class values of a ``(c, y, x)`` image: MONAI sliding-window inference
     (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0.
     ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``.
-    ``tta``: the softmax is averaged over the image and its flips in y, in x and in both."""
+    ``tta``: the softmax is averaged over the image and its flips in y, in x and in both. A
+    :class:`SoftmaxEnsemble` gives its members' averaged softmax."""
     _check_patch(patch_size)
     if image.ndim != 3:
         raise ValueError(f"image must be (c, y, x), got {image.shape}")
@@ -294,13 +338,15 @@ def predict_unet2d(model: UNet, normalisation: Normalisation, class_values: list
 
 
 def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | None = None) -> None:
-    """``torch.save`` of the state dict (CPU tensors) + hyper-parameters, normalisation, class values, curve
+    """``torch.save`` of the state dict (CPU tensors; an ensemble: ``members``, one per member) + hyper-parameters, normalisation, class values, curve
     and ``meta`` (JSON-serialisable; stored as a JSON string). Written atomically."""
     model = outcome.model
+    nets = list(model.members) if isinstance(model, SoftmaxEnsemble) else [model]
+    states = [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in nets]
     blob = {
         "hyper": {"in_channels": int(model.in_channels), "n_classes": int(model.out_channels),
                   "base_filters": int(model.channels[0])},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **({"members": states} if isinstance(model, SoftmaxEnsemble) else {"state_dict": states[0]}),
         "normalisation": {"mean": [float(m) for m in outcome.normalisation.mean],
                           "std": [float(s) for s in outcome.normalisation.std]},
         "class_values": [int(v) for v in outcome.class_values],
@@ -310,12 +356,17 @@ def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | Non
         torch.save(blob, tmp)
 
 
-def load_unet2d(path: str | os.PathLike, device: str = "cpu") -> tuple[UNet, Normalisation, list[int], dict]:
+def load_unet2d(path: str | os.PathLike, device: str = "cpu"
+                ) -> tuple[UNet | SoftmaxEnsemble, Normalisation, list[int], dict]:
     """``(model in eval mode, normalisation, class_values, meta)`` from a :func:`save_unet2d` file
-    (``torch.load(weights_only=True)``)."""
+    (``torch.load(weights_only=True)``); a file of an ensemble (``members``: K state dicts) gives a
+    :class:`SoftmaxEnsemble`."""
     blob = torch.load(os.fspath(path), map_location=device, weights_only=True)
-    model = build_unet2d(**blob["hyper"]).to(device)
-    model.load_state_dict(blob["state_dict"])
+    nets = []
+    for state in blob["members"] if "members" in blob else [blob["state_dict"]]:
+        nets.append(build_unet2d(**blob["hyper"]).to(device))
+        nets[-1].load_state_dict(state)
+    model = SoftmaxEnsemble(nets) if "members" in blob else nets[0]
     model.eval()
     norm = Normalisation(list(blob["normalisation"]["mean"]), list(blob["normalisation"]["std"]))
     return model, norm, list(blob["class_values"]), json.loads(blob["meta"])
