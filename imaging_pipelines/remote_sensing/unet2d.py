@@ -304,9 +304,9 @@ def _validate(model, norm, class_values, classes, validation, patch, device) -> 
 
 
 @torch.no_grad()
-def predict_unet2d(model: UNet | SoftmaxEnsemble, normalisation: Normalisation, class_values: list[int], image: np.ndarray,
-                   patch_size: int, overlap: float = 0.25, device: str = "cpu", return_probabilities: bool = False,
-                   tta: bool = False):
+def predict_unet2d(model: UNet | SoftmaxEnsemble, normalisation: Normalisation, class_values: list[int],
+                   image: np.ndarray, patch_size: int, overlap: float = 0.25, device: str = "cpu",
+                   return_probabilities: bool = False, tta: bool = False):
     """``(y, x)`` uint8 class values of a ``(c, y, x)`` image: MONAI sliding-window inference
     (``patch_size`` windows, ``overlap`` fraction, Gaussian blending), argmax, NaN-invalid pixels -> 0.
     ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``.
@@ -338,8 +338,9 @@ def predict_unet2d(model: UNet | SoftmaxEnsemble, normalisation: Normalisation, 
 
 
 def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | None = None) -> None:
-    """``torch.save`` of the state dict (CPU tensors; an ensemble: ``members``, one per member) + hyper-parameters, normalisation, class values, curve
-    and ``meta`` (JSON-serialisable; stored as a JSON string). Written atomically."""
+    """``torch.save`` of the state dict (CPU tensors; an ensemble: ``members``, one per member) +
+    hyper-parameters, normalisation, class values, curve and ``meta`` (JSON-serialisable; stored as a JSON
+    string). Written atomically."""
     model = outcome.model
     nets = list(model.members) if isinstance(model, SoftmaxEnsemble) else [model]
     states = [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in nets]
