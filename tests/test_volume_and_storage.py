@@ -111,6 +111,39 @@ def test_ome_zarr_round_trip_is_exact_and_readable_by_ome_zarr(tmp_path):
     assert np.allclose(level1.index_to_world_lps() @ [0, 0, 0, 1], centre0)
 
 
+def test_store_documents_equal_those_zarr_and_ome_zarr_write(tmp_path):
+    """The store is written with one ``zarr.create_hierarchy`` call from metadata built here; every group and
+    array document equals the one zarr's ``create_array`` and ome-zarr's ``write_multiscales_metadata`` write
+    for the same arguments (chunks, codecs, dimension names, OME multiscales and label attributes)."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_multiscales_metadata
+
+    from imaging_pipelines.medical.io.ome_zarr import level_chunks, ome_axes, store_compressors
+
+    image = oblique_volume()
+    label = image.with_array((image.array > np.median(image.array)).astype(np.uint8))
+    write_volume_store(UPath(tmp_path / "p.zarr"), {"s1": image}, {"dataset": "x"}, labels={"s1": {"seg": label}},
+                       arrays={"transforms/t": (np.arange(6.0).reshape(2, 3), {"kind": "affine"})})
+    ours = tmp_path / "p.zarr"
+    for group_path, vol in (("s1", image), ("s1/labels/seg", label)):
+        doc = json.loads((ours / group_path / "zarr.json").read_text())
+        ref = zarr.create_group(str(tmp_path / "ref" / group_path), zarr_format=3, overwrite=True)
+        datasets = doc["attributes"]["ome"]["multiscales"][0]["datasets"]
+        write_multiscales_metadata(ref, datasets, fmt=FormatV05(), axes=ome_axes(vol), name=group_path.split("/")[-1])
+        assert doc["attributes"]["ome"]["multiscales"] == dict(ref.attrs)["ome"]["multiscales"]
+        for level in datasets:
+            array_doc = json.loads((ours / group_path / level["path"] / "zarr.json").read_text())
+            shape = tuple(array_doc["shape"])
+            ref_array = ref.create_array(level["path"], shape=shape, dtype=vol.array.dtype, chunks=level_chunks(vol, shape),
+                                         compressors=store_compressors(), dimension_names=["z", "y", "x"])
+            assert array_doc == json.loads((tmp_path / "ref" / group_path / level["path"] / "zarr.json").read_text())
+            assert ref_array.shape == shape
+    assert json.loads((ours / "s1" / "labels" / "zarr.json").read_text())["attributes"]["ome"]["labels"] == ["seg"]
+    plain = zarr.open_array(str(ours / "transforms" / "t"), mode="r")
+    assert np.array_equal(plain[...], np.arange(6.0).reshape(2, 3)) and plain.attrs["kind"] == "affine"
+    assert zarr.open_group(str(ours), mode="r").attrs["imaging_pipelines"]["arrays"] == ["transforms/t"]
+
+
 def test_failed_write_leaves_previous_store_untouched(tmp_path):
     path = UPath(tmp_path / "p.zarr")
     write_volume_store(path, {"a": oblique_volume()})

@@ -5,6 +5,10 @@ Axes are ``z, y, x`` (or ``t, z, y, x``) in millimetres (seconds for t). ``scale
 ``translation`` the LPS world position of voxel (0, 0, 0) of each level; the direction cosines (LPS,
 column c = index axis c in i, j, k order) and the non-identifying series attributes are stored under the
 custom ``imaging_pipelines`` attribute, so a Volume is restored exactly.
+
+A store's group and array documents are built here (the ones zarr's ``create_array`` and ome-zarr's
+``write_multiscales_metadata`` write for the same arguments) and written in one ``zarr.create_hierarchy``
+call, concurrently; then the voxels of all arrays are compressed and written, several at a time.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ from typing import Any
 
 import numpy as np
 import zarr
-from ome_zarr.format import FormatV05
-from ome_zarr.writer import write_multiscales_metadata
 from upath import UPath
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, BytesCodec
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.dtype import parse_dtype
 
 from imaging_pipelines.core.storage import atomic_store, readable_store, zarr_store
 from imaging_pipelines.core.volume import Volume
 
 ATTR_KEY = "imaging_pipelines"
+OME_VERSION = "0.5"
 MAX_LEVELS = 4
 MIN_SIZE_TO_HALVE = 32
 SPATIAL_CHUNK = (64, 256, 256)  # voxels (z, y, x): 16 MiB of float32 per chunk
@@ -33,7 +39,7 @@ SPATIAL_CHUNK = (64, 256, 256)  # voxels (z, y, x): 16 MiB of float32 per chunk
 ARRAY_CONFIG = {"write_empty_chunks": True}
 
 
-def _compressors() -> tuple[BloscCodec]:
+def store_compressors() -> tuple[BloscCodec]:
     """Blosc LZ4 with byte shuffle: about 2x faster to write than zstd on volumes, for ~25 % more bytes."""
     return (BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
@@ -87,46 +93,65 @@ def _block_sum(array: np.ndarray, factor: tuple[int, int, int], dtype: type) -> 
     return out if out is not array else array.astype(dtype)
 
 
-def _chunks(volume: Volume, level_shape: tuple[int, ...]) -> tuple[int, ...]:
+def level_chunks(volume: Volume, level_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Chunks of one pyramid level: :data:`SPATIAL_CHUNK` cut to the level's own shape (a chunk as large as
     level 0 would be padded to full size, compressed and written for every coarse level)."""
     spatial = tuple(min(c, s) for c, s in zip(SPATIAL_CHUNK, level_shape[-3:]))
     return ((1,) + spatial) if volume.is_timeseries else spatial
 
 
-def _axes(volume: Volume) -> list[dict[str, str]]:
+def ome_axes(volume: Volume) -> list[dict[str, str]]:
+    """OME-Zarr axes of a volume's arrays: ``z, y, x`` in millimetres, led by ``t`` in seconds for a time series."""
     axes = [{"name": a, "type": "space", "unit": "millimeter"} for a in ("z", "y", "x")]
     if volume.is_timeseries:
         axes.insert(0, {"name": "t", "type": "time", "unit": "second"})
     return axes
 
 
-def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: bool = False,
-                       pending: list[tuple[zarr.Array, np.ndarray]] | None = None) -> dict[str, Any]:
-    """Write ``volume`` as the OME-Zarr image ``parent/name`` (a label image when ``is_label``). With
-    ``pending``, the arrays are created but their voxels are appended there as (array, data) for the caller
-    to write (:func:`write_arrays`), so the levels of several images are compressed concurrently."""
-    group = parent.create_group(name)
+def _array_metadata(data: np.ndarray, chunks: tuple[int, ...], dimension_names: list[str]) -> ArrayV3Metadata:
+    """Zarr v3 metadata of one array: regular ``chunks``, "/" chunk keys, fill value 0, little-endian bytes
+    and :func:`store_compressors` (the same document ``create_array`` writes for these arguments)."""
+    return ArrayV3Metadata(
+        shape=data.shape, data_type=parse_dtype(data.dtype, zarr_format=3),
+        chunk_grid={"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        chunk_key_encoding={"name": "default", "configuration": {"separator": "/"}}, fill_value=0,
+        codecs=(BytesCodec(endian="little"), *store_compressors()), attributes={}, dimension_names=dimension_names,
+    )
+
+
+def _auto_chunks(array: np.ndarray, max_bytes: int = 16 * 2**20) -> tuple[int, ...]:
+    """Chunks of a large plain array: its shape, the longest axis halved until a chunk holds <= ``max_bytes``."""
+    chunks = list(array.shape)
+    while int(np.prod(chunks)) * array.itemsize > max_bytes and max(chunks) > 1:
+        axis = int(np.argmax(chunks))
+        chunks[axis] = (chunks[axis] + 1) // 2
+    return tuple(chunks)
+
+
+Nodes = tuple[dict[str, Any], dict[str, np.ndarray]]  # ({path: GroupMetadata | ArrayV3Metadata}, {array path: voxels})
+
+
+def volume_image_nodes(name: str, volume: Volume, is_label: bool = False) -> Nodes:
+    """The OME-Zarr image ``name`` of ``volume`` (a label image when ``is_label``) as Zarr nodes, paths relative
+    to the image's parent: ``({path: GroupMetadata | ArrayV3Metadata}, {array path: voxels})``. Level ``k`` of
+    the pyramid is array ``name/k``; each level's ``scale`` is its spacing and ``translation`` the LPS world
+    position (mm) of its voxel (0, 0, 0), both in ``z, y, x`` order."""
     spacing_zyx = np.array(volume.spacing[::-1])
+    axes = ome_axes(volume)
+    nodes: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
     datasets = []
     data, previous = volume.array, (1, 1, 1)
     for level, factor in enumerate(pyramid_factors(volume.spatial_shape)):
         # each level from the one before (cheaper than from full resolution every time)
         data = downsample(data, tuple(f // p for f, p in zip(factor, previous)), labels=is_label)
         previous = factor
-        arr = group.create_array(
-            str(level), shape=data.shape, dtype=data.dtype, chunks=_chunks(volume, data.shape), compressors=_compressors(),
-            config=ARRAY_CONFIG, dimension_names=[a["name"] for a in _axes(volume)],
-        )
-        if pending is None:
-            arr[...] = data
-        else:
-            pending.append((arr, data))
+        nodes[f"{name}/{level}"] = _array_metadata(data, level_chunks(volume, data.shape), [a["name"] for a in axes])
+        arrays[f"{name}/{level}"] = data
         # voxel (0,0,0) of a level is the centre of a block of `factor` level-0 voxels
         shift_ijk = (np.array(factor[::-1]) - 1) / 2.0 * np.array(volume.spacing)
         translation = (np.array(volume.origin) + volume.direction @ shift_ijk)[::-1]
-        scale = list(spacing_zyx * np.array(factor))
-        trans = list(translation)
+        scale, trans = list(spacing_zyx * np.array(factor)), list(translation)
         if volume.is_timeseries:
             scale, trans = [float(volume.time_step or 1.0)] + scale, [0.0] + trans
         datasets.append({
@@ -136,17 +161,30 @@ def write_volume_image(parent: zarr.Group, name: str, volume: Volume, is_label: 
                 {"type": "translation", "translation": [float(t) for t in trans]},
             ],
         })
-    write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=_axes(volume), name=name)
-    group.attrs[ATTR_KEY] = {
+    ome: dict[str, Any] = {"version": OME_VERSION, "multiscales": [{"datasets": datasets, "name": name, "axes": axes}]}
+    if is_label:
+        ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../"}}
+    nodes[name] = GroupMetadata(attributes={"ome": ome, ATTR_KEY: {
         "coordinate_system": "LPS",
         "direction": volume.direction.tolist(),
         "time_step_s": volume.time_step,
         "series": volume.attributes,
         "warnings": list(volume.warnings),
-    }
-    if is_label:
-        group.attrs["ome"] = {**group.attrs["ome"], "image-label": {"version": "0.5", "source": {"image": "../../"}}}
-    return {"name": name, "shape": list(volume.array.shape), "levels": len(datasets)}
+    }})
+    return nodes, arrays
+
+
+def labels_nodes(image: str, labels: dict[str, Volume]) -> Nodes:
+    """OME-Zarr ``labels/`` of the image ``image``: one label image per entry (integer arrays on the image's
+    grid), as nodes and voxels like :func:`volume_image_nodes`."""
+    nodes: dict[str, Any] = {f"{image}/labels": GroupMetadata(attributes={"ome": {"version": OME_VERSION,
+                                                                                  "labels": list(labels)}})}
+    arrays: dict[str, np.ndarray] = {}
+    for name, label in labels.items():
+        label_nodes, label_arrays = volume_image_nodes(name, label, is_label=True)
+        nodes.update({f"{image}/labels/{path}": node for path, node in label_nodes.items()})
+        arrays.update({f"{image}/labels/{path}": data for path, data in label_arrays.items()})
+    return nodes, arrays
 
 
 def write_arrays(pending: list[tuple[zarr.Array, np.ndarray]], threads: int = 4) -> None:
@@ -164,16 +202,6 @@ def write_arrays(pending: list[tuple[zarr.Array, np.ndarray]], threads: int = 4)
     largest_first = sorted(pending, key=lambda item: -item[1].nbytes)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(write, largest_first))
-
-
-def write_labels(image_group: zarr.Group, labels: dict[str, Volume],
-                 pending: list[tuple[zarr.Array, np.ndarray]] | None = None) -> None:
-    """OME-Zarr ``labels/`` of an image: one label image per entry (integer arrays on the image's grid);
-    ``pending`` as in :func:`write_volume_image`."""
-    group = image_group.create_group("labels")
-    for name, label in labels.items():
-        write_volume_image(group, name, label, is_label=True, pending=pending)
-    group.attrs["ome"] = {"version": "0.5", "labels": list(labels)}
 
 
 def read_volume_image(group: zarr.Group, level: int = 0) -> Volume:
@@ -208,21 +236,27 @@ def write_volume_store(
     are further plain Zarr arrays (displacement fields, serialised transforms) at ``key`` (e.g.
     ``"transforms/s001_t1"``), listed in the root attributes.
     """
+    nodes: dict[str, Any] = {}
+    voxels: dict[str, np.ndarray] = {}
+    for name, vol in images.items():
+        parts = [volume_image_nodes(name, vol)]
+        if (labels or {}).get(name):
+            parts.append(labels_nodes(name, labels[name]))
+        for part_nodes, part_voxels in parts:
+            nodes.update(part_nodes)
+            voxels.update(part_voxels)
+    for key, (array, attrs) in (arrays or {}).items():
+        chunks = array.shape if array.nbytes < 64 * 2**20 else _auto_chunks(array)
+        nodes[key] = _array_metadata(array, chunks, None).update_attributes(attrs)
+        voxels[key] = array
+    nodes[""] = GroupMetadata(attributes={ATTR_KEY: {**(attributes or {}), "images": list(images),
+                                                     "arrays": sorted(arrays or {})}})
+    summaries = [{"name": name, "shape": list(vol.array.shape), "levels": len(pyramid_factors(vol.spatial_shape))}
+                 for name, vol in images.items()]
     with atomic_store(path) as staging:
-        root = zarr.create_group(zarr_store(staging), zarr_format=3, overwrite=True)
-        summaries, pending = [], []
-        for name, vol in images.items():
-            summaries.append(write_volume_image(root, name, vol, pending=pending))
-            if labels and labels.get(name):
-                write_labels(root[name], labels[name], pending)
-        write_arrays(pending)
-        for key, (array, attrs) in (arrays or {}).items():
-            arr = root.create_array(key, shape=array.shape, dtype=array.dtype, compressors=_compressors(), config=ARRAY_CONFIG,
-                                    chunks=array.shape if array.nbytes < 64 * 2**20 else "auto")
-            arr[...] = array
-            arr.attrs.update(attrs)
-        root.attrs[ATTR_KEY] = {**(attributes or {}), "images": [s["name"] for s in summaries],
-                                "arrays": sorted(arrays or {})}
+        # every group and array document in one call (zarr writes them concurrently), then the voxels
+        created = dict(zarr.create_hierarchy(store=zarr_store(staging), nodes=nodes, overwrite=True))
+        write_arrays([(created[key].with_config(ARRAY_CONFIG), data) for key, data in voxels.items()])
     return summaries
 
 

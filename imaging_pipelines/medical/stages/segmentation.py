@@ -168,34 +168,52 @@ def class_figures(prediction: Volume, classes: dict[str, int], image: Volume) ->
     :func:`~imaging_pipelines.medical.segment.classical.connected_components` numbers a binary mask; a class
     with more than :data:`MAX_OBJECT_ROWS` objects (a speckled mask) is counted and measured in full but only
     its largest objects get rows, so a noisy model costs no more than the rest of the stage. One labelling
-    and one pass of sums per class (sizes, index sums, intensity sums), no second labelling."""
+    and one counting pass per class; each object with a row is then measured inside its bounding box."""
     from scipy import ndimage
 
     voxel_ml = float(np.prod(prediction.spacing)) / 1000.0
     to_world = prediction.index_to_world_lps()
     if not image.same_geometry(prediction):
         raise ValueError("image is not on the label grid")
-    intensities = np.asarray(image.array, dtype=np.float64).ravel()
     figures, objects = [], []
     for name, value in classes.items():
-        components, count = ndimage.label(prediction.array == value)  # face connectivity
-        flat = components.ravel()
-        inside = np.flatnonzero(flat)
-        owner = flat[inside]
-        sizes = np.bincount(owner, minlength=count + 1)
-        figures.append((name, int(count), float(inside.size * voxel_ml)))
+        mask = prediction.array == value
+        components, count = ndimage.label(mask) if mask.any() else (None, 0)  # face connectivity
         if not count:
+            figures.append((name, 0, 0.0))
             continue
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        figures.append((name, int(count), float((components.size - sizes[0]) * voxel_ml)))
         order = np.argsort(-sizes[1:], kind="stable")[:MAX_OBJECT_ROWS] + 1  # component ids, largest first
-        zyx = np.unravel_index(inside, components.shape)
-        ijk = np.stack([np.bincount(owner, weights=zyx[axis], minlength=count + 1)[order] for axis in (2, 1, 0)])
+        ijk, means = object_sums(components, order, image.array)
         centroids = (to_world[:3, :3] @ (ijk / sizes[order]) + to_world[:3, 3:]).T  # LPS mm, one row per object
-        means = np.bincount(owner, weights=intensities[inside], minlength=count + 1)[order] / sizes[order]
+        means /= sizes[order]
         objects += [{"class": name, "object": rank, "volume_ml": round(size * voxel_ml, 3),
                      "centroid_lps_mm": ", ".join(f"{v:.1f}" for v in centroid), "mean_intensity": round(mean, 3)}
                     for rank, (size, centroid, mean) in enumerate(zip(sizes[order].tolist(), centroids.tolist(),
                                                                       means.tolist()), start=1)]
     return figures, objects
+
+
+def object_sums(components: np.ndarray, ids: np.ndarray, intensities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the components ``ids`` of a label array ``[z, y, x]``: the sums of their voxels' indices (shape
+    ``(3, len(ids))``, rows i, j, k = x, y, z) and of their ``intensities`` (float64). The components are
+    renumbered 1..len(ids) (others 0), so one bounding-box pass finds all boxes however many components
+    there are; each is then summed inside its box from the marginal counts."""
+    from scipy import ndimage
+
+    rank = np.zeros(int(components.max()) + 1, dtype=np.min_scalar_type(len(ids)))
+    rank[ids] = np.arange(1, len(ids) + 1)
+    ranked = rank[components]
+    ijk = np.zeros((3, len(ids)), dtype=np.float64)
+    sums = np.zeros(len(ids), dtype=np.float64)
+    for r, box in enumerate(ndimage.find_objects(ranked)):
+        inside = ranked[box] == r + 1
+        for row, axis in ((2, 0), (1, 1), (0, 2)):
+            marginal = inside.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64)
+            ijk[row, r] = float(np.arange(box[axis].start, box[axis].stop) @ marginal)
+        sums[r] = np.sum(intensities[box][inside], dtype=np.float64)
+    return ijk, sums
 
 
 def timed_class_figures(prediction: Volume, classes: dict[str, int], image: Volume) -> tuple[tuple, float]:
