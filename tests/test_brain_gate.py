@@ -127,25 +127,3 @@ def test_untrusted_atlas_registration_falls_back_to_the_network_brain() -> None:
     network[2:4, 2:6, 2:6] = True  # a tiny 'brain' nowhere near a head's
     prior, note = trusted_atlas_brain(noise, network)
     assert prior is None and note.startswith("network brain only")
-
-
-def test_gate_with_a_prior_judges_each_lesion_component_whole() -> None:
-    """A lesion crossing the prior's edge is kept whole (including its part outside the prior) when most of it
-    lies inside the prior-limited brain, and dropped whole (brain inside, 0 outside) when it does not."""
-    classes = np.zeros((6, 40, 40), dtype=np.uint8)
-    classes[1:5, 4:36, 4:36] = 1  # the network's brain
-    classes[2:4, 10:20, 26:30] = 2  # lesion A: rows 10-19, 80 % of it above the prior's edge at row 18
-    classes[2:4, 24:34, 8:12] = 2  # lesion B: rows 24-33, 40 % of it above the prior's edge at row 30
-    prior = np.zeros(classes.shape, dtype=bool)
-    prior[:, :30, :] = True
-    prior[:, 18:30, 20:36] = False  # the registered brain stops at row 18 on lesion A's side
-    gated = gate_to_brain(classes, prior, lesion_share=0.75)
-    assert (gated[2:4, 10:20, 26:30] == 2).all()  # A kept whole, the two rows outside the prior included
-    assert not (gated == 2)[:, 24:34, 8:12].any()  # B dropped ...
-    assert (gated[2:4, 24:30, 8:12] == 1).all() and not gated[:, 30:, :].any()  # ... brain inside, 0 outside
-    assert (gated[2:4, 20:24, 12:20] == 1).all()  # brain where the prior allows it, ...
-    assert not gated[:, 18:30, 20:26].any() and not gated[:, 18:30, 30:36].any()  # ... none where it does not
-    strict = gate_to_brain(classes, prior, lesion_share=1.0)
-    assert not (strict == 2).any()  # both cross the edge
-    assert np.array_equal(gate_to_brain(classes, prior, lesion_share=0.0) == 2, classes == 2)
-    assert np.array_equal(gate_to_brain(classes), np.where(classes >= 1, classes, 0))  # no prior: as before
