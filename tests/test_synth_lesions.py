@@ -215,10 +215,11 @@ def test_cases_made_ahead_in_a_worker_equal_cases_made_inline() -> None:
     gen = LesionGenerator(dataclasses.replace(COARSE, spacing_mm=8.0), seed=3)
     with CaseFeed(gen, (1, 2), workers=1, ahead=1) as feed:
         ahead = [feed.get(i) for i in (0, 1)]
-    for index, (image, target, thick_axis) in enumerate(ahead):
+    for index, (image, target, thick_axis, thickness_mm) in enumerate(ahead):
         inline = training_pair(gen, index, (1, 2))
         assert np.array_equal(image, inline.image) and np.array_equal(target, inline.target)
         assert thick_axis == inline.thick_axis == gen.case(index).draws.get("thick_axis", -1)
+        assert thickness_mm == inline.thickness_mm == gen.case(index).draws.get("thickness_mm", 0.0)
         assert target.dtype == np.uint8 and set(np.unique(target).tolist()) <= {0, 1}
     with CaseFeed(gen, (1, 2), workers=1, ahead=0, brain_classes=True) as feed:
         gated = feed.get(0)

@@ -25,6 +25,7 @@ import torch
 
 from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.models.device import autocast_context, pick_device
+from imaging_pipelines.medical.segment.slice_context import stack_context
 from imaging_pipelines.core.volume import Volume
 
 FORMAT_VERSION = 1
@@ -150,6 +151,7 @@ class SegmentationModel:
     architecture: str = "dynunet"  # "dynunet" (MONAI DynUNet) or "unet" (MONAI UNet, residual units)
     resample_input: bool = False  # predict resamples the image to spacing_mm first and the labels back
     brain_gate: bool = False  # classes: 0 outside the brain, 1 brain, 2.. lesion; lesions kept in the brain only
+    slice_context: int = 0  # 2D model: neighbours each side stacked as channels (segment.slice_context; 2.5D)
     network: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
@@ -160,6 +162,9 @@ class SegmentationModel:
         if self.network is None:
             self.network = build_network(self.plan, self.in_channels, self.n_classes, self.deep_supervision,
                                          self.architecture)
+        if self.slice_context and (self.plan.spatial_dims != 2 or self.in_channels != 2 * self.slice_context + 1):
+            raise ValueError(f"slice_context {self.slice_context} needs a 2D plan and in_channels = "
+                             f"{2 * self.slice_context + 1}; got {self.plan.spatial_dims}D, {self.in_channels}")
         if self.brain_gate and self.n_classes < 3:
             raise ValueError("a brain-gated model needs classes 0 outside, 1 brain and at least one lesion class")
 
@@ -178,6 +183,7 @@ class SegmentationModel:
             "architecture": self.architecture,
             "resample_input": bool(self.resample_input),
             "brain_gate": bool(self.brain_gate),
+            "slice_context": int(self.slice_context),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -208,6 +214,7 @@ class SegmentationModel:
             architecture=cfg.get("architecture", "dynunet"),
             resample_input=bool(cfg.get("resample_input", False)),
             brain_gate=bool(cfg.get("brain_gate", False)),
+            slice_context=int(cfg.get("slice_context", 0)),
         )
         model.network.load_state_dict(blob["state_dict"])
         model.network.eval()
@@ -269,7 +276,9 @@ def _blended_logits(model: SegmentationModel, x: torch.Tensor, overlap: float, s
                     dev: torch.device, axis: int = 2) -> torch.Tensor:
     """Gaussian-blended sliding-window logits ``[1, C, z, y, x]`` (float32) of the normalised input ``x``
     (``[1, 1, z, y, x]``, already on ``dev``), left on ``dev``. A 2D model sees the slices across index axis
-    ``axis`` (0 i, 1 j, 2 k) as a batch of 2D images."""
+    ``axis`` (0 i, 1 j, 2 k) as a batch of 2D images, each with its ``slice_context`` neighbours on each side
+    (the adjacent slices of this grid) as extra channels
+    (:func:`~imaging_pipelines.medical.segment.slice_context.stack_context`)."""
     from monai.inferers import sliding_window_inference
 
     net = model.network.to(dev).eval()
@@ -281,6 +290,8 @@ def _blended_logits(model: SegmentationModel, x: torch.Tensor, overlap: float, s
     dim = 2 + (2 - axis)  # the tensor dimension of the slice axis
     if model.plan.spatial_dims == 2:
         x = x[0].movedim(dim - 1, 0)  # [slices, 1, h, w]
+        if model.slice_context:
+            x = stack_context(x[:, 0], model.slice_context)  # [slices, 2 context + 1, h, w]
         sw_batch_size = max(sw_batch_size, 16)
     out = sliding_window_inference(
         x, roi_size=list(model.plan.patch_size), sw_batch_size=sw_batch_size, predictor=forward,

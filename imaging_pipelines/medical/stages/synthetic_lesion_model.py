@@ -42,10 +42,10 @@ class SyntheticLesionModelTask(SegmentationModelTask):
     def code_modules(self) -> list[ModuleType]:
         from imaging_pipelines.medical.synth import (acquisition, anatomy, deform, generator, intensity, lesions, prefetch,
                                                      slices, train)
-        from imaging_pipelines.medical.segment import brain_gate, unet, unet_train
+        from imaging_pipelines.medical.segment import brain_gate, slice_context, unet, unet_train
 
         return [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
-                brain_gate, train]
+                brain_gate, slice_context, train]
 
     def fingerprint(self, inputs: Any) -> Iterable[bytes]:
         yield inputs.fingerprint()

@@ -29,11 +29,13 @@ _FORKED_GENERATOR: list[LesionGenerator] = []  # the generator the forked worker
 
 class TrainingPair(NamedTuple):
     """One training case: ``image`` (normalised float32), ``target`` (uint8 classes, see :func:`training_pair`),
-    ``thick_axis`` (index axis 0 i, 1 j, 2 k of the thick-slice acquisition; -1 when none was drawn)."""
+    ``thick_axis`` (index axis 0 i, 1 j, 2 k of the thick-slice acquisition; -1 when none was drawn) and its
+    slice ``thickness_mm`` (0 when none)."""
 
     image: np.ndarray
     target: np.ndarray
     thick_axis: int
+    thickness_mm: float = 0.0
 
 
 def binary_target(label: np.ndarray, target_labels: tuple[int, ...]) -> np.ndarray:
@@ -67,7 +69,7 @@ def training_pair(gen: LesionGenerator, index: int, target_labels: tuple[int, ..
     else:
         target = lesion
     return TrainingPair(normalize_intensity(case.image.array, normalization), target,
-                        int(case.draws.get("thick_axis", -1)))
+                        int(case.draws.get("thick_axis", -1)), float(case.draws.get("thickness_mm", 0.0)))
 
 
 def _worker_pair(config: SynthConfig, seed: int, index: int, target_labels: tuple[int, ...],

@@ -45,6 +45,7 @@ import torch
 
 from imaging_pipelines.medical.segment import unet, unet_train
 from imaging_pipelines.medical.segment import brain_gate as brain_gate_module
+from imaging_pipelines.medical.segment import slice_context as slice_context_module
 from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, plan_dynunet, plan_dynunet_2d
 from imaging_pipelines.medical.segment.unet_train import PatchSampler, optimizer_step
 from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions, prefetch, slices
@@ -83,6 +84,9 @@ class SynthTrainingConfig:
     # them); None: the tumour as drawn. 0.25: a quarter of the slab, an assumption, not fitted to any real label
     slab_share: float | None = 0.25
     cpu_bfloat16: bool = True  # bfloat16 autocast on CPUs that compute it natively (models.device); weights stay float32
+    # 2D: neighbouring slices each side stacked as input channels (2.5D; segment.slice_context), one slab thickness
+    # apart on slices across a thick-slice axis, one grid slice apart otherwise; 0: the slice alone
+    slice_context: int = 0
 
 
 BENCHMARK = SynthTrainingConfig(max_minutes=18.0)
@@ -98,7 +102,7 @@ BENCHMARK_3D_SYNTH = SynthConfig(spacing_mm=3.0)
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
     """The model version for generator configuration ``synth`` (seed ``seed``) and ``training``."""
     code = [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
-            brain_gate_module, sys.modules[__name__]]
+            brain_gate_module, slice_context_module, sys.modules[__name__]]
     data = [anatomy.load_anatomy().fingerprint()]
     return model_version(code, data, {"synth": asdict(synth), "seed": int(seed), "training": asdict(training)})
 
@@ -132,10 +136,13 @@ def train_on_generator(gen: LesionGenerator, config: SynthTrainingConfig = BENCH
         rng = np.random.default_rng(config.seed)
         dev = pick_device(device)
         plan = network_plan(gen, config)
-        gated = config.brain_gate
+        gated, context = config.brain_gate, config.slice_context
+        if context and len(plan.patch_size) != 2:
+            raise ValueError(f"slice_context needs a 2D patch_size (h, w); got {config.patch_size}")
         model = SegmentationModel(plan=plan, n_classes=3 if gated else 2, label_values=[0, 0, 1] if gated else [0, 1],
                                   normalization="percentile", version=synth_version(gen.config, config, gen.seed),
-                                  spacing_mm=[gen.config.spacing_mm] * 3, resample_input=True, brain_gate=gated)
+                                  spacing_mm=[gen.config.spacing_mm] * 3, resample_input=True, brain_gate=gated,
+                                  in_channels=2 * context + 1, slice_context=context)
         net = model.network.to(dev)
         if len(plan.patch_size) == 2:
             net = net.to(memory_format=torch.channels_last)  # faster 2D convolutions on CPU (oneDNN) and GPU
@@ -165,10 +172,11 @@ class _Patches:
     """Patches from the pool: slices for a 2D patch, 3D patches otherwise; ``put`` replaces one pool slot."""
 
     def __init__(self, pool: list[TrainingPair], patch_size: list[int], config: SynthTrainingConfig, n_classes: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, spacing_mm: float) -> None:
         self.pool, self.patch_size, self.config, self.n_classes, self.rng = pool, patch_size, config, n_classes, rng
         self.slices = SliceSampler(pool, tuple(patch_size), config.foreground_oversampling, n_classes - 1,  # type: ignore[arg-type]
-                                   rng, config.thick_axis_share) if len(patch_size) == 2 else None
+                                   rng, config.thick_axis_share, config.slice_context,
+                                   spacing_mm) if len(patch_size) == 2 else None
         self.volumes = None if self.slices else self._volume_sampler()
 
     def _volume_sampler(self) -> PatchSampler:
@@ -193,7 +201,8 @@ def _training_loop(net: torch.nn.Module, opt: torch.optim.Optimizer, scaler: tor
     """The iterations of :func:`train_on_generator`: (losses, curve, stats: cases_generated, iterations_done,
     stopped_by, seconds_generating (waiting for cases), seconds_training)."""
     t0 = time.perf_counter()
-    patches = _Patches([feed.get(i) for i in range(config.pool_size)], patch_size, config, n_classes, rng)
+    patches = _Patches([feed.get(i) for i in range(config.pool_size)], patch_size, config, n_classes, rng,
+                       feed.gen.config.spacing_mm)
     next_index, t_gen, t_train = config.pool_size, time.perf_counter() - t0, 0.0
     curve: list[dict] = []
     losses: list[float] = []
