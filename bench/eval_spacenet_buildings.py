@@ -54,7 +54,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--loss", choices=["dice_ce", "dice_focal", "focal"], default="dice_ce")
+    ap.add_argument("--loss", choices=["dice_ce", "dice_focal", "focal", "lovasz", "dice_ce_lovasz"],
+                    default="dice_ce")
     ap.add_argument("--focal-gamma", type=float, default=2.0)
     ap.add_argument("--class-weights", choices=["inverse_frequency", "none"], default="inverse_frequency")
     ap.add_argument("--average-last", type=int, default=0, help="average the weights of the last N epochs")
@@ -64,6 +65,14 @@ def main() -> int:
     ap.add_argument("--intensity-aug", type=float, default=0.0, help="gamma/contrast/brightness jitter; 0 = off")
     ap.add_argument("--ensemble", type=int, default=5, help="K U-Nets (seeds seed..seed+K-1), softmax averaged")
     ap.add_argument("--edges", action="store_true", help="second input channel: Sobel gradient magnitude")
+    ap.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="K-fold column cross-validation of the training side only (cols 0..629); no test figures")
+    ap.add_argument("--snapshots", default="", help="--cv: comma-separated epochs scored (default: every 8 and "
+                                                    "--epochs)")
+    ap.add_argument("--train-on", choices=["split", "all"], default="split",
+                    help="split: cols 0..539, best weights on the validation strip 540..629; all: cols 0..629, "
+                         "the weights after --epochs, clean-up --clean-up (chosen by --cv)")
+    ap.add_argument("--clean-up", default="0.50/0", help="--train-on all: threshold/min px[/fill] of unet@")
     args = ap.parse_args()
 
     import torch
@@ -115,6 +124,10 @@ def main() -> int:
                                foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
                                intensity_augmentation=args.intensity_aug,
                                average_last_epochs=args.average_last, ensemble=args.ensemble)
+    if args.cv:
+        return cross_validation_report(args, x[:, :, :split], truth[:, :split], classes, cfg)
+    if args.train_on == "all":  # the whole training side, weights after --epochs, clean-up chosen by --cv
+        train_images, train_labels, validation = [x[:, :, :split]], [truth[:, :split]], None
     t0 = time.perf_counter()
     outcome = train_unet2d(train_images, train_labels, classes, cfg, validation=validation,
                            log=lambda m: print("  " + m, flush=True))
@@ -130,6 +143,10 @@ def main() -> int:
                                         0.25, return_probabilities=True, tta=True)
     cleanups = {}
     for name, tta in (("unet", False), ("unet+tta", True)):
+        if validation is None:
+            th, min_px, *fill = args.clean_up.split("/")
+            cleanups[name] = (float(th), int(min_px), fill == ["fill"], float("nan"))
+            continue
         _, val_prob = predict_unet2d(outcome.model, outcome.normalisation, outcome.class_values, validation[0][0],
                                      args.patch, 0.25, return_probabilities=True, tta=tta)
         val_valid = np.isfinite(validation[0][0]).all(axis=0)
@@ -155,14 +172,14 @@ def main() -> int:
     n_poly = {k: len(class_polygons(m, t, scene.crs, classes)["features"]) for k, m in
               (("truth", test_truth), ("unet", pred), ("otsu", base))}
     print(f"training {train_s:.1f} s ({cfg.ensemble} x {cfg.epochs} epochs x {cfg.iterations_per_epoch} it x batch "
-          f"{cfg.batch_size}, patch {cfg.patch_size}, {args.threads} threads); best validation IoU "
-          f"{outcome.validation_iou['building']:.3f}; test prediction {predict_s:.2f} s")
+          f"{cfg.batch_size}, patch {cfg.patch_size}, {args.threads} threads, on {args.train_on}); best validation "
+          f"IoU {val_text(outcome)}; test prediction {predict_s:.2f} s")
     print(f"building IoU on the held-out right 30%:  U-Net {iou_unet:.3f}   Otsu brightness (brighter) "
           f"{iou_base:.3f}   (inverted, darker: {iou_dark:.3f})")
     for k, member in enumerate(outcome.members):  # an ensemble: each member alone, plain prediction
         alone = predict_unet2d(member.model, member.normalisation, member.class_values, test_x, args.patch, 0.25)
         print(f"ensemble member {k + 1} (seed {cfg.seed + k}) alone: best validation IoU "
-              f"{member.validation_iou['building']:.3f}, held-out building IoU "
+              f"{val_text(member)}, held-out building IoU "
               f"{class_iou(alone, test_truth, classes, valid)['building']:.3f}")
     scores = PooledScores(classes)
     train_ref = np.concatenate([lab.ravel() for lab in train_labels])
@@ -172,7 +189,7 @@ def main() -> int:
         scores.add("test", method, mask, test_truth, valid)
     majority = scores.majority("test")
     print("(unet@p/m[/fill]: building where its probability >= p, holes filled if /fill, components under m px "
-          "dropped; p, m and filling chosen together on the validation strip)")
+          "dropped; p, m and filling chosen together on the validation strip, or by --cv: --clean-up)")
     for name, (th, min_px, fill, val_iou) in cleanups.items():
         print(f"validation clean-up {name}: threshold {th:.2f}, min {min_px} px, fill holes {fill}: "
               f"validation building IoU {val_iou:.3f}")
@@ -185,6 +202,45 @@ def main() -> int:
           f"{majority['iou']['building']:.4f})")
     print(f"building area (ha): truth {area['truth']:.3f}  U-Net {area['unet']:.3f}  Otsu {area['otsu']:.3f};"
           f"  polygons: truth {n_poly['truth']}  U-Net {n_poly['unet']}  Otsu {n_poly['otsu']}")
+    return 0
+
+
+def val_text(outcome) -> str:
+    """The building IoU of the kept weights on the validation strip, or 'none' (trained without one)."""
+    return "none" if outcome.validation_iou is None else f"{outcome.validation_iou['building']:.3f}"
+
+
+def cross_validation_report(args, image, truth, classes, cfg) -> int:
+    """``--cv K``: out-of-fold building IoU of the training side (``image`` ``(c, y, x)``, ``truth`` ``(y, x)``,
+    the test region never touched) at each snapshot epoch: pooled over the folds (intersections and unions
+    summed) and per fold, then the clean-up best on the out-of-fold softmax of each snapshot."""
+    from imaging_pipelines.remote_sensing.cross_validation import column_folds, cross_validate_columns
+    from imaging_pipelines.remote_sensing.postprocess import choose_clean_up
+
+    snapshots = ([int(e) for e in args.snapshots.split(",")] if args.snapshots else
+                 sorted({*range(8, cfg.epochs + 1, 8), cfg.epochs}))
+    t0 = time.perf_counter()
+    oof = cross_validate_columns(image, truth, classes, cfg, args.cv, snapshots,
+                                 log=lambda m: print("  " + m, flush=True))
+    train_s = time.perf_counter() - t0
+    valid = np.isfinite(image).all(axis=0)
+    ref = (truth > 0) & valid
+    folds = column_folds(image.shape[2], args.cv)
+    print(f"cross-validation: {args.cv} column folds of cols 0..{image.shape[2] - 1} "
+          f"({', '.join(f'{a}..{b - 1}' for a, b in folds)}), {cfg.ensemble} U-Net(s) per fold, "
+          f"{train_s:.1f} s in all ({args.threads} threads)")
+    grid = [round(float(v), 2) for v in np.arange(0.1, 0.91, 0.05)]
+    for epoch, prob in oof.items():
+        pred = (prob.argmax(0) == 1) & valid
+        per_fold = []
+        for a, b in folds:
+            union = int((pred[:, a:b] | ref[:, a:b]).sum())
+            per_fold.append(int((pred[:, a:b] & ref[:, a:b]).sum()) / union if union else 1.0)
+        pooled = int((pred & ref).sum()) / int((pred | ref).sum())
+        th, min_px, fill, clean_iou = choose_clean_up(prob[1], ref, valid, grid, MIN_PIXELS)
+        print(f"CV epoch {epoch}: building IoU pooled {pooled:.3f} (folds "
+              f"{' '.join(f'{v:.3f}' for v in per_fold)}; mean {np.mean(per_fold):.3f}); best clean-up "
+              f"{th:.2f}/{min_px}{'/fill' if fill else ''}: {clean_iou:.3f}")
     return 0
 
 
