@@ -17,6 +17,14 @@ the default, an ensemble of 5 U-Nets on 160 px patches, takes about 8 min of one
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 24] [--iterations 25] [--patch 160] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
         [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 5] [--edges]
+        [--loss dice_ce_lovasz|lovasz] [--train-on split|all --clean-up P/M[/fill]] [--cv K --snapshots E1,E2..]
+
+``--cv K`` scores the settings by K-fold column cross-validation of the training side only (cols 0..629 cut
+into K strips, each predicted by U-Nets trained on the other strips for a fixed number of epochs, scored at
+each ``--snapshots`` epoch; :mod:`imaging_pipelines.remote_sensing.cross_validation`) and prints the pooled
+out-of-fold building IoU and the clean-up best on the out-of-fold softmax; it never reads the test region.
+``--train-on all`` trains on the whole training side (cols 0..629, no validation strip: the weights after
+``--epochs``) with the clean-up ``--clean-up P/M[/fill]`` chosen by ``--cv``.
 
 It also prints pixel accuracy and mean IoU (background and building) of the U-Net (without and with test-time
 flips, ``unet+tta``; each also with the clean-up best on the validation strip, ``unet@p/m[/fill]``: building
