@@ -125,8 +125,9 @@ def main() -> int:
     validation = ([x[:, :, val_start:split]], [truth[:, val_start:split]])
     test_x, test_truth = x[:, :, split:], truth[:, split:]
     print(f"{image_path.name}: {h}x{w} px, {scene.resolution[0]} m, building share "
-          f"{truth.mean():.3f}; train cols 0..{val_start - 1} (3 tiles), validation cols {val_start}..{split - 1}, "
-          f"test cols {split}..{w - 1} (building share {test_truth.mean():.3f})")
+          f"{truth.mean():.3f}; " + (f"train cols 0..{split - 1} (no validation strip), " if args.train_on == "all"
+                                      else f"train cols 0..{val_start - 1} (3 tiles), validation cols "
+                                           f"{val_start}..{split - 1}, ") + f"test cols {split}..{w - 1} (building share {test_truth.mean():.3f})")
 
     cfg = RasterTrainingConfig(patch_size=args.patch, epochs=args.epochs, iterations_per_epoch=args.iterations,
                                batch_size=args.batch, learning_rate=args.lr, base_filters=args.base_filters,
@@ -202,8 +203,9 @@ def main() -> int:
     print("(unet@p/m[/fill]: building where its probability >= p, holes filled if /fill, components under m px "
           "dropped; p, m and filling chosen together on the validation strip, or by --cv: --clean-up)")
     for name, (th, min_px, fill, val_iou) in cleanups.items():
-        print(f"validation clean-up {name}: threshold {th:.2f}, min {min_px} px, fill holes {fill}: "
-              f"validation building IoU {val_iou:.3f}")
+        print(f"{'--clean-up' if validation is None else 'validation clean-up'} {name}: threshold {th:.2f}, min "
+              f"{min_px} px, fill holes {fill}" + ("" if validation is None else
+                                                   f": validation building IoU {val_iou:.3f}"))
     for method in methods:
         r = scores.scores("test", method)
         print(f"held-out {method:22s} accuracy {r['accuracy']:.4f}  mean IoU {r['mean_iou']:.4f}  "
