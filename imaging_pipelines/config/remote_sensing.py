@@ -182,9 +182,10 @@ class RasterTrainingConfig(BaseModel):
     learning_rate: float = Field(3e-3, gt=0)
     base_filters: int = Field(16, ge=2)
     class_weights: Literal["inverse_frequency", "none"] = "inverse_frequency"
-    loss: Literal["dice_ce", "dice_focal", "focal"] = Field(
-        "dice_ce", description="Dice + cross-entropy, Dice + focal, or focal alone (class weights apply to the "
-                               "cross-entropy / focal term); focal loss down-weights the easy, mostly background, pixels")
+    loss: Literal["dice_ce", "dice_focal", "focal", "lovasz", "dice_ce_lovasz"] = Field(
+        "dice_ce", description="Dice + cross-entropy, Dice + focal, focal alone (class weights apply to the "
+                               "cross-entropy / focal term; focal loss down-weights the easy, mostly background, "
+                               "pixels), the IoU-aligned Lovasz-softmax alone, or Dice + cross-entropy + Lovasz")
     focal_gamma: float = Field(2.0, ge=0, description="focal loss exponent (0 = cross-entropy)")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="learning rate: constant, or cosine-annealed to 0 over all training steps")

@@ -24,6 +24,7 @@ from monai.networks.nets import UNet
 
 from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.remote_sensing.augment import intensity_jitter, resize_patch, scaled_crop_size
+from imaging_pipelines.remote_sensing.losses import LovaszSoftmaxLoss, SumOfLosses
 from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
 
 DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
@@ -98,8 +99,15 @@ class TrainOutcome:
 
 
 def build_loss(training: RasterTrainingConfig, weight: torch.Tensor | None) -> torch.nn.Module:
-    """The training loss named by ``training.loss`` (softmax over class indices, one-hot targets, Dice terms
-    pooled over the batch); ``weight`` (per class) weighs the cross-entropy / focal term."""
+    """The training loss named by ``training.loss`` (softmax over class indices, one-hot targets, Dice and
+    Lovász terms pooled over the batch); ``weight`` (per class) weighs the cross-entropy / focal term.
+    ``lovasz``: :class:`~imaging_pipelines.remote_sensing.losses.LovaszSoftmaxLoss` alone; ``dice_ce_lovasz``:
+    its sum with ``dice_ce``."""
+    if training.loss == "lovasz":
+        return LovaszSoftmaxLoss()
+    if training.loss == "dice_ce_lovasz":
+        return SumOfLosses(DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight),
+                           LovaszSoftmaxLoss())
     if training.loss == "dice_focal":
         return DiceFocalLoss(to_onehot_y=True, softmax=True, batch=True, gamma=training.focal_gamma, weight=weight)
     if training.loss == "focal":
@@ -181,6 +189,7 @@ def train_unet2d(
     device: str = "cpu",
     validation: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
     log: Callable[[str], None] | None = None,
+    epoch_end: Callable[[int, torch.nn.Module, Normalisation, list[int]], None] | None = None,
 ) -> TrainOutcome:
     """Train a U-Net on ``images`` (c, y, x) / ``labels`` (y, x) class values; seeded by ``training.seed``.
 
@@ -198,15 +207,16 @@ def train_unet2d(
     With ``training.ensemble`` = K > 1, K U-Nets are trained so, seeded ``training.seed + k`` (k = 0..K-1:
     member k is the single model of that seed), and combined in a :class:`SoftmaxEnsemble`; its
     ``validation_iou`` is that of the averaged softmax, ``curve`` the members' mean, and each member's own
-    outcome is in ``members``.
+    outcome is in ``members``. ``epoch_end(epoch, model, normalisation, class_values)`` is called after each
+    epoch (1-based) of each single U-Net with its current weights (e.g. to score snapshots out of fold).
     """
     if training.ensemble == 1:
-        return _train_member(images, labels, classes, training, device, validation, log)
+        return _train_member(images, labels, classes, training, device, validation, log, epoch_end)
     members = []
     for k in range(training.ensemble):
         member_log = (lambda m, k=k: log(f"member {k + 1}/{training.ensemble}: {m}")) if log else None
         cfg = training.model_copy(update={"seed": training.seed + k, "ensemble": 1})
-        members.append(_train_member(images, labels, classes, cfg, device, validation, member_log))
+        members.append(_train_member(images, labels, classes, cfg, device, validation, member_log, epoch_end))
     model = SoftmaxEnsemble([m.model for m in members]).eval()
     first = members[0]
     ious = (_validate(model, first.normalisation, first.class_values, classes, validation, training.patch_size,
@@ -217,7 +227,7 @@ def train_unet2d(
     return TrainOutcome(model, first.normalisation, first.class_values, curve, ious, members)
 
 
-def _train_member(images, labels, classes, training, device, validation, log) -> TrainOutcome:
+def _train_member(images, labels, classes, training, device, validation, log, epoch_end=None) -> TrainOutcome:
     """One U-Net of :func:`train_unet2d`, seeded by ``training.seed`` (``training.ensemble`` is ignored)."""
     if not images or len(images) != len(labels):
         raise ValueError(f"need as many label maps as images (got {len(images)} images, {len(labels)} labels)")
@@ -271,6 +281,8 @@ def _train_member(images, labels, classes, training, device, validation, log) ->
             msg += " val IoU " + ", ".join(f"{k} {v:.3f}" for k, v in ious.items())
         if log:
             log(msg)
+        if epoch_end is not None:
+            epoch_end(epoch + 1, model, norm, class_values)
     if best_state is not None:
         model.load_state_dict(best_state)
     if averaged is not None:
