@@ -40,12 +40,9 @@ class SyntheticLesionModelTask(SegmentationModelTask):
         return load_anatomy()
 
     def code_modules(self) -> list[ModuleType]:
-        from imaging_pipelines.medical.synth import (acquisition, anatomy, deform, generator, intensity, lesions, prefetch,
-                                                     slices, train)
-        from imaging_pipelines.medical.segment import brain_gate, slice_context, unet, unet_train
+        from imaging_pipelines.medical.synth.train import version_code_modules
 
-        return [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
-                brain_gate, slice_context, train]
+        return version_code_modules()
 
     def fingerprint(self, inputs: Any) -> Iterable[bytes]:
         yield inputs.fingerprint()

@@ -38,6 +38,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -99,10 +100,16 @@ BENCHMARK_3D = SynthTrainingConfig(patch_size=(32, 32, 32), batch_size=2, pool_s
 BENCHMARK_3D_SYNTH = SynthConfig(spacing_mm=3.0)
 
 
+def version_code_modules() -> list[ModuleType]:
+    """The modules whose source a synthetic-lesion model's version hashes: the generator, the network, its
+    training and its inference (the same list for :func:`synth_version` and the pipeline's model asset)."""
+    return [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
+            brain_gate_module, slice_context_module, sys.modules[__name__]]
+
+
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
     """The model version for generator configuration ``synth`` (seed ``seed``) and ``training``."""
-    code = [anatomy, deform, lesions, intensity, acquisition, generator, prefetch, slices, unet, unet_train,
-            brain_gate_module, slice_context_module, sys.modules[__name__]]
+    code = version_code_modules()
     data = [anatomy.load_anatomy().fingerprint()]
     return model_version(code, data, {"synth": asdict(synth), "seed": int(seed), "training": asdict(training)})
 
