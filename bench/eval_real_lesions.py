@@ -9,7 +9,11 @@ inside the network's brain, narrowed to the MNI152 brain registered onto the sca
 agrees with the network (``imaging_pipelines.medical.segment.atlas_brain``; the line "brain gate:" says
 which was used). The classical baselines run on the scan
 resampled to the model's ``spacing_mm`` (their masks resampled back by nearest neighbour). Dice / HD95 (mm) /
-volumes (mL) are on the label file's grid against ``label > 0``. With ``--held-out N`` the model and the
+volumes (mL) are on the scan's grid (the label resampled onto it by nearest neighbour where the grids differ)
+against ``label > 0`` (``--label-values 2,3``: only those values count as lesion, e.g. the tumour core without
+oedema of BraTS-style labels). A multi-channel or 4D image (e.g. the four MR contrasts of a Medical Segmentation
+Decathlon case) needs ``--channel K`` (0-based) to pick the contrast to segment; without it the script stops,
+before any training, with an error naming the file and its channel count. With ``--held-out N`` the model and the
 baselines are also scored on N held-out generated cases (a seed training never uses; the 2 mm cases of the
 benchmark generator whatever the config, so configs are compared on the same cases). The model's softmax is
 averaged over its input's mirrorings (``flip_tta``: 4 in-plane flips for the 2D models, 8 for the 3D one)
@@ -18,6 +22,7 @@ unless ``--no-flip-tta``; chosen on the held-out generated cases (10 cases of th
 
     python bench/eval_real_lesions.py --image IMG --label LBL [--model FILE] [--config benchmark|small|benchmark3d]
         [--cache DIR] [--held-out N] [--device auto|cpu|cuda] [--no-flip-tta] [--json OUT]
+        [--channel K] [--label-values V,V...]
 
 The last line printed is exactly ``dice=<value>`` (the model's Dice on the scan).
 """
@@ -57,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="average the model's softmax over the in-plane mirrorings (default on; "
                              "--no-flip-tta: one pass)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON (atomically)")
+    parser.add_argument("--channel", type=int, help="multi-channel / 4D image: the channel (0-based) to segment")
+    parser.add_argument("--label-values", help="comma-separated label values that count as lesion "
+                        "(default: every value > 0)")
     args = parser.parse_args(argv)
 
+    from imaging_pipelines.core.errors import ImagingInputError
     from imaging_pipelines.core.storage import write_text_atomic
     from imaging_pipelines.medical.io.image_files import read_image_file
     from imaging_pipelines.medical.preprocess.resample import resample_like, resample_to_spacing
@@ -70,6 +79,35 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"{path}: no such file", file=sys.stderr)
             return 2
+    try:
+        lesion_values = ([int(v) for v in args.label_values.split(",")] if args.label_values else None)
+    except ValueError:
+        print(f"--label-values {args.label_values!r}: give integers separated by commas", file=sys.stderr)
+        return 2
+    try:
+        image, label = read_image_file(args.image), read_image_file(args.label)
+    except ImagingInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if image.is_timeseries:
+        channels = image.n_timepoints
+        if args.channel is None or not 0 <= args.channel < channels:
+            print(f"{args.image}: {channels} channels (a multi-channel or 4D image); choose the contrast to segment "
+                  f"with --channel 0..{channels - 1}", file=sys.stderr)
+            return 2
+        image = image.timepoint(args.channel)
+    if label.is_timeseries:
+        print(f"{args.label}: a 4D label file; give one 3D label map", file=sys.stderr)
+        return 2
+    if not label.same_geometry(image):
+        label = resample_like(label, image, interpolator="nearest")
+    labels = np.asarray(label.array)
+    lesion = np.isin(labels, lesion_values) if lesion_values else labels > 0
+    reference = label.with_array(lesion.astype(np.uint8))
+    if not lesion.any():
+        print(f"{args.label}: no lesion voxel (values {lesion_values or '> 0'}; the file holds "
+              f"{sorted(int(v) for v in np.unique(labels))[:20]})", file=sys.stderr)
+        return 2
     figures: dict = {}
     synth, training = _configs(args.config)
     if args.model:
@@ -86,10 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         figures["training"] = {k: report[k] for k in ("seconds_generating", "seconds_training", "cases_generated",
                                                       "iterations_done", "stopped_by")}
     model = SegmentationModel.load(model_file)
-    image, label = read_image_file(args.image), read_image_file(args.label)
-    if image.spatial_shape != label.spatial_shape:
-        label = resample_like(label, image, interpolator="nearest")
-    reference = label.with_array((np.asarray(label.array) > 0).astype(np.uint8))
     print(f"scan: {image.spatial_shape} (z, y, x) at {tuple(round(s, 3) for s in image.spacing)} mm; "
           f"reference lesion {float(reference.array.sum()) * float(np.prod(reference.spacing)) / 1000:.1f} mL")
 
