@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     from imaging_pipelines.medical.segment.unet import SegmentationModel, predict
     from imaging_pipelines.medical.synth.acquisition import slab_footprint
     from imaging_pipelines.medical.synth.generator import N_TISSUES, LesionGenerator
-    from imaging_pipelines.medical.synth.train import BENCHMARK_SYNTH, held_out_generator
+    from imaging_pipelines.medical.synth.train import HELD_OUT_SYNTH, held_out_generator
 
     store: dict = {}
     _capture_labels(store)
     model = SegmentationModel.load(args.model)
-    held = held_out_generator(LesionGenerator(BENCHMARK_SYNTH, seed=0))
+    held = held_out_generator(LesionGenerator(HELD_OUT_SYNTH, seed=0))
     rim, core, oedema = (N_TISSUES - 1 + v for v in (1, 2, 3))
     rows = []
     header = ("| case | Dice | Dice vs footprint | contrast | tumour | rim margin | rim-oedema | thick axis, mm | "

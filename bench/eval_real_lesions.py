@@ -14,8 +14,9 @@ against ``label > 0`` (``--label-values 2,3``: only those values count as lesion
 oedema of BraTS-style labels). A multi-channel or 4D image (e.g. the four MR contrasts of a Medical Segmentation
 Decathlon case) needs ``--channel K`` (0-based) to pick the contrast to segment; without it the script stops,
 before any training, with an error naming the file and its channel count. With ``--held-out N`` the model and the
-baselines are also scored on N held-out generated cases (a seed training never uses; the 2 mm cases of the
-benchmark generator whatever the config, so configs are compared on the same cases). The model's softmax is
+baselines are also scored on N held-out generated cases (a seed training never uses; the 2 mm cases of
+``train.HELD_OUT_SYNTH``, the benchmark generator of runs 7-16 without lesion mimics, whatever the config, so
+configs and runs are compared on the same cases). The model's softmax is
 averaged over its input's mirrorings (``flip_tta``: 4 in-plane flips for the 2D models, 8 for the 3D one)
 unless ``--no-flip-tta``; chosen on the held-out generated cases (10 cases of the shipped model: 0.535 ->
 0.55), never on a real scan.
@@ -150,11 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.held_out > 0:
         from imaging_pipelines.medical.synth.evaluate import score_generated
         from imaging_pipelines.medical.synth.generator import LesionGenerator
-        from imaging_pipelines.medical.synth.train import held_out_generator
+        from imaging_pipelines.medical.synth.train import HELD_OUT_SYNTH, held_out_generator
 
-        from imaging_pipelines.medical.synth.train import BENCHMARK_SYNTH
-
-        held = held_out_generator(LesionGenerator(BENCHMARK_SYNTH, seed=0))  # the same cases for every config
+        held = held_out_generator(LesionGenerator(HELD_OUT_SYNTH, seed=0))  # the same cases for every config
         scores = score_generated(model, held, args.held_out, training.target_labels, device=args.device,
                                  flip_tta=args.flip_tta)
         figures["held_out"] = scores

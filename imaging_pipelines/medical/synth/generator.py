@@ -14,6 +14,8 @@ disjoint training / held-out sets. Steps per case:
    grid is centred ``grid_shift_mm`` from the brain centre, so a downward shift shows that region);
 3. 1..3 irregular lesions (:mod:`~.lesions`) inside the brain; with mass effect the anatomy is re-sampled
    with the surrounding tissue pushed outwards;
+   with probability ``mimics.probability``, lesion mimics: bright curves (enhancing vessels) in the brain and
+   CSF outside the lesions, as bright as a tumour rim, labelled background (:mod:`~.mimics`);
 4. intensities: a random Gaussian per label, blur, bias field, gamma, noise (:mod:`~.intensity`);
 5. with probability ``anisotropic_probability`` a thick-slice acquisition (thickness uniform in
    ``slice_thickness_mm``, along a random index axis) resampled back (:mod:`~.acquisition`).
@@ -31,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from imaging_pipelines.core.volume import Volume
-from imaging_pipelines.medical.synth import acquisition, anatomy, deform, intensity, lesions
+from imaging_pipelines.medical.synth import acquisition, anatomy, deform, intensity, lesions, mimics
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class SynthConfig:
     anisotropic_probability: float = 0.7
     slice_thickness_mm: tuple[float, float] = (1.0, 7.0)
     lesions: lesions.LesionParams = field(default_factory=lesions.LesionParams)
+    mimics: mimics.MimicParams = field(default_factory=mimics.MimicParams)  # bright curves that are not lesion
     intensity: intensity.IntensityParams = field(default_factory=intensity.IntensityParams)
 
 
@@ -146,9 +149,17 @@ class LesionGenerator:
         lesion_values = tuple(N_TISSUES - 1 + v for v in lesions.LESION_LABELS)
         means, mode = intensity.label_means(rng, N_TISSUES + len(lesions.LESION_LABELS), (1, 2, 3),
                                             lesion_values, cfg.intensity)  # type: ignore[arg-type]
+        mimic_voxels = 0
+        if cfg.mimics.probability > 0 and rng.random() < cfg.mimics.probability:
+            curves = mimics.curve_mask(rng, np.isin(tissues, (1, 2, 3)) & (lesion == 0), cfg.spacing_mm, cfg.mimics)
+            means = np.append(means, mimics.mimic_mean(rng, float(means[2]), float(means[3]),
+                                                       cfg.intensity.lesion_contrast))
+            combined = np.where(curves, len(means) - 1, combined)
+            mimic_voxels = int(curves.sum())
         image, draws = intensity.synthesize_intensities(rng, combined, means, cfg.intensity)
         volume = self.grid.volume(image)
         draws.update({"contrast": mode, "n_lesions": len(seeds), "mass_effect": len(pushed),
+                      "mimic_ml": mimic_voxels * cfg.spacing_mm ** 3 / 1000.0,
                       "lesion_hyperintense": bool(means[lesion_values[0]] > 0.5 * (means[2] + means[3]))})
         if rng.random() < cfg.anisotropic_probability:
             axis, thickness = int(rng.integers(3)), float(rng.uniform(*cfg.slice_thickness_mm))
