@@ -20,6 +20,7 @@ about 9 min of one core:
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 48] [--iterations 25] [--patch 96] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
         [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 5] [--edges]
+        [--base-filters 16] [--depth 3]
         [--loss dice_ce_lovasz|lovasz] [--train-on all|split] [--clean-up 0.75/256/fill] [--cv K --snapshots E..]
 
 ``--cv K`` scores the settings by K-fold column cross-validation of the training side only (cols 0..629 cut
@@ -61,6 +62,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--base-filters", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=3, help="U-Net down-sampling steps (patch: a multiple of 2**depth)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -131,6 +133,7 @@ def main() -> int:
 
     cfg = RasterTrainingConfig(patch_size=args.patch, epochs=args.epochs, iterations_per_epoch=args.iterations,
                                batch_size=args.batch, learning_rate=args.lr, base_filters=args.base_filters,
+                               depth=args.depth,
                                seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
                                class_weights=args.class_weights, schedule=args.schedule,
                                foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
