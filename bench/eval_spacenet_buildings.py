@@ -235,12 +235,22 @@ def cross_validation_report(args, image, truth, classes, cfg) -> int:
 
     snapshots = ([int(e) for e in args.snapshots.split(",")] if args.snapshots else
                  sorted({*range(8, cfg.epochs + 1, 8), cfg.epochs}))
-    t0 = time.perf_counter()
-    oof = cross_validate_columns(image, truth, classes, cfg, args.cv, snapshots,
-                                 log=lambda m: print("  " + m, flush=True))
-    train_s = time.perf_counter() - t0
     valid = np.isfinite(image).all(axis=0)
     ref = (truth > 0) & valid
+
+    def fold_done(f, cols, oof):  # each fold's IoU as soon as it is final (a run cut short keeps these)
+        a, b = cols
+        ious = []
+        for epoch, prob in oof.items():
+            pred, r = (prob[:, :, a:b].argmax(0) == 1) & valid[:, a:b], ref[:, a:b]
+            ious.append(f"{epoch} {int((pred & r).sum()) / max(int((pred | r).sum()), 1):.3f}")
+        print(f"CV fold {f + 1} (cols {a}..{b - 1}) done after {time.perf_counter() - t0:.1f} s: building IoU at "
+              f"epoch {', '.join(ious)}", flush=True)
+
+    t0 = time.perf_counter()
+    oof = cross_validate_columns(image, truth, classes, cfg, args.cv, snapshots,
+                                 log=lambda m: print("  " + m, flush=True), fold_end=fold_done)
+    train_s = time.perf_counter() - t0
     folds = column_folds(image.shape[2], args.cv)
     print(f"cross-validation: {args.cv} column folds of cols 0..{image.shape[2] - 1} "
           f"({', '.join(f'{a}..{b - 1}' for a, b in folds)}), {cfg.ensemble} U-Net(s) per fold, "
