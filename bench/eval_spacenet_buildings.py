@@ -20,6 +20,7 @@ about 9 min of one core:
     .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 48] [--iterations 25] [--patch 96] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
         [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 5] [--edges]
+        [--base-filters 16] [--depth 3]
         [--loss dice_ce_lovasz|lovasz] [--train-on all|split] [--clean-up 0.75/256/fill] [--cv K --snapshots E..]
 
 ``--cv K`` scores the settings by K-fold column cross-validation of the training side only (cols 0..629 cut
@@ -61,6 +62,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--patch", type=int, default=96)
     ap.add_argument("--base-filters", type=int, default=16)
+    ap.add_argument("--depth", type=int, default=3, help="U-Net down-sampling steps (patch: a multiple of 2**depth)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -131,6 +133,7 @@ def main() -> int:
 
     cfg = RasterTrainingConfig(patch_size=args.patch, epochs=args.epochs, iterations_per_epoch=args.iterations,
                                batch_size=args.batch, learning_rate=args.lr, base_filters=args.base_filters,
+                               depth=args.depth,
                                seed=args.seed, loss=args.loss, focal_gamma=args.focal_gamma,
                                class_weights=args.class_weights, schedule=args.schedule,
                                foreground_fraction=args.foreground, scale_augmentation=args.scale_aug,
@@ -232,12 +235,22 @@ def cross_validation_report(args, image, truth, classes, cfg) -> int:
 
     snapshots = ([int(e) for e in args.snapshots.split(",")] if args.snapshots else
                  sorted({*range(8, cfg.epochs + 1, 8), cfg.epochs}))
-    t0 = time.perf_counter()
-    oof = cross_validate_columns(image, truth, classes, cfg, args.cv, snapshots,
-                                 log=lambda m: print("  " + m, flush=True))
-    train_s = time.perf_counter() - t0
     valid = np.isfinite(image).all(axis=0)
     ref = (truth > 0) & valid
+
+    def fold_done(f, cols, oof):  # each fold's IoU as soon as it is final (a run cut short keeps these)
+        a, b = cols
+        ious = []
+        for epoch, prob in oof.items():
+            pred, r = (prob[:, :, a:b].argmax(0) == 1) & valid[:, a:b], ref[:, a:b]
+            ious.append(f"{epoch} {int((pred & r).sum()) / max(int((pred | r).sum()), 1):.3f}")
+        print(f"CV fold {f + 1} (cols {a}..{b - 1}) done after {time.perf_counter() - t0:.1f} s: building IoU at "
+              f"epoch {', '.join(ious)}", flush=True)
+
+    t0 = time.perf_counter()
+    oof = cross_validate_columns(image, truth, classes, cfg, args.cv, snapshots,
+                                 log=lambda m: print("  " + m, flush=True), fold_end=fold_done)
+    train_s = time.perf_counter() - t0
     folds = column_folds(image.shape[2], args.cv)
     print(f"cross-validation: {args.cv} column folds of cols 0..{image.shape[2] - 1} "
           f"({', '.join(f'{a}..{b - 1}' for a, b in folds)}), {cfg.ensemble} U-Net(s) per fold, "

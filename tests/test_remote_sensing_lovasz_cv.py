@@ -118,7 +118,15 @@ def test_cross_validation_predicts_each_fold_with_a_model_not_trained_on_it(monk
         return train_unet2d(images, labels, *args, **kwargs)
 
     monkeypatch.setattr("imaging_pipelines.remote_sensing.cross_validation.train_unet2d", recording_train)
-    oof = cross_validate_columns(image, label, {"roof": 1}, cfg, folds=3, snapshots=[1, 3])
+    finished = []
+
+    def fold_end(f, cols, out):  # called once per fold, its columns final, the later folds' still empty
+        finished.append((f, cols))
+        np.testing.assert_allclose(out[3][:, :, cols[0]:cols[1]].sum(0), 1.0, atol=1e-5)
+        assert not out[3][:, :, cols[1]:].any()
+
+    oof = cross_validate_columns(image, label, {"roof": 1}, cfg, folds=3, snapshots=[1, 3], fold_end=fold_end)
+    assert finished == [(0, (0, 16)), (1, (16, 32)), (2, (32, 48))]
     assert trained_on == [[(32, 32)], [(32, 16), (32, 16)], [(32, 32)]]  # the other two folds' columns
     assert sorted(oof) == [1, 3]
     for prob in oof.values():

@@ -181,6 +181,8 @@ class RasterTrainingConfig(BaseModel):
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)
     base_filters: int = Field(16, ge=2)
+    depth: int = Field(3, ge=2, le=5, description="down-sampling steps of the U-Net (each halves the resolution "
+                       "and roughly doubles the receptive field); patch_size must be a multiple of 2**depth")
     class_weights: Literal["inverse_frequency", "none"] = "inverse_frequency"
     loss: Literal["dice_ce", "dice_focal", "focal", "lovasz", "dice_ce_lovasz"] = Field(
         "dice_ce", description="Dice + cross-entropy, Dice + focal, focal alone (class weights apply to the "

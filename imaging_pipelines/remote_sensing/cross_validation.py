@@ -50,6 +50,7 @@ def cross_validate_columns(
     snapshots: list[int],
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    fold_end: Callable[[int, tuple[int, int], dict[int, np.ndarray]], None] | None = None,
 ) -> dict[int, np.ndarray]:
     """Out-of-fold softmax ``{epoch: (n_classes, y, x) float32}`` of ``image`` ``(c, y, x)`` (NaN = invalid)
     labelled by ``label`` ``(y, x)`` class values, at each epoch of ``snapshots`` (1-based, at most
@@ -57,7 +58,9 @@ def cross_validate_columns(
     ``training.seed + k``) are trained by :func:`train_unet2d` on the other columns, without validation, and
     the fold's columns get their averaged softmax (sliding window, overlap 0.25) of each snapshot. Channel
     order of the softmax: background, then ``classes`` in order; invalid pixels keep the softmax computed
-    from zeros (callers mask them)."""
+    from zeros (callers mask them). ``fold_end(fold, (start, stop), softmax)`` is called after each fold
+    (0-based) with the same dict, whose columns ``start:stop`` are then final (e.g. to report a long run's
+    folds as they finish)."""
     if image.ndim != 3 or image.shape[1:] != label.shape:
         raise ValueError(f"image {image.shape} and label {label.shape} must be (c, y, x) and (y, x) on one grid")
     bad = [e for e in snapshots if not 1 <= e <= training.epochs]
@@ -78,4 +81,6 @@ def cross_validate_columns(
         fold_log = (lambda m, f=f: log(f"fold {f + 1}/{folds} (cols {start}..{stop - 1}): {m}")) if log else None
         train_unet2d([image[:, :, a:b] for a, b in blocks], [label[:, a:b] for a, b in blocks], classes, training,
                      device, validation=None, log=fold_log, epoch_end=snapshot)
+        if fold_end is not None:
+            fold_end(f, (start, stop), out)
     return out

@@ -27,16 +27,17 @@ from imaging_pipelines.remote_sensing.augment import intensity_jitter, resize_pa
 from imaging_pipelines.remote_sensing.losses import LovaszSoftmaxLoss, SumOfLosses
 from imaging_pipelines.config.remote_sensing import RasterTrainingConfig
 
-DEPTH = 3  # down-sampling steps: patch sizes must be multiples of 2**DEPTH
+DEPTH = 3  # default down-sampling steps (RasterTrainingConfig.depth): patch sizes must be multiples of 2**depth
 WEIGHT_CLIP = (0.1, 10.0)  # inverse-frequency class weights, normalised to mean 1, then clipped
 
 
-def build_unet2d(in_channels: int, n_classes: int, base_filters: int = 16) -> UNet:
-    """MONAI ``UNet(spatial_dims=2)``: channels ``base * (1, 2, 4, 8)``, strides 2, 2 residual units per level,
-    batch norm (instance norm would discard the absolute reflectance level of uniform patches).
-    ``n_classes`` counts the background; the output is ``n_classes`` logits per pixel."""
+def build_unet2d(in_channels: int, n_classes: int, base_filters: int = 16, depth: int = DEPTH) -> UNet:
+    """MONAI ``UNet(spatial_dims=2)``: ``depth`` down-sampling steps (strides 2), channels ``base * 2**i`` for
+    i = 0..depth (default ``base * (1, 2, 4, 8)``), 2 residual units per level, batch norm (instance norm would
+    discard the absolute reflectance level of uniform patches). ``n_classes`` counts the background; the
+    output is ``n_classes`` logits per pixel."""
     return UNet(spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
-                channels=tuple(base_filters * 2 ** i for i in range(DEPTH + 1)), strides=(2,) * DEPTH,
+                channels=tuple(base_filters * 2 ** i for i in range(depth + 1)), strides=(2,) * depth,
                 num_res_units=2, norm="batch")
 
 
@@ -115,9 +116,9 @@ def build_loss(training: RasterTrainingConfig, weight: torch.Tensor | None) -> t
     return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
 
 
-def _check_patch(patch_size: int) -> None:
-    if patch_size % 2 ** DEPTH:
-        raise ValueError(f"patch_size {patch_size} must be a multiple of {2 ** DEPTH}")
+def _check_patch(patch_size: int, depth: int = DEPTH) -> None:
+    if patch_size % 2 ** depth:
+        raise ValueError(f"patch_size {patch_size} must be a multiple of {2 ** depth} (U-Net depth {depth})")
 
 
 def _to_indices(label: np.ndarray, class_values: list[int], invalid: np.ndarray) -> np.ndarray:
@@ -235,7 +236,7 @@ def _train_member(images, labels, classes, training, device, validation, log, ep
         if img.ndim != 3 or img.shape[1:] != lab.shape:
             raise ValueError(f"image {img.shape} and label {lab.shape} must be (c, y, x) and (y, x) on one grid")
     p = training.patch_size
-    _check_patch(p)
+    _check_patch(p, training.depth)
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
     class_values = [0] + [int(v) for v in classes.values()]
@@ -245,7 +246,7 @@ def _train_member(images, labels, classes, training, device, validation, log, ep
     n = len(class_values)
     weight = _class_weights(y_train, n) if training.class_weights == "inverse_frequency" else None
     loss_fn = build_loss(training, weight.to(device) if weight is not None else None)
-    model = build_unet2d(images[0].shape[0], n, training.base_filters).to(device)
+    model = build_unet2d(images[0].shape[0], n, training.base_filters, training.depth).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
     sampler = _Patches(x_train, y_train, p, rng, training.foreground_fraction, training.scale_augmentation,
                        training.intensity_augmentation)
@@ -324,7 +325,7 @@ def predict_unet2d(model: UNet | SoftmaxEnsemble, normalisation: Normalisation, 
     ``return_probabilities``: also the ``(n_classes, y, x)`` float32 softmax, index order of ``class_values``.
     ``tta``: the softmax is averaged over the image and its flips in y, in x and in both. A
     :class:`SoftmaxEnsemble` gives its members' averaged softmax."""
-    _check_patch(patch_size)
+    _check_patch(patch_size, len(model.channels) - 1 if hasattr(model, "channels") else DEPTH)
     if image.ndim != 3:
         raise ValueError(f"image must be (c, y, x), got {image.shape}")
     was_training = model.training
@@ -358,7 +359,7 @@ def save_unet2d(outcome: TrainOutcome, path: str | os.PathLike, meta: dict | Non
     states = [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in nets]
     blob = {
         "hyper": {"in_channels": int(model.in_channels), "n_classes": int(model.out_channels),
-                  "base_filters": int(model.channels[0])},
+                  "base_filters": int(model.channels[0]), "depth": len(model.channels) - 1},
         **({"members": states} if isinstance(model, SoftmaxEnsemble) else {"state_dict": states[0]}),
         "normalisation": {"mean": [float(m) for m in outcome.normalisation.mean],
                           "std": [float(s) for s in outcome.normalisation.std]},
