@@ -61,3 +61,12 @@ def test_unreadable_image_is_named(bench_main, case, tmp_path, capsys):
     bad.write_text("not an image")
     assert bench_main(["--image", str(bad), "--label", str(label), "--model", str(tmp_path / "m.pt")]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_lesion_threshold_must_be_a_probability_or_argmax(bench_main, case, tmp_path, capsys):
+    image, label = case
+    args = ["--image", str(image), "--label", str(label), "--model", str(tmp_path / "never_read.pt"),
+            "--channel", "1"]
+    for bad in ("1.5", "0", "high"):
+        assert bench_main(args + ["--lesion-threshold", bad]) == 2
+        assert "--lesion-threshold" in capsys.readouterr().err

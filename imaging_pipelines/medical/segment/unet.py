@@ -2,7 +2,8 @@
 
 * :func:`plan_dynunet` - nnU-Net's rule for kernel sizes, pooling strides and filters from voxel spacing.
 * :class:`SegmentationModel` - a DynUNet built from a :class:`Plan`, saved as state_dict + plain-type config.
-* :func:`predict` - Gaussian-weighted sliding-window inference, argmax, a uint8 label Volume on the input grid.
+* :func:`predict` - Gaussian-weighted sliding-window inference, argmax (or a lesion probability threshold,
+  :func:`lesion_classes`), a uint8 label Volume on the input grid.
 * 2D models (a :class:`Plan` with 2-element lists, :func:`plan_dynunet_2d`) segment a volume slice by slice
   across its thickest index axis (:func:`slice_axis`); brain-gated models (``brain_gate``) keep lesion
   voxels only inside the largest brain component (:mod:`~imaging_pipelines.medical.segment.brain_gate`).
@@ -152,6 +153,8 @@ class SegmentationModel:
     resample_input: bool = False  # predict resamples the image to spacing_mm first and the labels back
     brain_gate: bool = False  # classes: 0 outside the brain, 1 brain, 2.. lesion; lesions kept in the brain only
     slice_context: int = 0  # 2D model: neighbours each side stacked as channels (segment.slice_context; 2.5D)
+    # None: the argmax; else a voxel is lesion where the summed lesion probability >= this (lesion_classes)
+    lesion_threshold: float | None = None
     network: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
@@ -167,6 +170,8 @@ class SegmentationModel:
                              f"{2 * self.slice_context + 1}; got {self.plan.spatial_dims}D, {self.in_channels}")
         if self.brain_gate and self.n_classes < 3:
             raise ValueError("a brain-gated model needs classes 0 outside, 1 brain and at least one lesion class")
+        if self.lesion_threshold is not None and not 0.0 < self.lesion_threshold < 1.0:
+            raise ValueError(f"lesion_threshold must lie in (0, 1) or be None (argmax); got {self.lesion_threshold}")
 
     def config(self) -> dict[str, Any]:
         """Plain-type (JSON-able) description of the model, everything but the weights."""
@@ -184,6 +189,7 @@ class SegmentationModel:
             "resample_input": bool(self.resample_input),
             "brain_gate": bool(self.brain_gate),
             "slice_context": int(self.slice_context),
+            "lesion_threshold": None if self.lesion_threshold is None else float(self.lesion_threshold),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -215,6 +221,7 @@ class SegmentationModel:
             resample_input=bool(cfg.get("resample_input", False)),
             brain_gate=bool(cfg.get("brain_gate", False)),
             slice_context=int(cfg.get("slice_context", 0)),
+            lesion_threshold=cfg.get("lesion_threshold"),
         )
         model.network.load_state_dict(blob["state_dict"])
         model.network.eval()
@@ -362,7 +369,8 @@ def predict(
     flip_tta: bool = False,
     atlas_gate: bool = True,
 ) -> Volume:
-    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax, brain-gated for a
+    """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax (a model with a
+    ``lesion_threshold``: :func:`lesion_classes` at that threshold), brain-gated for a
     ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`; with
     ``atlas_gate`` the brain is first limited to the registered MNI152 brain when that registration is
     trusted, :func:`~imaging_pipelines.medical.segment.atlas_brain.trusted_atlas_brain`, and the label map's
@@ -383,12 +391,34 @@ def predict(
     return _predict_on_grid(model, image, overlap, sw_batch_size, device, flip_tta, axis, atlas_gate)
 
 
+def lesion_classes(probabilities: np.ndarray | torch.Tensor, brain_gate: bool,
+                   lesion_threshold: float | None) -> np.ndarray:
+    """Class map (uint8) from softmax ``probabilities`` ``[C, ...]``: the argmax when ``lesion_threshold`` is
+    None. Otherwise a voxel is lesion where the summed probability of the lesion classes (1.. ; 2.. for a
+    ``brain_gate`` model) is at least ``lesion_threshold``, and gets the most probable lesion class; with
+    ``brain_gate`` only voxels the argmax puts inside the brain (class >= 1) can be lesion and the others there
+    are brain (1), so the brain (and the atlas gate that compares with it) is the argmax's at every threshold;
+    without it, non-lesion voxels are background (0)."""
+    p = torch.as_tensor(probabilities)
+    classes = torch.argmax(p, dim=0)
+    if lesion_threshold is not None:
+        first = 2 if brain_gate else 1
+        lesion = p[first:].sum(dim=0) >= lesion_threshold
+        which = first + torch.argmax(p[first:], dim=0)
+        if brain_gate:
+            classes = torch.where(classes >= 1, torch.where(lesion, which, torch.ones_like(which)), classes)
+        else:
+            classes = torch.where(lesion, which, torch.zeros_like(which))
+    return classes.to(torch.uint8).cpu().numpy()
+
+
 def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw_batch_size: int,
                      device: str | torch.device, flip_tta: bool, axis: int, atlas_gate: bool = False) -> Volume:
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    if flip_tta:
-        classes = torch.argmax(predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,
-                                                     device=dev, flip_tta=True, axis=axis), dim=0).numpy()
+    if flip_tta or model.lesion_threshold is not None:
+        probabilities = predict_probabilities(model, image, overlap=overlap, sw_batch_size=sw_batch_size,
+                                              device=dev, flip_tta=flip_tta, axis=axis)
+        classes = lesion_classes(probabilities, model.brain_gate, model.lesion_threshold)
     else:  # argmax of logits = argmax of softmax
         logits = _blended_logits(model, _network_input(model, image, dev), overlap, sw_batch_size, dev, axis)
         classes = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
