@@ -14,14 +14,14 @@ own z-score. Baseline: :func:`imaging_pipelines.remote_sensing.baseline.otsu_bas
 (Otsu threshold computed on the test region itself, brighter = building); the inverted rule (darker =
 building) is printed too for reference. Prints building IoU, areas (ha) and polygon counts on the test region.
 CPU only, one torch thread by default (seeded: the same figures on every run with the same ``--threads``);
-the default, an ensemble of 5 U-Nets on 96 px patches, 64 epochs each, on the whole training side (the
-setting the 3-fold CV with 3 U-Nets per fold picked; bench/README.md), takes about 13 min of one core:
+the default, an ensemble of 5 U-Nets on 128 px patches, 40 epochs each, on the whole training side (the
+setting the 3-fold CV with 3 U-Nets per fold picked; bench/README.md), takes about 9-12 min of one core:
 
-    .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 64] [--iterations 25] [--patch 96] [--lr 1e-3]
+    .venv/bin/python bench/eval_spacenet_buildings.py [--epochs 40] [--iterations 25] [--patch 128] [--lr 1e-3]
         [--loss dice_ce|dice_focal|focal] [--class-weights inverse_frequency|none] [--schedule constant|cosine]
         [--foreground 0.5] [--scale-aug 0] [--intensity-aug 0] [--average-last 0] [--ensemble 5] [--edges]
         [--base-filters 16] [--depth 3]
-        [--loss dice_ce_lovasz|lovasz] [--train-on all|split] [--clean-up 0.35/128] [--cv K --snapshots E..]
+        [--loss dice_ce_lovasz|lovasz] [--train-on all|split] [--clean-up 0.35/256/fill] [--cv K --snapshots E..]
 
 ``--cv K`` scores the settings by K-fold column cross-validation of the training side only (cols 0..629 cut
 into K strips, each predicted by U-Nets trained on the other strips for a fixed number of epochs, scored at
@@ -58,9 +58,9 @@ MIN_PIXELS = [0, 16, 32, 64, 128, 256]  # minimum building sizes tried on valida
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--iterations", type=int, default=25)
-    ap.add_argument("--patch", type=int, default=96)
+    ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3, help="U-Net down-sampling steps (patch: a multiple of 2**depth)")
     ap.add_argument("--threads", type=int, default=1)
@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--train-on", choices=["split", "all"], default="all",
                     help="split: cols 0..539, best weights on the validation strip 540..629; all: cols 0..629, "
                          "the weights after --epochs, clean-up --clean-up (chosen by --cv)")
-    ap.add_argument("--clean-up", default="0.35/128", help="--train-on all: threshold/min px[/fill] of unet@")
+    ap.add_argument("--clean-up", default="0.35/256/fill", help="--train-on all: threshold/min px[/fill] of unet@")
     args = ap.parse_args()
 
     import torch
