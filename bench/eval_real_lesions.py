@@ -51,21 +51,6 @@ def _configs(name: str):
     return configs[name]
 
 
-def _threshold(text: str | None) -> tuple[float | None] | None:
-    """``--lesion-threshold``: None (keep the model's), ``(None,)`` for 'argmax', ``(t,)`` for 0 < t < 1."""
-    if text is None:
-        return None
-    if text == "argmax":
-        return (None,)
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a probability nor 'argmax'") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{value} is not a probability in (0, 1)")
-    return (value,)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, required=True, help="the real scan (NIfTI, NRRD, MetaImage...)")
@@ -93,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from imaging_pipelines.medical.preprocess.resample import resample_like, resample_to_spacing
     from imaging_pipelines.medical.segment.baselines import BASELINES, run_baseline
     from imaging_pipelines.medical.segment.evaluate import segmentation_metrics
+    from imaging_pipelines.medical.segment.operating_point import parse_lesion_threshold
     from imaging_pipelines.medical.segment.unet import SegmentationModel, predict
 
     for path in (args.image, args.label):
@@ -128,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.label}: no lesion voxel (values {lesion_values or '> 0'}; the file holds "
               f"{sorted(int(v) for v in np.unique(labels))[:20]})", file=sys.stderr)
         return 2
-    try:
-        threshold = _threshold(args.lesion_threshold)
+    try:  # None: keep the model's; (t,): t, None for the argmax
+        threshold = None if args.lesion_threshold is None else (parse_lesion_threshold(args.lesion_threshold),)
     except ValueError as exc:
         print(f"--lesion-threshold: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ For each held-out case of the benchmark's held-out generator (``train.HELD_OUT_S
 ``eval_real_lesions.py --held-out``; cases ``--first`` .. ``--first + --cases - 1``) the model's softmax is
 computed once (flip TTA unless ``--no-flip-tta``), the atlas brain prior is registered once, and the tumour
 is read at each threshold of ``--thresholds`` (``argmax`` or a probability;
-``imaging_pipelines.medical.segment.unet.lesion_classes``: tumour where p(tumour) >= t inside the network's
+``imaging_pipelines.medical.segment.operating_point.lesion_classes``: tumour where p(tumour) >= t inside the network's
 brain) and gated as ``predict`` gates it. Prints one row per case and the mean per threshold; ``--json``
 writes the rows (atomically). Dice against the drawn tumour (rim + core) on the case's 2 mm grid. Nothing
 is trained.
@@ -24,13 +24,12 @@ import numpy as np
 
 
 def _thresholds(text: str) -> list[float | None]:
-    values: list[float | None] = []
-    for part in text.split(","):
-        value = None if part.strip() == "argmax" else float(part)
-        if value is not None and not 0.0 < value < 1.0:
-            raise argparse.ArgumentTypeError(f"{value} is not a probability in (0, 1)")
-        values.append(value)
-    return values
+    from imaging_pipelines.medical.segment.operating_point import parse_lesion_threshold
+
+    try:
+        return [parse_lesion_threshold(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from imaging_pipelines.core.storage import write_text_atomic
     from imaging_pipelines.medical.segment.atlas_brain import trusted_atlas_brain
     from imaging_pipelines.medical.segment.brain_gate import gate_to_brain
-    from imaging_pipelines.medical.segment.unet import (SegmentationModel, lesion_classes, predict_probabilities,
-                                                        slice_axis)
+    from imaging_pipelines.medical.segment.operating_point import lesion_classes
+    from imaging_pipelines.medical.segment.unet import SegmentationModel, predict_probabilities, slice_axis
     from imaging_pipelines.medical.synth import lesions
     from imaging_pipelines.medical.synth.generator import LesionGenerator
     from imaging_pipelines.medical.synth.prefetch import binary_target

@@ -10,8 +10,9 @@ import torch
 
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.segment.brain_gate import gate_to_brain
-from imaging_pipelines.medical.segment.unet import (SegmentationModel, lesion_classes, plan_dynunet_2d, predict,
-                                                     predict_probabilities, slice_axis)
+from imaging_pipelines.medical.segment.operating_point import lesion_classes, parse_lesion_threshold
+from imaging_pipelines.medical.segment.unet import (SegmentationModel, plan_dynunet_2d, predict, predict_probabilities,
+                                                     slice_axis)
 
 # one voxel per column: outside, brain, weak tumour, strong tumour, brain leaning to tumour, outside leaning to tumour
 GATED = np.array([[0.8, 0.1, 0.1],
@@ -84,3 +85,10 @@ def test_the_threshold_is_checked_and_older_files_load_as_argmax(tmp_path) -> No
     del blob["config"]["lesion_threshold"]  # a file written before the field existed
     torch.save(blob, path)
     assert SegmentationModel.load(path).lesion_threshold is None
+
+
+def test_a_threshold_is_parsed_from_text() -> None:
+    assert parse_lesion_threshold("argmax") is None and parse_lesion_threshold("0.7") == 0.7
+    for bad, why in (("1.5", "not a probability"), ("0", "not a probability"), ("high", "neither")):
+        with pytest.raises(ValueError, match=why):
+            parse_lesion_threshold(bad)

@@ -3,7 +3,7 @@
 * :func:`plan_dynunet` - nnU-Net's rule for kernel sizes, pooling strides and filters from voxel spacing.
 * :class:`SegmentationModel` - a DynUNet built from a :class:`Plan`, saved as state_dict + plain-type config.
 * :func:`predict` - Gaussian-weighted sliding-window inference, argmax (or a lesion probability threshold,
-  :func:`lesion_classes`), a uint8 label Volume on the input grid.
+  :func:`~imaging_pipelines.medical.segment.operating_point.lesion_classes`), a uint8 label Volume on the input grid.
 * 2D models (a :class:`Plan` with 2-element lists, :func:`plan_dynunet_2d`) segment a volume slice by slice
   across its thickest index axis (:func:`slice_axis`); brain-gated models (``brain_gate``) keep lesion
   voxels only inside the largest brain component (:mod:`~imaging_pipelines.medical.segment.brain_gate`).
@@ -26,6 +26,7 @@ import torch
 
 from imaging_pipelines.core.storage import atomic_file
 from imaging_pipelines.models.device import autocast_context, pick_device
+from imaging_pipelines.medical.segment.operating_point import lesion_classes
 from imaging_pipelines.medical.segment.slice_context import stack_context
 from imaging_pipelines.core.volume import Volume
 
@@ -370,7 +371,8 @@ def predict(
     atlas_gate: bool = True,
 ) -> Volume:
     """uint8 label Volume on ``image``'s grid: argmax of the sliding-window softmax (a model with a
-    ``lesion_threshold``: :func:`lesion_classes` at that threshold), brain-gated for a
+    ``lesion_threshold``: :func:`~imaging_pipelines.medical.segment.operating_point.lesion_classes` at that
+    threshold), brain-gated for a
     ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`; with
     ``atlas_gate`` the brain is first limited to the registered MNI152 brain when that registration is
     trusted, :func:`~imaging_pipelines.medical.segment.atlas_brain.trusted_atlas_brain`, and the label map's
@@ -389,27 +391,6 @@ def predict(
         return Volume(array=np.asarray(back.array, dtype=np.uint8), spacing=image.spacing, origin=image.origin,
                       direction=image.direction, attributes=dict(labels.attributes))
     return _predict_on_grid(model, image, overlap, sw_batch_size, device, flip_tta, axis, atlas_gate)
-
-
-def lesion_classes(probabilities: np.ndarray | torch.Tensor, brain_gate: bool,
-                   lesion_threshold: float | None) -> np.ndarray:
-    """Class map (uint8) from softmax ``probabilities`` ``[C, ...]``: the argmax when ``lesion_threshold`` is
-    None. Otherwise a voxel is lesion where the summed probability of the lesion classes (1.. ; 2.. for a
-    ``brain_gate`` model) is at least ``lesion_threshold``, and gets the most probable lesion class; with
-    ``brain_gate`` only voxels the argmax puts inside the brain (class >= 1) can be lesion and the others there
-    are brain (1), so the brain (and the atlas gate that compares with it) is the argmax's at every threshold;
-    without it, non-lesion voxels are background (0)."""
-    p = torch.as_tensor(probabilities)
-    classes = torch.argmax(p, dim=0)
-    if lesion_threshold is not None:
-        first = 2 if brain_gate else 1
-        lesion = p[first:].sum(dim=0) >= lesion_threshold
-        which = first + torch.argmax(p[first:], dim=0)
-        if brain_gate:
-            classes = torch.where(classes >= 1, torch.where(lesion, which, torch.ones_like(which)), classes)
-        else:
-            classes = torch.where(lesion, which, torch.zeros_like(which))
-    return classes.to(torch.uint8).cpu().numpy()
 
 
 def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw_batch_size: int,

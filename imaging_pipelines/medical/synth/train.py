@@ -46,6 +46,7 @@ import torch
 
 from imaging_pipelines.medical.segment import unet, unet_train
 from imaging_pipelines.medical.segment import brain_gate as brain_gate_module
+from imaging_pipelines.medical.segment import operating_point as operating_point_module
 from imaging_pipelines.medical.segment import slice_context as slice_context_module
 from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, plan_dynunet, plan_dynunet_2d
 from imaging_pipelines.medical.segment.unet_train import PatchSampler, optimizer_step
@@ -89,8 +90,8 @@ class SynthTrainingConfig:
     # 2D: neighbouring slices each side stacked as input channels (2.5D; segment.slice_context), one slab thickness
     # apart on slices across a thick-slice axis, one grid slice apart otherwise; 0: the slice alone
     slice_context: int = 0
-    # the model's tumour operating point (SegmentationModel.lesion_threshold, unet.lesion_classes): None the
-    # argmax; t: tumour where p(tumour) >= t inside the network's brain
+    # the model's tumour operating point (SegmentationModel.lesion_threshold, operating_point.lesion_classes):
+    # None the argmax; t: tumour where p(tumour) >= t inside the network's brain
     lesion_threshold: float | None = None
 
 
@@ -112,7 +113,7 @@ def version_code_modules() -> list[ModuleType]:
     """The modules whose source a synthetic-lesion model's version hashes: the generator, the network, its
     training and its inference (the same list for :func:`synth_version` and the pipeline's model asset)."""
     return [anatomy, deform, lesions, intensity, acquisition, mimics, generator, prefetch, slices, unet, unet_train,
-            brain_gate_module, slice_context_module, sys.modules[__name__]]
+            brain_gate_module, operating_point_module, slice_context_module, sys.modules[__name__]]
 
 
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
