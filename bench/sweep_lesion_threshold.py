@@ -7,10 +7,12 @@ is read at each threshold of ``--thresholds`` (``argmax`` or a probability;
 ``imaging_pipelines.medical.segment.operating_point.lesion_classes``: tumour where p(tumour) >= t inside the network's
 brain) and gated as ``predict`` gates it. Prints one row per case and the mean per threshold; ``--json``
 writes the rows (atomically). Dice against the drawn tumour (rim + core) on the case's 2 mm grid. Nothing
-is trained.
+is trained. ``--skull-strip`` scores the same cases skull-stripped (BraTS-style, zero outside the brain: the
+generator's ``skull_strip_probability`` set to 1; stripping is drawn last, so anatomy, lesions and
+intensities are unchanged).
 
     python bench/sweep_lesion_threshold.py --model FILE [--first 10] [--cases 20]
-        [--thresholds argmax,0.8,0.7,0.6,0.45,0.4,0.35,0.3,0.2] [--json OUT]
+        [--thresholds argmax,0.8,0.7,0.6,0.45,0.4,0.35,0.3,0.2] [--skull-strip] [--json OUT]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--thresholds", type=_thresholds, default=_thresholds("argmax,0.8,0.7,0.6,0.45,0.4,0.35,0.3,0.2"))
     parser.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--skull-strip", action="store_true", help="score the cases skull-stripped (BraTS-style)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not args.model.is_file():
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     model = SegmentationModel.load(args.model)
     if not model.brain_gate:
         parser.error(f"{args.model}: not a brain-gated lesion model (this sweep reads class 2 as tumour)")
-    held = held_out_generator(LesionGenerator(HELD_OUT_SYNTH, seed=0))
+    synth = replace(HELD_OUT_SYNTH, skull_strip_probability=1.0) if args.skull_strip else HELD_OUT_SYNTH
+    held = held_out_generator(LesionGenerator(synth, seed=0))
     names = ["argmax" if t is None else str(t) for t in args.thresholds]
     rows = []
     for index in range(args.first, args.first + args.cases):

@@ -18,7 +18,11 @@ disjoint training / held-out sets. Steps per case:
    CSF outside the lesions, as bright as a tumour rim, labelled background (:mod:`~.mimics`);
 4. intensities: a random Gaussian per label, blur, bias field, gamma, noise (:mod:`~.intensity`);
 5. with probability ``anisotropic_probability`` a thick-slice acquisition (thickness uniform in
-   ``slice_thickness_mm``, along a random index axis) resampled back (:mod:`~.acquisition`).
+   ``slice_thickness_mm``, along a random index axis) resampled back (:mod:`~.acquisition`);
+6. with probability ``skull_strip_probability`` the scan is skull-stripped as BraTS-style data is: zero
+   outside the brain mask grown or shrunk by a margin uniform in ``skull_strip_margin_mm``
+   (:mod:`~.skull_strip`); lesion and brain labels are cut to what is kept. This is drawn after every other
+   draw, so a case's anatomy, lesions and intensities do not depend on it.
 
 The image Volume (float32), the lesion label Volume (uint8, :data:`~.lesions.LESION_LABELS`) and the brain
 mask (uint8 0/1: brain tissue labels 1-3 or lesion, after deformation and mass effect; what a brain-gated
@@ -33,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from imaging_pipelines.core.volume import Volume
-from imaging_pipelines.medical.synth import acquisition, anatomy, deform, intensity, lesions, mimics
+from imaging_pipelines.medical.synth import acquisition, anatomy, deform, intensity, lesions, mimics, skull_strip
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class SynthConfig:
     grid_shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # working grid centre minus the brain centre (LPS)
     anisotropic_probability: float = 0.7
     slice_thickness_mm: tuple[float, float] = (1.0, 7.0)
+    skull_strip_probability: float = 0.0  # BraTS-style brain-only scans (skull_strip.py)
+    skull_strip_margin_mm: tuple[float, float] = (-4.0, 4.0)  # mask boundary beyond (+) or inside (-) the brain
     lesions: lesions.LesionParams = field(default_factory=lesions.LesionParams)
     mimics: mimics.MimicParams = field(default_factory=mimics.MimicParams)  # bright curves that are not lesion
     intensity: intensity.IntensityParams = field(default_factory=intensity.IntensityParams)
@@ -165,6 +171,11 @@ class LesionGenerator:
             axis, thickness = int(rng.integers(3)), float(rng.uniform(*cfg.slice_thickness_mm))
             volume = acquisition.simulate_acquisition(volume, axis, thickness)[1]
             draws.update({"thick_axis": axis, "thickness_mm": thickness})
-        return SynthCase(image=volume.with_array(volume.array.astype(np.float32)),
-                         label=self.grid.volume(lesion), draws=draws,
-                         brain=self.grid.volume((brain_mask | (lesion > 0)).astype(np.uint8)))
+        image, brain = volume.array, brain_mask | (lesion > 0)
+        if cfg.skull_strip_probability > 0 and rng.random() < cfg.skull_strip_probability:
+            margin = float(rng.uniform(*cfg.skull_strip_margin_mm))
+            kept = skull_strip.strip_mask(brain, (cfg.spacing_mm,) * 3, margin)
+            image, lesion, brain = np.where(kept, image, 0), np.where(kept, lesion, 0), brain & kept
+            draws.update({"skull_strip_margin_mm": margin})
+        return SynthCase(image=volume.with_array(image.astype(np.float32)), label=self.grid.volume(lesion),
+                         draws=draws, brain=self.grid.volume(brain.astype(np.uint8)))

@@ -50,7 +50,8 @@ from imaging_pipelines.medical.segment import operating_point as operating_point
 from imaging_pipelines.medical.segment import slice_context as slice_context_module
 from imaging_pipelines.medical.segment.unet import Plan, SegmentationModel, plan_dynunet, plan_dynunet_2d
 from imaging_pipelines.medical.segment.unet_train import PatchSampler, optimizer_step
-from imaging_pipelines.medical.synth import acquisition, anatomy, deform, generator, intensity, lesions, mimics, prefetch, slices
+from imaging_pipelines.medical.synth import (acquisition, anatomy, deform, generator, intensity, lesions, mimics, prefetch,
+                                             skull_strip, slices)
 from imaging_pipelines.medical.synth.generator import LesionGenerator, SynthConfig
 from imaging_pipelines.medical.synth.mimics import MimicParams
 from imaging_pipelines.medical.synth.prefetch import CaseFeed, TrainingPair
@@ -112,8 +113,8 @@ BENCHMARK_3D_SYNTH = SynthConfig(spacing_mm=3.0)
 def version_code_modules() -> list[ModuleType]:
     """The modules whose source a synthetic-lesion model's version hashes: the generator, the network, its
     training and its inference (the same list for :func:`synth_version` and the pipeline's model asset)."""
-    return [anatomy, deform, lesions, intensity, acquisition, mimics, generator, prefetch, slices, unet, unet_train,
-            brain_gate_module, operating_point_module, slice_context_module, sys.modules[__name__]]
+    return [anatomy, deform, lesions, intensity, acquisition, mimics, skull_strip, generator, prefetch, slices, unet,
+            unet_train, brain_gate_module, operating_point_module, slice_context_module, sys.modules[__name__]]
 
 
 def synth_version(synth: SynthConfig, training: SynthTrainingConfig, seed: int) -> str:
