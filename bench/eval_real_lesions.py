@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if masks["model"].attributes.get("brain_prior"):
         print(f"brain gate: {masks['model'].attributes['brain_prior']}")
         figures["brain_prior"] = masks["model"].attributes["brain_prior"]
+    if masks["model"].attributes.get("brain_warning"):
+        print(f"warning: {masks['model'].attributes['brain_warning']}")
+        figures["brain_warning"] = masks["model"].attributes["brain_warning"]
     work = resample_to_spacing(image, model.spacing_mm, interpolator="linear", antialias=True)
     for name in BASELINES:
         try:

@@ -287,3 +287,24 @@ def test_open_model_keeps_a_loaded_model_until_its_files_change(bundle, tmp_path
     assert changed.version != first.version and changed.predict is not first.predict
     clear_model_cache()
     assert open_model(spec, "cpu").predict is not changed.predict
+
+
+def test_segment_command_notes_an_implausibly_small_brain(scan, tmp_path, monkeypatch):
+    """A brain-gated model whose brain is far smaller than a whole brain (e.g. on a skull-stripped scan) gets a
+    warning in the manifest's notes; the threshold is raised here so that any brain counts as too small."""
+    from imaging_pipelines.medical.segment import brain_gate
+    from imaging_pipelines.medical.segment.unet import SegmentationModel, plan_dynunet_2d
+
+    model = SegmentationModel(plan=plan_dynunet_2d(2.0, (16, 16), base_filters=4, max_filters=8), n_classes=3,
+                              label_values=[0, 0, 1], normalization="percentile", spacing_mm=[2.0] * 3,
+                              brain_gate=True, version="gated")
+    model.save(tmp_path / "gated.pt")
+    monkeypatch.setattr(brain_gate, "MIN_PLAUSIBLE_BRAIN_ML", 1e9)
+    result = run_cli(str(scan), str(tmp_path / "out"), "--model", str(tmp_path / "gated.pt"), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((tmp_path / "out").glob("*.manifest.json")).read_text())
+    assert any("mL of brain" in note and "skull-stripped" in note for note in manifest["notes"]), manifest["notes"]
+    monkeypatch.setattr(brain_gate, "MIN_PLAUSIBLE_BRAIN_ML", 0.0)
+    again = run_cli(str(scan), str(tmp_path / "out2"), "--model", str(tmp_path / "gated.pt"), "--device", "cpu")
+    assert again.exit_code == 0, again.output
+    assert not json.loads(next((tmp_path / "out2").glob("*.manifest.json")).read_text())["notes"]

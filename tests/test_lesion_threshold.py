@@ -92,3 +92,22 @@ def test_a_threshold_is_parsed_from_text() -> None:
     for bad, why in (("1.5", "not a probability"), ("0", "not a probability"), ("high", "neither")):
         with pytest.raises(ValueError, match=why):
             parse_lesion_threshold(bad)
+
+
+def test_a_brain_too_small_to_be_a_whole_brain_is_flagged(tmp_path) -> None:
+    from imaging_pipelines.medical.segment.brain_gate import MIN_PLAUSIBLE_BRAIN_ML, brain_volume_warning
+
+    assert brain_volume_warning(MIN_PLAUSIBLE_BRAIN_ML) is None and brain_volume_warning(1400.0) is None
+    assert "only 33 mL of brain" in brain_volume_warning(33.0) and "skull-stripped" in brain_volume_warning(33.0)
+    z, y, x = np.indices((4, 24, 24))
+    image = Volume(array=(1000.0 * np.exp(-((y - 12.0) ** 2 + (x - 12.0) ** 2) / 60.0)).astype(np.float32),
+                   spacing=(2.0, 2.0, 2.0))
+    labels = predict(_model(tmp_path, None), image, device="cpu", atlas_gate=False)
+    probabilities = predict_probabilities(_model(tmp_path, None), image, device="cpu", axis=2)
+    brain_voxels = int((gate_to_brain(lesion_classes(probabilities, True, None)) >= 1).sum())
+    assert 0 < brain_voxels and labels.attributes["network_brain_ml"] == round(brain_voxels * 8 / 1000.0, 1)
+    assert "of brain" in labels.attributes["brain_warning"]  # a few mL: far below a whole brain
+    # a bigger image of the same "brain" at 1 cm voxels (125x the volume per voxel) is plausible: no warning
+    big = predict(_model(tmp_path, None), Volume(array=image.array, spacing=(10.0, 10.0, 10.0)), device="cpu",
+                  atlas_gate=False)
+    assert big.attributes["network_brain_ml"] >= MIN_PLAUSIBLE_BRAIN_ML and "brain_warning" not in big.attributes

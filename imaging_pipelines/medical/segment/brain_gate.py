@@ -37,3 +37,20 @@ def gate_to_brain(classes: np.ndarray, prior: np.ndarray | None = None) -> np.nd
         inside &= np.asarray(prior, dtype=bool)
     out[~brain_component(inside)] = 0
     return out
+
+
+# below this the network has not found a whole adult brain (about 1100-1700 mL with its CSF)
+MIN_PLAUSIBLE_BRAIN_ML = 500.0
+
+
+def brain_volume_warning(brain_ml: float) -> str | None:
+    """A warning when the network's brain (``brain_ml``, mL, after the gate) is smaller than
+    :data:`MIN_PLAUSIBLE_BRAIN_ML`, else ``None``. Seen on skull-stripped scans (BraTS-style, zero outside
+    the brain), which the shipped synthetic lesion models read as "outside the brain" and so find no lesion in
+    (bench/README.md, run 22), and on scans covering only part of the head."""
+    if brain_ml >= MIN_PLAUSIBLE_BRAIN_ML:
+        return None
+    return (f"the network found only {brain_ml:.0f} mL of brain (an adult brain is about 1100-1700 mL): lesions are "
+            f"likely missed. A skull-stripped scan? The synthetic lesion models are trained on whole heads and "
+            f"read a stripped brain as outside the head; give the scan with its skull, or expect misses. "
+            f"A scan of part of the head also gives this")

@@ -27,6 +27,9 @@ from imaging_pipelines.config.segmentation import ImportedModelConfig, Inference
 from imaging_pipelines.core.volume import Volume
 from imaging_pipelines.medical.segment.model_files import ModelFiles, clear_version_cache, inspect_model
 
+# what a brain-gated model's label map says about its gate (segment.unet.predict), kept on the output
+BRAIN_GATE_ATTRIBUTES = ("brain_prior", "network_brain_ml", "brain_warning")
+
 
 @dataclass
 class LoadedModel:
@@ -134,7 +137,9 @@ def _project_predictor(files: ModelFiles, device: str, inference: InferenceConfi
 
 def segment_image(model: LoadedModel, image: Volume) -> Volume:
     """The label map of ``image`` by ``model``, on ``image``'s grid (uint8, uint16 beyond 255 labels), with
-    ``attributes``: ``model_version``, ``device``, ``runtime_s`` (seconds of prediction)."""
+    ``attributes``: ``model_version``, ``device``, ``runtime_s`` (seconds of prediction), and a brain-gated
+    model's :data:`BRAIN_GATE_ATTRIBUTES` (which gate was used, the brain's volume in mL, a warning when it is
+    implausibly small)."""
     from imaging_pipelines.medical.preprocess.resample import resample_like
 
     if image.is_timeseries:
@@ -148,4 +153,5 @@ def segment_image(model: LoadedModel, image: Volume) -> Volume:
         array = array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16)
     return Volume(array=array, spacing=image.spacing, origin=image.origin, direction=image.direction,
                   attributes={"model_version": model.version, "device": model.device,
-                              "runtime_s": time.perf_counter() - start})
+                              "runtime_s": time.perf_counter() - start,
+                              **{k: v for k, v in mask.attributes.items() if k in BRAIN_GATE_ATTRIBUTES}})

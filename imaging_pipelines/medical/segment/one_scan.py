@@ -192,6 +192,9 @@ def segment_scan(src: str | Path, out: str | Path, model: str, device: str = "au
     t_pred = time.perf_counter()
     target = out if single_file else out / f"{scan.name}.nii.gz"
     written, notes = [_write_nifti_atomic(mask, target)], []
+    if mask.attributes.get("brain_warning"):
+        notes.append(str(mask.attributes["brain_warning"]))
+        log(f"warning: {notes[-1]}")
     if not single_file and scan.source_format == "dicom":
         written += _dicom_outputs(scan, mask, loaded, out, notes)
     manifest = {

@@ -376,7 +376,9 @@ def predict(
     ``brain_gate`` model (:func:`~imaging_pipelines.medical.segment.brain_gate.gate_to_brain`; with
     ``atlas_gate`` the brain is first limited to the registered MNI152 brain when that registration is
     trusted, :func:`~imaging_pipelines.medical.segment.atlas_brain.trusted_atlas_brain`, and the label map's
-    ``brain_prior`` attribute says which gate was used), mapped to ``label_values``. Without TTA the argmax
+    ``brain_prior`` attribute says which gate was used; ``network_brain_ml`` is the gated brain's volume in
+    mL and ``brain_warning`` is set when it is implausibly small,
+    :func:`~imaging_pipelines.medical.segment.brain_gate.brain_volume_warning`), mapped to ``label_values``. Without TTA the argmax
     runs on the device, so only the label map (1 byte per voxel) comes back to the host. A model with ``resample_input`` predicts on ``image`` resampled (linear, anti-aliased,
     same field of view and direction) to :func:`working_spacing` and returns the labels resampled back
     (nearest neighbour). A 2D model segments the slices across :func:`slice_axis` of ``image``."""
@@ -405,7 +407,7 @@ def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw
         classes = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
     attributes = {"model_version": model.version}
     if model.brain_gate:
-        from imaging_pipelines.medical.segment.brain_gate import gate_to_brain
+        from imaging_pipelines.medical.segment.brain_gate import brain_volume_warning, gate_to_brain
 
         prior = None
         if atlas_gate and not image.is_timeseries:
@@ -413,6 +415,10 @@ def _predict_on_grid(model: SegmentationModel, image: Volume, overlap: float, sw
 
             prior, attributes["brain_prior"] = trusted_atlas_brain(image, classes >= 1)
         classes = gate_to_brain(classes, prior)
+        brain_ml = float(np.count_nonzero(classes >= 1)) * float(np.prod(image.spacing)) / 1000.0
+        attributes["network_brain_ml"] = round(brain_ml, 1)
+        if (warning := brain_volume_warning(brain_ml)) is not None:
+            attributes["brain_warning"] = warning
     lut = np.asarray(model.label_values, dtype=np.uint8)
     return Volume(array=lut[classes], spacing=image.spacing, origin=image.origin, direction=image.direction,
                   attributes=attributes)
