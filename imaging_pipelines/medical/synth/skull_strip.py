@@ -23,4 +23,3 @@ def strip_mask(brain: np.ndarray, spacing_mm: tuple[float, float, float], margin
         return outside <= margin_mm
     inside = ndimage.distance_transform_edt(brain, sampling=spacing_mm)
     return inside > -margin_mm
-
